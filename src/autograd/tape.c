@@ -1,0 +1,242 @@
+/* The autograd tape: nodes recorded by ops, and the reverse walk. */
+#include "core/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static _Thread_local int no_grad_depth;
+
+void kn_no_grad_begin(void) { no_grad_depth++; }
+void kn_no_grad_end(void) {
+    if (no_grad_depth > 0) no_grad_depth--;
+}
+bool kn_grad_enabled(void) { return no_grad_depth == 0; }
+
+kn_tensor *kn_requires_grad_(kn_tensor *t, bool requires_grad) {
+    if (!t) return kn__err_null("requires_grad"), NULL;
+    if (t->grad_fn) {
+        kn__err(KN_ERR_AUTOGRAD, "requires_grad: only leaf tensors can be marked (this one was made by '%s'); use kn_detach first",
+                t->grad_fn->name);
+        return NULL;
+    }
+    if (requires_grad && !kn_dtype_is_float(t->dtype)) {
+        kn__err(KN_ERR_DTYPE, "requires_grad: only floating-point tensors can require gradients, not %s",
+                kn_dtype_name(t->dtype));
+        return NULL;
+    }
+    t->requires_grad = requires_grad;
+    return t;
+}
+
+bool kn_requires_grad(const kn_tensor *t) { return t && t->requires_grad; }
+kn_tensor *kn_grad(const kn_tensor *t) { return t ? t->grad : NULL; }
+bool kn_has_grad_fn(const kn_tensor *t) { return t && t->grad_fn; }
+const char *kn_grad_fn_name(const kn_tensor *t) { return t && t->grad_fn ? t->grad_fn->name : NULL; }
+
+void kn_zero_grad(kn_tensor *t) {
+    if (!t) return;
+    kn_release(t->grad);
+    t->grad = NULL;
+}
+
+kn_tensor *kn_detach(kn_tensor *t) {
+    if (!t) return kn__err_null("detach"), NULL;
+    return kn__scoped(kn__alias(t, t->ndim, t->shape, t->stride, t->offset));
+}
+
+kn_node *kn__record(kn_tensor *out, const char *name, kn_backward_fn backward, int n_in,
+                    kn_tensor *const *inputs) {
+    if (!out || no_grad_depth > 0) return NULL;
+    bool any = false;
+    for (int k = 0; k < n_in; k++)
+        if (inputs[k] && inputs[k]->requires_grad) any = true;
+    if (!any) return NULL;
+    kn_node *n = calloc(1, sizeof *n);
+    if (!n) {
+        kn__err(KN_ERR_OOM, "%s: out of memory for the autograd tape", name);
+        return NULL;
+    }
+    n->name = name;
+    n->backward = backward;
+    n->n_in = n_in;
+    for (int k = 0; k < n_in; k++) {
+        n->in[k] = kn_retain(inputs[k]);
+        n->needs[k] = inputs[k] && inputs[k]->requires_grad;
+    }
+    n->out_ndim = out->ndim;
+    memcpy(n->out_shape, out->shape, sizeof out->shape);
+    n->out_dtype = out->dtype;
+    out->requires_grad = true;
+    out->grad_fn = n;
+    return n;
+}
+
+void kn__save(kn_node *node, int k, kn_tensor *t) {
+    if (!node || !t) return;
+    /* An alias, not t itself: saving an op's own output must not make a cycle. */
+    kn_release(node->saved[k]);
+    node->saved[k] = kn__alias(t, t->ndim, t->shape, t->stride, t->offset);
+}
+
+static void drop_saved(kn_node *n) {
+    for (int k = 0; k < KN_NODE_MAX_SAVED; k++) {
+        kn_release(n->saved[k]);
+        n->saved[k] = NULL;
+    }
+}
+
+void kn__node_free(kn_node *n) {
+    drop_saved(n);
+    for (int k = 0; k < n->n_in; k++) kn_release(n->in[k]);
+    kn_release(n->grad_acc);
+    free(n);
+}
+
+/* ---- backward -------------------------------------------------------------------- */
+/* acc (owned, may be NULL) + g (owned) -> owned sum, in dtype dt. */
+static kn_tensor *accumulate(kn_tensor *acc, kn_tensor *g, kn_dtype dt) {
+    kn_scope s = kn_scope_begin();
+    kn_tensor *r = g->dtype == dt ? g : kn_cast(g, dt);
+    if (acc) r = kn_add(acc, r);
+    kn_retain(r);
+    kn_scope_end(s);
+    kn_release(acc);
+    kn_release(g);
+    return r;
+}
+
+typedef struct {
+    kn_node **items;
+    int64_t len, cap;
+} node_list;
+
+static bool push(node_list *l, kn_node *n) {
+    if (l->len == l->cap) {
+        int64_t cap = l->cap ? 2 * l->cap : 64;
+        kn_node **items = realloc(l->items, (size_t)cap * sizeof *items);
+        if (!items) return false;
+        l->items = items;
+        l->cap = cap;
+    }
+    l->items[l->len++] = n;
+    return true;
+}
+
+/* Post-order DFS without recursion (graphs can be thousands of nodes deep). */
+static kn_status topo_sort(kn_node *root, node_list *order) {
+    static _Atomic uint64_t stamp_counter;
+    uint64_t stamp = ++stamp_counter;
+    node_list stack = {0};
+    node_list child_idx = {0}; /* parallel stack of next-child indices, stored as pointers */
+    kn_status s = KN_OK;
+    root->visit = stamp;
+    if (!push(&stack, root) || !push(&child_idx, NULL)) s = KN_ERR_OOM;
+    while (s == KN_OK && stack.len) {
+        kn_node *n = stack.items[stack.len - 1];
+        intptr_t k = (intptr_t)child_idx.items[child_idx.len - 1];
+        if (k < n->n_in) {
+            child_idx.items[child_idx.len - 1] = (kn_node *)(k + 1);
+            kn_tensor *in = n->in[k];
+            if (n->needs[k] && in && in->grad_fn && in->grad_fn->visit != stamp) {
+                in->grad_fn->visit = stamp;
+                if (!push(&stack, in->grad_fn) || !push(&child_idx, NULL)) s = KN_ERR_OOM;
+            }
+        } else {
+            stack.len--;
+            child_idx.len--;
+            if (!push(order, n)) s = KN_ERR_OOM;
+        }
+    }
+    free(stack.items);
+    free(child_idx.items);
+    return s == KN_OK ? s : kn__err(s, "backward: out of memory");
+}
+
+kn_status kn_backward_with(kn_tensor *root, kn_tensor *grad) {
+    if (!root) return kn__err_null("backward"), KN_ERR_NULL;
+    if (!root->requires_grad)
+        return kn__err(KN_ERR_AUTOGRAD, "backward: the tensor does not require grad (no input of the ops that made it requires grad)");
+    kn_scope outer = kn_scope_begin();
+    kn_tensor *g0 = grad ? grad : kn_ones_like(root);
+    if (!g0) {
+        kn_scope_end(outer);
+        return kn_error_code();
+    }
+    if (g0->ndim != root->ndim || memcmp(g0->shape, root->shape, (size_t)root->ndim * 8)) {
+        char a[96], b[96];
+        kn_scope_end(outer);
+        return kn__err(KN_ERR_SHAPE, "backward: gradient of shape %s for a tensor of shape %s",
+                       kn__shape_str(g0->ndim, g0->shape, a, sizeof a),
+                       kn__shape_str(root->ndim, root->shape, b, sizeof b));
+    }
+    kn_retain(g0);
+    kn_scope_end(outer);
+    if (!root->grad_fn) { /* a leaf */
+        root->grad = accumulate(root->grad, g0, root->dtype);
+        return root->grad ? KN_OK : kn_error_code();
+    }
+    node_list order = {0};
+    kn_status s = topo_sort(root->grad_fn, &order);
+    if (s == KN_OK && root->grad_fn->consumed)
+        s = kn__err(KN_ERR_AUTOGRAD, "backward: trying to backward through the graph a second time (the tape of '%s' was freed after the first backward)",
+                    root->grad_fn->name);
+    if (s != KN_OK) {
+        kn_release(g0);
+        free(order.items);
+        return s;
+    }
+    kn_no_grad_begin();
+    root->grad_fn->grad_acc = accumulate(root->grad_fn->grad_acc, g0, root->dtype);
+    for (int64_t i = order.len - 1; i >= 0 && s == KN_OK; i--) {
+        kn_node *n = order.items[i];
+        if (!n->grad_acc) continue;
+        if (n->consumed) {
+            s = kn__err(KN_ERR_AUTOGRAD, "backward: the tape of '%s' was already used by an earlier backward", n->name);
+            break;
+        }
+        if (!n->backward) {
+            s = kn__err(KN_ERR_AUTOGRAD, "backward: '%s' is not differentiable", n->name);
+            break;
+        }
+        kn_tensor *gin[KN_NODE_MAX_IN] = {0};
+        kn_scope sc = kn_scope_begin();
+        s = n->backward(n, n->grad_acc, gin);
+        for (int k = 0; k < n->n_in; k++) {
+            if (s != KN_OK || !n->needs[k]) gin[k] = NULL;
+            kn_retain(gin[k]);
+        }
+        kn_scope_end(sc);
+        if (s != KN_OK && kn_error_code() == KN_OK) s = kn__err(s, "backward: '%s' failed", n->name);
+        for (int k = 0; k < n->n_in; k++) {
+            kn_tensor *in = n->in[k], *g = gin[k];
+            if (!g) continue;
+            if (in->grad_fn) {
+                in->grad_fn->grad_acc = accumulate(in->grad_fn->grad_acc, g, in->dtype);
+            } else if (in->requires_grad) {
+                in->grad = accumulate(in->grad, g, in->dtype);
+            } else {
+                kn_release(g);
+            }
+        }
+        kn_release(n->grad_acc);
+        n->grad_acc = NULL;
+    }
+    /* The tape is spent: saved activations go now, not when the output dies. */
+    for (int64_t i = 0; i < order.len; i++) {
+        kn_node *n = order.items[i];
+        kn_release(n->grad_acc);
+        n->grad_acc = NULL;
+        drop_saved(n);
+        n->consumed = true;
+    }
+    kn_no_grad_end();
+    free(order.items);
+    return s;
+}
+
+kn_status kn_backward(kn_tensor *root) {
+    if (root && kn_numel(root) != 1)
+        return kn__err(KN_ERR_SHAPE, "backward: the tensor has %lld elements; call kn_backward_with and a gradient for non-scalar outputs",
+                       (long long)kn_numel(root));
+    return kn_backward_with(root, NULL);
+}

@@ -1,0 +1,87 @@
+/* CPU matmul: each batch goes to GEMM with the operands' own strides when
+ * they are row- or column-major (no copy), else through a packed copy.
+ * float16/bfloat16 compute in float32. */
+#include "cpu_internal.h"
+#include "gemm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* One 2-D operand as GEMM sees it. */
+typedef struct {
+    const void *p;
+    int64_t ld;
+    bool trans;
+    void *owned; /* packed copy to free */
+} operand;
+
+/* rows x cols matrix at p with strides (rs, cs) in elements of dtype dt,
+ * presented as (t)ype wt data GEMM can read. */
+static bool prepare(operand *o, const char *p, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
+                    kn_dtype dt, kn_dtype wt) {
+    o->owned = NULL;
+    if (dt == wt) {
+        size_t es = kn_dtype_size(dt);
+        if (cs == 1 && (rs >= cols || rows <= 1)) {
+            *o = (operand){p, rows <= 1 ? (cols ? cols : 1) : rs, false, NULL};
+            return true;
+        }
+        if (rs == 1 && (cs >= rows || cols <= 1)) {
+            *o = (operand){p, cols <= 1 ? (rows ? rows : 1) : cs, true, NULL};
+            return true;
+        }
+        (void)es;
+    }
+    size_t ws = kn_dtype_size(wt), es = kn_dtype_size(dt);
+    char *buf = malloc((size_t)(rows * cols > 0 ? rows * cols : 1) * ws);
+    if (!buf) return false;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            kn__store(buf + (size_t)(r * cols + c) * ws, wt,
+                      kn__load(p + (size_t)(r * rs + c * cs) * es, dt));
+    *o = (operand){buf, cols ? cols : 1, false, buf};
+    return true;
+}
+
+kn_status kn__cpu_matmul(const kn_call *c) {
+    const kn_tensor *a = c->in[0], *b = c->in[1], *bias = c->in[2];
+    kn_tensor *out = c->out[0];
+    int64_t B = out->shape[0], M = out->shape[1], N = out->shape[2], K = a->shape[2];
+    kn_dtype dt = out->dtype, wt = dt == KN_F64 ? KN_F64 : KN_F32;
+    size_t ws = kn_dtype_size(wt), es = kn_dtype_size(dt);
+    /* Output accumulates in the work type; float32/64 write straight into out. */
+    char *cbuf = dt == wt ? NULL : malloc((size_t)(M * N > 0 ? M * N : 1) * ws);
+    if (dt != wt && !cbuf) return kn__err(KN_ERR_OOM, "matmul: out of host memory");
+    kn_status st = KN_OK;
+    for (int64_t bi = 0; bi < B && st == KN_OK; bi++) {
+        char *C = dt == wt ? (char *)kn__data(out) + (size_t)(bi * M * N) * es : cbuf;
+        double beta = 0;
+        if (bias) {
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++)
+                    kn__store(C + (size_t)(i * N + j) * ws, wt,
+                              kn__load((const char *)kn__data(bias) + (size_t)(j * bias->stride[0]) * kn_dtype_size(bias->dtype), bias->dtype));
+            beta = 1;
+        }
+        operand A, Bo;
+        const char *pa = (const char *)kn__data(a) + (size_t)(bi * a->stride[0]) * es;
+        const char *pb = (const char *)kn__data(b) + (size_t)(bi * b->stride[0]) * es;
+        if (!prepare(&A, pa, M, K, a->stride[1], a->stride[2], dt, wt) ||
+            !prepare(&Bo, pb, K, N, b->stride[1], b->stride[2], dt, wt)) {
+            st = kn__err(KN_ERR_OOM, "matmul: out of host memory");
+            break;
+        }
+        if (wt == KN_F32)
+            kn__sgemm(A.trans, Bo.trans, M, N, K, 1.0f, A.p, A.ld, Bo.p, Bo.ld, (float)beta, (float *)C, N);
+        else
+            kn__dgemm(A.trans, Bo.trans, M, N, K, 1.0, A.p, A.ld, Bo.p, Bo.ld, beta, (double *)C, N);
+        free(A.owned);
+        free(Bo.owned);
+        if (cbuf) {
+            char *o = (char *)kn__data(out) + (size_t)(bi * M * N) * es;
+            for (int64_t k = 0; k < M * N; k++) kn__store(o + (size_t)k * es, dt, kn__load(cbuf + (size_t)k * ws, wt));
+        }
+    }
+    free(cbuf);
+    return st;
+}

@@ -1,0 +1,171 @@
+/* dtypes: sizes, names, promotion and element conversion. */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+static const struct {
+    const char *name, *short_name;
+    size_t size;
+} info[KN_DTYPE_COUNT] = {
+    [KN_F32] = {"float32", "f32", 4}, [KN_F16] = {"float16", "f16", 2},
+    [KN_BF16] = {"bfloat16", "bf16", 2}, [KN_F64] = {"float64", "f64", 8},
+    [KN_I32] = {"int32", "i32", 4}, [KN_I64] = {"int64", "i64", 8},
+    [KN_U8] = {"uint8", "u8", 1}, [KN_BOOL] = {"bool", "bool", 1},
+};
+
+size_t kn_dtype_size(kn_dtype dt) { return (unsigned)dt < KN_DTYPE_COUNT ? info[dt].size : 0; }
+const char *kn_dtype_name(kn_dtype dt) {
+    return (unsigned)dt < KN_DTYPE_COUNT ? info[dt].name : "invalid";
+}
+bool kn_dtype_is_float(kn_dtype dt) {
+    return dt == KN_F32 || dt == KN_F16 || dt == KN_BF16 || dt == KN_F64;
+}
+
+int kn_dtype_from_name(const char *name) {
+    if (!name) return -1;
+    for (int i = 0; i < KN_DTYPE_COUNT; i++)
+        if (!strcmp(name, info[i].name) || !strcmp(name, info[i].short_name)) return i;
+    if (!strcmp(name, "float")) return KN_F32;
+    if (!strcmp(name, "double")) return KN_F64;
+    if (!strcmp(name, "half")) return KN_F16;
+    if (!strcmp(name, "long")) return KN_I64;
+    if (!strcmp(name, "int")) return KN_I32;
+    return -1;
+}
+
+/* Rank in PyTorch's promotion lattice: bool < u8 < i32 < i64 < f16/bf16 < f32 < f64. */
+static int rank(kn_dtype d) {
+    switch (d) {
+    case KN_BOOL: return 0;
+    case KN_U8: return 1;
+    case KN_I32: return 2;
+    case KN_I64: return 3;
+    case KN_F16: case KN_BF16: return 4;
+    case KN_F32: return 5;
+    case KN_F64: return 6;
+    default: return -1;
+    }
+}
+
+kn_dtype kn_dtype_promote(kn_dtype a, kn_dtype b) {
+    if (a == b) return a;
+    if ((a == KN_F16 && b == KN_BF16) || (a == KN_BF16 && b == KN_F16)) return KN_F32;
+    return rank(a) >= rank(b) ? a : b;
+}
+
+/* ---- half precision ---------------------------------------------------------- */
+float kn__f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: renormalise */
+            exp = 1;
+            while (!(man & 0x400)) {
+                man <<= 1;
+                exp--;
+            }
+            man &= 0x3ff;
+            bits = sign | ((exp + 112) << 23) | (man << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t kn__f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000;
+    int32_t exp = (int32_t)((x >> 23) & 0xff) - 127 + 15;
+    uint32_t man = x & 0x7fffff;
+    if (((x >> 23) & 0xff) == 0xff) /* inf or nan */
+        return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
+    if (exp >= 31) return (uint16_t)(sign | 0x7c00);
+    if (exp <= 0) {
+        if (exp < -10) return (uint16_t)sign;
+        man |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - exp);
+        uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t h = sign | ((uint32_t)exp << 10) | (man >> 13), rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++; /* round to nearest even */
+    return (uint16_t)h;
+}
+
+float kn__bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t kn__f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffff) > 0x7f800000) return (uint16_t)((x >> 16) | 0x40); /* quiet nan */
+    x += 0x7fff + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}
+
+/* ---- element access ------------------------------------------------------------ */
+double kn__load(const void *p, kn_dtype dt) {
+    switch (dt) {
+    case KN_F32: return *(const float *)p;
+    case KN_F64: return *(const double *)p;
+    case KN_F16: return kn__f16_to_f32(*(const uint16_t *)p);
+    case KN_BF16: return kn__bf16_to_f32(*(const uint16_t *)p);
+    case KN_I32: return *(const int32_t *)p;
+    case KN_I64: return (double)*(const int64_t *)p;
+    case KN_U8: return *(const uint8_t *)p;
+    case KN_BOOL: return *(const uint8_t *)p ? 1.0 : 0.0;
+    default: return NAN;
+    }
+}
+
+void kn__store(void *p, kn_dtype dt, double v) {
+    switch (dt) {
+    case KN_F32: *(float *)p = (float)v; break;
+    case KN_F64: *(double *)p = v; break;
+    case KN_F16: *(uint16_t *)p = kn__f32_to_f16((float)v); break;
+    case KN_BF16: *(uint16_t *)p = kn__f32_to_bf16((float)v); break;
+    /* Float-to-int conversion truncates toward zero, as in C and PyTorch;
+     * NaN and out-of-range values are clamped instead of being undefined. */
+    case KN_I32: *(int32_t *)p = v != v ? 0 : v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN : (int32_t)v; break;
+    case KN_I64: *(int64_t *)p = v != v ? 0 : v >= 9.2233720368547758e18 ? INT64_MAX : v <= -9.2233720368547758e18 ? INT64_MIN : (int64_t)v; break;
+    case KN_U8: *(uint8_t *)p = v != v || v <= 0 ? 0 : v >= 255 ? 255 : (uint8_t)v; break;
+    case KN_BOOL: *(uint8_t *)p = v != 0; break;
+    default: break;
+    }
+}
+
+int64_t kn__load_i64(const void *p, kn_dtype dt) {
+    switch (dt) {
+    case KN_I64: return *(const int64_t *)p;
+    case KN_I32: return *(const int32_t *)p;
+    case KN_U8: return *(const uint8_t *)p;
+    case KN_BOOL: return *(const uint8_t *)p != 0;
+    default: {
+        double v = kn__load(p, dt);
+        return v != v ? 0 : (int64_t)v;
+    }
+    }
+}
+
+void kn__store_i64(void *p, kn_dtype dt, int64_t v) {
+    switch (dt) {
+    case KN_I64: *(int64_t *)p = v; break;
+    case KN_I32: *(int32_t *)p = (int32_t)v; break;
+    case KN_U8: *(uint8_t *)p = (uint8_t)v; break;
+    case KN_BOOL: *(uint8_t *)p = v != 0; break;
+    default: kn__store(p, dt, (double)v); break;
+    }
+}

@@ -1,0 +1,173 @@
+/* Philox 4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2,
+ * 3", SC'11): a counter-based generator, so element k of any random op is a
+ * pure function of (seed, offset, k) and every backend draws the same bits. */
+#include "internal.h"
+
+#include <math.h>
+
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+
+void kn_philox4x32(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) {
+    uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3], k0 = key[0], k1 = key[1];
+    for (int r = 0; r < 10; r++) {
+        uint64_t p0 = (uint64_t)PHILOX_M0 * c0, p1 = (uint64_t)PHILOX_M1 * c2;
+        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+        c1 = (uint32_t)p1;
+        c3 = (uint32_t)p0;
+        c0 = n0;
+        c2 = n2;
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
+    }
+    out[0] = c0;
+    out[1] = c1;
+    out[2] = c2;
+    out[3] = c3;
+}
+
+static _Thread_local kn_generator global = {0, 0};
+
+kn_generator *kn_default_generator(void) { return &global; }
+void kn_manual_seed(uint64_t seed) { global = (kn_generator){seed, 0}; }
+kn_generator kn_generator_make(uint64_t seed) { return (kn_generator){seed, 0}; }
+
+/* Reserves the counters an op of n elements uses; returns the first. */
+uint64_t kn__generator_take(kn_generator *g, int64_t n, int per_counter) {
+    if (!g) g = &global;
+    uint64_t first = g->offset;
+    g->offset += (uint64_t)((n + per_counter - 1) / per_counter);
+    return first;
+}
+
+static kn_tensor *random_tensor(const char *op, int ndim, const int64_t *shape, kn_dtype dt,
+                                kn_device dev, kn_generator *gen, kn_random_kind kind, double a,
+                                double b) {
+    if (!gen) gen = &global;
+    kn_tensor *t = kn__new(ndim, shape, dt, dev);
+    if (!t) return NULL;
+    int64_t n = kn__numel_shape(ndim, shape);
+    kn_call c = {.op = KN_OP_RANDOM, .device = dev, .out = {t},
+                 .i = {kind, (int64_t)gen->seed, (int64_t)kn__generator_take(gen, n, kind == KN_RANDOM_NORMAL ? 2 : 4)},
+                 .f = {a, b}};
+    (void)op;
+    if (kn__run(&c) != KN_OK) {
+        kn_release(t);
+        return NULL;
+    }
+    return kn__scoped(t);
+}
+
+kn_tensor *kn_rand(int ndim, const int64_t *shape, kn_dtype dt, kn_device dev, kn_generator *gen) {
+    if (!kn_dtype_is_float(dt)) {
+        kn__err(KN_ERR_DTYPE, "rand: needs a floating-point dtype, not %s", kn_dtype_name(dt));
+        return NULL;
+    }
+    return random_tensor("rand", ndim, shape, dt, dev, gen, KN_RANDOM_UNIFORM, 0, 1);
+}
+
+kn_tensor *kn_randn(int ndim, const int64_t *shape, kn_dtype dt, kn_device dev, kn_generator *gen) {
+    if (!kn_dtype_is_float(dt)) {
+        kn__err(KN_ERR_DTYPE, "randn: needs a floating-point dtype, not %s", kn_dtype_name(dt));
+        return NULL;
+    }
+    return random_tensor("randn", ndim, shape, dt, dev, gen, KN_RANDOM_NORMAL, 0, 1);
+}
+
+kn_tensor *kn_randint(int64_t low, int64_t high, int ndim, const int64_t *shape, kn_dtype dt,
+                      kn_device dev, kn_generator *gen) {
+    if (high <= low) {
+        kn__err(KN_ERR_INVALID, "randint: empty range [%lld, %lld)", (long long)low, (long long)high);
+        return NULL;
+    }
+    return random_tensor("randint", ndim, shape, dt, dev, gen, KN_RANDOM_INT, (double)low, (double)high);
+}
+
+kn_status kn_uniform_(kn_tensor *t, double lo, double hi, kn_generator *gen) {
+    if (!t) return kn__err_null("uniform_"), KN_ERR_NULL;
+    kn_scope s = kn_scope_begin();
+    kn_tensor *r = random_tensor("uniform_", t->ndim, t->shape, t->dtype, t->storage->device, gen,
+                                 KN_RANDOM_UNIFORM, lo, hi);
+    kn_no_grad_begin();
+    kn_status st = r ? kn_copy_(t, r) : kn_error_code();
+    kn_no_grad_end();
+    kn_scope_end(s);
+    return st;
+}
+
+kn_status kn_normal_(kn_tensor *t, double mean, double std, kn_generator *gen) {
+    if (!t) return kn__err_null("normal_"), KN_ERR_NULL;
+    kn_scope s = kn_scope_begin();
+    kn_tensor *r = random_tensor("normal_", t->ndim, t->shape, t->dtype, t->storage->device, gen,
+                                 KN_RANDOM_NORMAL, mean, std);
+    kn_no_grad_begin();
+    kn_status st = r ? kn_copy_(t, r) : kn_error_code();
+    kn_no_grad_end();
+    kn_scope_end(s);
+    return st;
+}
+
+/* A permutation from sorting 64 random bits per element: the same on every
+ * backend because the keys are. Ties (probability ~n^2/2^65) keep index order. */
+kn_tensor *kn_randperm(int64_t n, kn_device dev, kn_generator *gen) {
+    if (n < 0) {
+        kn__err(KN_ERR_INVALID, "randperm: n must be >= 0, got %lld", (long long)n);
+        return NULL;
+    }
+    kn_scope s = kn_scope_begin();
+    kn_tensor *keys = random_tensor("randperm", 1, &n, KN_I64, KN_CPU, gen, KN_RANDOM_BITS, 0, 0);
+    kn_tensor *out = NULL;
+    if (keys) {
+        int64_t *k = kn__data(keys);
+        int64_t *idx = NULL;
+        kn_tensor *perm = kn_empty(1, &n, KN_I64, KN_CPU);
+        if (perm) {
+            idx = kn__data(perm);
+            for (int64_t i = 0; i < n; i++) idx[i] = i;
+            /* Shell sort on keys (stable enough: ties are near impossible). */
+            for (int64_t gap = n / 2; gap > 0; gap /= 2)
+                for (int64_t i = gap; i < n; i++) {
+                    int64_t v = idx[i];
+                    int64_t j = i;
+                    while (j >= gap && (uint64_t)k[idx[j - gap]] > (uint64_t)k[v]) {
+                        idx[j] = idx[j - gap];
+                        j -= gap;
+                    }
+                    idx[j] = v;
+                }
+            out = kn_to(perm, dev);
+        }
+    }
+    kn_keep(out);
+    kn_scope_end(s);
+    return out;
+}
+
+/* ---- the shared element mapping (every backend implements exactly this) ---------- */
+/* uniform in [0, 1) with 24 bits, as float32 would hold it. */
+static inline double u01(uint32_t x) { return (double)(x >> 8) * (1.0 / 16777216.0); }
+
+void kn__random_block(uint64_t seed, uint64_t counter, uint32_t out[4]) {
+    uint32_t ctr[4] = {(uint32_t)counter, (uint32_t)(counter >> 32), 0, 0};
+    uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    kn_philox4x32(ctr, key, out);
+}
+
+double kn__random_value(int kind, uint64_t seed, uint64_t offset, int64_t k, double a, double b) {
+    uint32_t w[4];
+    if (kind == KN_RANDOM_NORMAL) {
+        kn__random_block(seed, offset + (uint64_t)(k / 2), w);
+        int j = (int)(k % 2) * 2;
+        double u1 = 1.0 - u01(w[j]), u2 = u01(w[j + 1]); /* u1 in (0, 1] */
+        return a + b * sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+    }
+    kn__random_block(seed, offset + (uint64_t)(k / 4), w);
+    uint32_t x = w[k % 4];
+    switch (kind) {
+    case KN_RANDOM_UNIFORM: return a + (b - a) * u01(x);
+    case KN_RANDOM_INT: return a + floor((double)x * (1.0 / 4294967296.0) * (b - a));
+    default: return (double)x;
+    }
+}

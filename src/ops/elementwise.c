@@ -1,0 +1,216 @@
+/* Elementwise ops (arithmetic, comparison, where, functions) and their
+ * backward rules. Backward rules are written with ops, so they run on
+ * whatever device the tensors live on. */
+#include "ops_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- unary ------------------------------------------------------------------------ */
+/* Forward output is what the backward kernel wants for these (see kn__unary_grad). */
+static bool grad_uses_output(kn_unary_fn f) {
+    return f == KN_UNARY_EXP || f == KN_UNARY_SIGMOID || f == KN_UNARY_TANH;
+}
+
+static kn_status unary_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    kn_tensor *x = n->saved[0];
+    kn_tensor *out = kn__new(x->ndim, x->shape, x->dtype, x->storage->device);
+    if (!out) return kn_error_code();
+    kn_tensor *gc = kn__cast_raw(g, x->dtype);
+    kn_call c = {.op = KN_OP_UNARY_BACKWARD, .device = x->storage->device, .in = {gc, x},
+                 .out = {out}, .i = {n->i[0]}, .f = {n->f[0], n->f[1]}};
+    bool ok = gc && kn__run_ok(&c);
+    kn_release(gc);
+    if (!ok) return kn_error_code();
+    gin[0] = kn__scoped(out);
+    return KN_OK;
+}
+
+static bool float_only(kn_unary_fn f) {
+    switch (f) {
+    case KN_UNARY_NEG: case KN_UNARY_ABS: case KN_UNARY_RELU: case KN_UNARY_CLAMP:
+    case KN_UNARY_ADD_SCALAR: case KN_UNARY_MUL_SCALAR: case KN_UNARY_RSUB_SCALAR:
+        return false;
+    default:
+        return true;
+    }
+}
+
+static kn_tensor *unary(kn_unary_fn f, kn_tensor *a, double p0, double p1) {
+    const char *name = kn__unary_name(f);
+    if (!a) return kn__err_null(name), NULL;
+    kn_dtype dt = a->dtype;
+    if (float_only(f)) dt = kn__float_dtype(dt);
+    /* A fractional scalar makes an integer tensor float, as in PyTorch. */
+    if ((f == KN_UNARY_ADD_SCALAR || f == KN_UNARY_MUL_SCALAR || f == KN_UNARY_RSUB_SCALAR ||
+         f == KN_UNARY_CLAMP) && !kn_dtype_is_float(dt) &&
+        (p0 != floor(p0) || (f == KN_UNARY_CLAMP && isfinite(p1) && p1 != floor(p1))))
+        dt = KN_F32;
+    if (dt == KN_BOOL && f != KN_UNARY_RELU) dt = KN_I64;
+    kn_tensor *out = kn__new(a->ndim, a->shape, dt, a->storage->device);
+    if (!out) return NULL;
+    kn_tensor *in = kn_dtype_is_float(dt) ? kn__cast_raw(a, dt) : kn_retain(a);
+    kn_call c = {.op = KN_OP_UNARY, .device = a->storage->device, .in = {in}, .out = {out},
+                 .i = {f}, .f = {p0, p1}};
+    bool ok = in && kn__run_ok(&c);
+    kn_release(in);
+    if (!ok) return NULL;
+    kn_node *n = kn__record(out, name, unary_backward, 1, &a);
+    if (n) {
+        kn__save(n, 0, grad_uses_output(f) ? out : a);
+        n->i[0] = f;
+        n->f[0] = p0;
+        n->f[1] = p1;
+    }
+    return kn__scoped(out);
+}
+
+kn_tensor *kn_neg(kn_tensor *a) { return unary(KN_UNARY_NEG, a, 0, 0); }
+kn_tensor *kn_exp(kn_tensor *a) { return unary(KN_UNARY_EXP, a, 0, 0); }
+kn_tensor *kn_log(kn_tensor *a) { return unary(KN_UNARY_LOG, a, 0, 0); }
+kn_tensor *kn_sqrt(kn_tensor *a) { return unary(KN_UNARY_SQRT, a, 0, 0); }
+kn_tensor *kn_abs(kn_tensor *a) { return unary(KN_UNARY_ABS, a, 0, 0); }
+kn_tensor *kn_relu(kn_tensor *a) { return unary(KN_UNARY_RELU, a, 0, 0); }
+kn_tensor *kn_leaky_relu(kn_tensor *a, double s) { return unary(KN_UNARY_LEAKY_RELU, a, s, 0); }
+kn_tensor *kn_gelu(kn_tensor *a) { return unary(KN_UNARY_GELU, a, 0, 0); }
+kn_tensor *kn_sigmoid(kn_tensor *a) { return unary(KN_UNARY_SIGMOID, a, 0, 0); }
+kn_tensor *kn_tanh(kn_tensor *a) { return unary(KN_UNARY_TANH, a, 0, 0); }
+kn_tensor *kn_softplus(kn_tensor *a) { return unary(KN_UNARY_SOFTPLUS, a, 0, 0); }
+kn_tensor *kn_clamp(kn_tensor *a, double lo, double hi) {
+    if (lo > hi) {
+        kn__err(KN_ERR_INVALID, "clamp: min %g is greater than max %g", lo, hi);
+        return NULL;
+    }
+    return unary(KN_UNARY_CLAMP, a, lo, hi);
+}
+kn_tensor *kn_add_scalar(kn_tensor *a, double s) { return unary(KN_UNARY_ADD_SCALAR, a, s, 0); }
+kn_tensor *kn_mul_scalar(kn_tensor *a, double s) { return unary(KN_UNARY_MUL_SCALAR, a, s, 0); }
+kn_tensor *kn_rsub_scalar(kn_tensor *a, double s) { return unary(KN_UNARY_RSUB_SCALAR, a, s, 0); }
+kn_tensor *kn_pow_scalar(kn_tensor *a, double s) { return unary(KN_UNARY_POW_SCALAR, a, s, 0); }
+
+/* ---- binary ------------------------------------------------------------------------ */
+static bool is_comparison(kn_binary_fn f) { return f >= KN_BINARY_EQ; }
+
+static kn_status binary_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    kn_tensor *a = n->saved[0], *b = n->saved[1];
+    kn_tensor *ga = NULL, *gb = NULL;
+    switch ((kn_binary_fn)n->i[0]) {
+    case KN_BINARY_ADD: ga = g; gb = g; break;
+    case KN_BINARY_SUB: ga = g; gb = n->needs[1] ? kn_neg(g) : NULL; break;
+    case KN_BINARY_MUL:
+        ga = n->needs[0] ? kn_mul(g, b) : NULL;
+        gb = n->needs[1] ? kn_mul(g, a) : NULL;
+        break;
+    case KN_BINARY_DIV:
+        ga = n->needs[0] ? kn_div(g, b) : NULL;
+        gb = n->needs[1] ? kn_neg(kn_div(kn_mul(g, a), kn_mul(b, b))) : NULL;
+        break;
+    case KN_BINARY_POW:
+        ga = n->needs[0] ? kn_mul(g, kn_mul(b, kn_pow(a, kn_add_scalar(b, -1)))) : NULL;
+        /* d/db a^b = a^b log a; defined as 0 where a == 0 (as PyTorch does). */
+        gb = n->needs[1] ? kn_where(kn_eq(a, kn_zeros_like(a)), kn_zeros_like(g),
+                                    kn_mul(g, kn_mul(kn_pow(a, b), kn_log(a))))
+                         : NULL;
+        break;
+    case KN_BINARY_MAX:
+    case KN_BINARY_MIN: {
+        /* The larger (smaller) input gets the gradient; ties split it evenly. */
+        bool mx = n->i[0] == KN_BINARY_MAX;
+        kn_tensor *half = kn_mul_scalar(g, 0.5), *zero = kn_zeros_like(g), *tie = kn_eq(a, b);
+        kn_tensor *a_wins = mx ? kn_gt(a, b) : kn_lt(a, b), *b_wins = mx ? kn_lt(a, b) : kn_gt(a, b);
+        ga = kn_where(a_wins, g, kn_where(tie, half, zero));
+        gb = kn_where(b_wins, g, kn_where(tie, half, zero));
+        break;
+    }
+    default:
+        return kn__err(KN_ERR_AUTOGRAD, "backward: %s is not differentiable", n->name);
+    }
+    if (n->needs[0]) gin[0] = kn__sum_to(ga, a->ndim, a->shape);
+    if (n->needs[1]) gin[1] = kn__sum_to(gb, b->ndim, b->shape);
+    return (n->needs[0] && !gin[0]) || (n->needs[1] && !gin[1]) ? kn_error_code() : KN_OK;
+}
+
+static kn_tensor *binary(kn_binary_fn f, kn_tensor *a, kn_tensor *b) {
+    const char *name = kn__binary_name(f);
+    if (!a || !b) return kn__err_null(name), NULL;
+    kn_tensor *ab[2] = {a, b};
+    if (!kn__same_device(name, 2, ab)) return NULL;
+    kn_dtype dt = kn_dtype_promote(a->dtype, b->dtype);
+    if (f == KN_BINARY_DIV) dt = kn__float_dtype(dt);
+    if (dt == KN_BOOL && (f <= KN_BINARY_POW)) dt = KN_I64; /* bool arithmetic: as integers */
+    int64_t shape[KN_MAX_DIMS];
+    int nd = kn__broadcast(name, a->ndim, a->shape, b->ndim, b->shape, shape);
+    if (nd < 0) return NULL;
+    kn_device dev = a->storage->device;
+    kn_tensor *out = kn__new(nd, shape, is_comparison(f) ? KN_BOOL : dt, dev);
+    kn_tensor *ca = out ? kn__cast_raw(a, dt) : NULL, *cb = ca ? kn__cast_raw(b, dt) : NULL;
+    kn_tensor *ea = cb ? kn__expand(ca, nd, shape) : NULL, *eb = ea ? kn__expand(cb, nd, shape) : NULL;
+    kn_call c = {.op = KN_OP_BINARY, .device = dev, .in = {ea, eb}, .out = {out}, .i = {f}};
+    bool ok = eb && kn__run_ok(&c);
+    if (!ok && !eb) kn_release(out);
+    kn_release(ea);
+    kn_release(eb);
+    kn_release(ca);
+    kn_release(cb);
+    if (!ok) return NULL;
+    if (!is_comparison(f)) {
+        kn_node *n = kn__record(out, name, binary_backward, 2, ab);
+        if (n) {
+            kn__save(n, 0, a);
+            kn__save(n, 1, b);
+            n->i[0] = f;
+        }
+    }
+    return kn__scoped(out);
+}
+
+kn_tensor *kn_add(kn_tensor *a, kn_tensor *b) { return binary(KN_BINARY_ADD, a, b); }
+kn_tensor *kn_sub(kn_tensor *a, kn_tensor *b) { return binary(KN_BINARY_SUB, a, b); }
+kn_tensor *kn_mul(kn_tensor *a, kn_tensor *b) { return binary(KN_BINARY_MUL, a, b); }
+kn_tensor *kn_div(kn_tensor *a, kn_tensor *b) { return binary(KN_BINARY_DIV, a, b); }
+kn_tensor *kn_pow(kn_tensor *a, kn_tensor *b) { return binary(KN_BINARY_POW, a, b); }
+kn_tensor *kn_maximum(kn_tensor *a, kn_tensor *b) { return binary(KN_BINARY_MAX, a, b); }
+kn_tensor *kn_minimum(kn_tensor *a, kn_tensor *b) { return binary(KN_BINARY_MIN, a, b); }
+kn_tensor *kn_eq(kn_tensor *a, kn_tensor *b) { return binary(KN_BINARY_EQ, a, b); }
+kn_tensor *kn_ne(kn_tensor *a, kn_tensor *b) { return binary(KN_BINARY_NE, a, b); }
+kn_tensor *kn_lt(kn_tensor *a, kn_tensor *b) { return binary(KN_BINARY_LT, a, b); }
+kn_tensor *kn_le(kn_tensor *a, kn_tensor *b) { return binary(KN_BINARY_LE, a, b); }
+kn_tensor *kn_gt(kn_tensor *a, kn_tensor *b) { return binary(KN_BINARY_GT, a, b); }
+kn_tensor *kn_ge(kn_tensor *a, kn_tensor *b) { return binary(KN_BINARY_GE, a, b); }
+
+/* ---- where ------------------------------------------------------------------------- */
+static kn_status where_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    kn_tensor *cond = n->saved[0], *zero = kn_zeros_like(g);
+    if (n->needs[1]) gin[1] = kn__sum_to(kn_where(cond, g, zero), n->in[1]->ndim, n->in[1]->shape);
+    if (n->needs[2]) gin[2] = kn__sum_to(kn_where(cond, zero, g), n->in[2]->ndim, n->in[2]->shape);
+    return (n->needs[1] && !gin[1]) || (n->needs[2] && !gin[2]) ? kn_error_code() : KN_OK;
+}
+
+kn_tensor *kn_where(kn_tensor *cond, kn_tensor *a, kn_tensor *b) {
+    if (!cond || !a || !b) return kn__err_null("where"), NULL;
+    kn_tensor *all[3] = {cond, a, b};
+    if (!kn__same_device("where", 3, all)) return NULL;
+    int64_t s1[KN_MAX_DIMS], shape[KN_MAX_DIMS];
+    int n1 = kn__broadcast("where", cond->ndim, cond->shape, a->ndim, a->shape, s1);
+    int nd = n1 < 0 ? -1 : kn__broadcast("where", n1, s1, b->ndim, b->shape, shape);
+    if (nd < 0) return NULL;
+    kn_dtype dt = kn_dtype_promote(a->dtype, b->dtype);
+    kn_device dev = a->storage->device;
+    kn_tensor *out = kn__new(nd, shape, dt, dev);
+    kn_tensor *cc = out ? kn__cast_raw(cond, KN_BOOL) : NULL;
+    kn_tensor *ca = cc ? kn__cast_raw(a, dt) : NULL, *cb = ca ? kn__cast_raw(b, dt) : NULL;
+    kn_tensor *e0 = cb ? kn__expand(cc, nd, shape) : NULL, *e1 = e0 ? kn__expand(ca, nd, shape) : NULL;
+    kn_tensor *e2 = e1 ? kn__expand(cb, nd, shape) : NULL;
+    kn_call c = {.op = KN_OP_WHERE, .device = dev, .in = {e0, e1, e2}, .out = {out}};
+    bool ok = e2 && kn__run_ok(&c);
+    if (!ok && !e2) kn_release(out);
+    kn_tensor *tmp[] = {cc, ca, cb, e0, e1, e2};
+    for (size_t k = 0; k < sizeof tmp / sizeof *tmp; k++) kn_release(tmp[k]);
+    if (!ok) return NULL;
+    kn_node *n = kn__record(out, "where", where_backward, 3, all);
+    if (n) {
+        n->needs[0] = false;
+        kn__save(n, 0, cond);
+    }
+    return kn__scoped(out);
+}

@@ -1,0 +1,181 @@
+/* matmul and linear, with their backward rules. */
+#include "ops_internal.h"
+
+#include <string.h>
+
+static bool float_check(const char *op, kn_dtype dt) {
+    if (kn_dtype_is_float(dt)) return true;
+    kn__err(KN_ERR_DTYPE, "%s: %s is not supported (floating-point dtypes only); cast first", op,
+            kn_dtype_name(dt));
+    return false;
+}
+
+/* out [B, M, N] = a3 [B, M, K] @ b3 [B, K, N] (+ bias [N]); raw. */
+static kn_tensor *gemm3(kn_tensor *a3, kn_tensor *b3, kn_tensor *bias, int64_t B, int64_t M, int64_t N) {
+    kn_tensor *out = kn__new(KN_SHAPE(B, M, N), a3->dtype, a3->storage->device);
+    if (!out) return NULL;
+    kn_call c = {.op = KN_OP_MATMUL, .device = a3->storage->device, .in = {a3, b3, bias}, .out = {out}};
+    return kn__run_ok(&c) ? out : NULL;
+}
+
+/* A 3-D [B, R, C] alias of t (batch dims expanded to bshape), copying only
+ * when the batch dims cannot be merged into one stride. Raw. */
+static kn_tensor *as3d(kn_tensor *t, int nb, const int64_t *bshape, int64_t B) {
+    int64_t shape[KN_MAX_DIMS];
+    memcpy(shape, bshape, (size_t)nb * 8);
+    shape[nb] = t->shape[t->ndim - 2];
+    shape[nb + 1] = t->shape[t->ndim - 1];
+    kn_tensor *e = kn__expand(t, nb + 2, shape);
+    if (!e) return NULL;
+    int64_t bstride = 0;
+    bool mergeable = true;
+    for (int d = nb - 1, first = 1; d >= 0; d--) {
+        if (shape[d] == 1) continue;
+        if (first) bstride = e->stride[d], first = 0;
+        else if (e->stride[d] != e->stride[d + 1] * shape[d + 1] && !(e->stride[d] == 0 && bstride == 0))
+            mergeable = false;
+    }
+    if (!mergeable) {
+        kn_tensor *c = kn__contiguous_raw(e);
+        kn_release(e);
+        if (!c) return NULL;
+        e = c;
+        bstride = shape[nb] * shape[nb + 1];
+    }
+    kn_tensor *r = kn__alias(e, 3, (int64_t[]){B, shape[nb], shape[nb + 1]},
+                             (int64_t[]){bstride, e->stride[nb], e->stride[nb + 1]}, e->offset);
+    kn_release(e);
+    return r;
+}
+
+static kn_status matmul_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    kn_tensor *a = n->saved[0], *b = n->saved[1];
+    if (n->needs[0]) gin[0] = kn__sum_to(kn_matmul(g, kn_transpose(b, -1, -2)), a->ndim, a->shape);
+    if (n->needs[1]) gin[1] = kn__sum_to(kn_matmul(kn_transpose(a, -1, -2), g), b->ndim, b->shape);
+    return (n->needs[0] && !gin[0]) || (n->needs[1] && !gin[1]) ? kn_error_code() : KN_OK;
+}
+
+/* Both operands at least 2-D. */
+static kn_tensor *matmul_nd(kn_tensor *a, kn_tensor *b) {
+    char sa[128], sb[128];
+    int64_t M = a->shape[a->ndim - 2], K = a->shape[a->ndim - 1], N = b->shape[b->ndim - 1];
+    if (b->shape[b->ndim - 2] != K) {
+        kn__err(KN_ERR_SHAPE, "matmul: shapes %s and %s do not match",
+                kn__shape_str(a->ndim, a->shape, sa, sizeof sa), kn__shape_str(b->ndim, b->shape, sb, sizeof sb));
+        return NULL;
+    }
+    int64_t bshape[KN_MAX_DIMS];
+    int nb = kn__broadcast("matmul", a->ndim - 2, a->shape, b->ndim - 2, b->shape, bshape);
+    if (nb < 0) return NULL;
+    int64_t B = kn__numel_shape(nb, bshape);
+    kn_dtype dt = kn_dtype_promote(a->dtype, b->dtype);
+    kn_tensor *ca = kn__cast_raw(a, dt), *cb = ca ? kn__cast_raw(b, dt) : NULL;
+    kn_tensor *a3 = cb ? as3d(ca, nb, bshape, B) : NULL, *b3 = a3 ? as3d(cb, nb, bshape, B) : NULL;
+    kn_tensor *o3 = b3 ? gemm3(a3, b3, NULL, B, M, N) : NULL;
+    kn_release(ca);
+    kn_release(cb);
+    kn_release(a3);
+    kn_release(b3);
+    if (!o3) return NULL;
+    int64_t oshape[KN_MAX_DIMS];
+    memcpy(oshape, bshape, (size_t)nb * 8);
+    oshape[nb] = M;
+    oshape[nb + 1] = N;
+    kn_tensor *out = kn__view_raw(o3, nb + 2, oshape);
+    kn_release(o3);
+    if (!out) return NULL;
+    kn_tensor *ab[2] = {a, b};
+    kn_node *node = kn__record(out, "matmul", matmul_backward, 2, ab);
+    if (node) {
+        kn__save(node, 0, a);
+        kn__save(node, 1, b);
+    }
+    return kn__scoped(out);
+}
+
+kn_tensor *kn_matmul(kn_tensor *a, kn_tensor *b) {
+    if (!a || !b) return kn__err_null("matmul"), NULL;
+    kn_tensor *ab[2] = {a, b};
+    if (!kn__same_device("matmul", 2, ab) || !float_check("matmul", a->dtype) ||
+        !float_check("matmul", b->dtype))
+        return NULL;
+    if (a->ndim == 0 || b->ndim == 0) {
+        kn__err(KN_ERR_SHAPE, "matmul: both arguments need at least 1 dimension");
+        return NULL;
+    }
+    if (a->ndim >= 2 && b->ndim >= 2) return matmul_nd(a, b);
+    /* 1-D operands become matrices and the added dim is removed after. */
+    kn_scope s = kn_scope_begin();
+    kn_tensor *a2 = a->ndim == 1 ? kn_unsqueeze(a, 0) : a;
+    kn_tensor *b2 = b->ndim == 1 ? kn_unsqueeze(b, 1) : b;
+    kn_tensor *r = matmul_nd(a2, b2);
+    if (r && b->ndim == 1) r = kn_squeeze(r, -1);
+    if (r && a->ndim == 1) r = kn_squeeze(r, -2);
+    kn_keep(r);
+    kn_scope_end(s);
+    return r;
+}
+
+/* ---- linear -------------------------------------------------------------------------- */
+static kn_status linear_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    kn_tensor *x = n->saved[0], *w = n->saved[1];
+    if (n->needs[0]) gin[0] = kn_matmul(g, w);
+    if (n->needs[1]) gin[1] = kn_matmul(kn_transpose(g, 0, 1), x);
+    if (n->n_in > 2 && n->needs[2]) gin[2] = kn_sum(g, KN_DIMS(0), false);
+    for (int k = 0; k < n->n_in; k++)
+        if (n->needs[k] && !gin[k]) return kn_error_code();
+    return KN_OK;
+}
+
+kn_tensor *kn_linear(kn_tensor *x, kn_tensor *w, kn_tensor *bias) {
+    if (!x || !w) return kn__err_null("linear"), NULL;
+    kn_tensor *all[3] = {x, w, bias};
+    if (!kn__same_device("linear", 3, all) || !float_check("linear", x->dtype)) return NULL;
+    char sx[128], sw[128];
+    if (w->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1] ||
+        (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0]))) {
+        kn__err(KN_ERR_SHAPE, "linear: input %s, weight %s%s do not match (weight is [out, in])",
+                kn__shape_str(x->ndim, x->shape, sx, sizeof sx), kn__shape_str(w->ndim, w->shape, sw, sizeof sw),
+                bias ? " and bias" : "");
+        return NULL;
+    }
+    kn_scope s = kn_scope_begin();
+    int64_t in = w->shape[1], outf = w->shape[0];
+    kn_tensor *x2 = x->ndim == 2 ? x : kn_reshape(x, KN_SHAPE(-1, in));
+    kn_tensor *cx = x2 ? kn__cast_raw(x2, x->dtype) : NULL;
+    kn_tensor *cw = cx ? kn__cast_raw(w, x->dtype) : NULL, *cb = NULL;
+    if (cw && bias) cb = kn__cast_raw(bias, x->dtype);
+    kn_tensor *r = NULL;
+    if (cw && (!bias || cb)) {
+        int64_t R = x2->shape[0];
+        /* x2 [R, in] @ w^T [in, out], as batch-1 3-D views; bias fused in. */
+        kn_tensor *a3 = kn__alias(cx, 3, (int64_t[]){1, R, in}, (int64_t[]){0, cx->stride[0], cx->stride[1]}, cx->offset);
+        kn_tensor *b3 = kn__alias(cw, 3, (int64_t[]){1, in, outf}, (int64_t[]){0, cw->stride[1], cw->stride[0]}, cw->offset);
+        kn_tensor *o3 = a3 && b3 ? gemm3(a3, b3, cb, 1, R, outf) : NULL;
+        kn_release(a3);
+        kn_release(b3);
+        r = o3 ? kn__view_raw(o3, 2, (int64_t[]){R, outf}) : NULL;
+        kn_release(o3);
+        if (r) {
+            kn_tensor *ins[3] = {x2, w, bias};
+            kn_node *n = kn__record(r, "linear", linear_backward, bias ? 3 : 2, ins);
+            if (n) {
+                kn__save(n, 0, x2);
+                kn__save(n, 1, w);
+            }
+            kn__scoped(r);
+        }
+    }
+    kn_release(cx);
+    kn_release(cw);
+    kn_release(cb);
+    if (r && x->ndim != 2) {
+        int64_t shape[KN_MAX_DIMS];
+        memcpy(shape, x->shape, sizeof shape);
+        shape[x->ndim - 1] = outf;
+        r = kn_reshape(r, x->ndim, shape);
+    }
+    kn_keep(r);
+    kn_scope_end(s);
+    return r;
+}

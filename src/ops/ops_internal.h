@@ -1,0 +1,24 @@
+/* Helpers shared by the op families in src/ops. */
+#ifndef KILN_OPS_INTERNAL_H
+#define KILN_OPS_INTERNAL_H
+
+#include "core/internal.h"
+
+/* Checks that every non-NULL tensor lives on the first one's device. */
+bool kn__same_device(const char *op, int n, kn_tensor *const *ts);
+/* t converted to dt on its device (t itself, retained, when it already is).
+ * Raw reference: the caller releases it. */
+kn_tensor *kn__cast_raw(kn_tensor *t, kn_dtype dt);
+/* A contiguous raw reference to t's data (t retained when already contiguous). */
+kn_tensor *kn__contiguous_raw(kn_tensor *t);
+/* Runs the call; on failure releases `out` (up to 4) and returns false. */
+bool kn__run_ok(kn_call *c);
+/* Sets *out to the tensor made by a call that failed: releases every output. */
+void kn__release_outs(kn_call *c);
+/* Reshapes a contiguous raw tensor (a raw alias). */
+kn_tensor *kn__view_raw(kn_tensor *t, int ndim, const int64_t *shape);
+
+/* Floating dtype an op computes in for input dt (ints become float32). */
+static inline kn_dtype kn__float_dtype(kn_dtype dt) { return kn_dtype_is_float(dt) ? dt : KN_F32; }
+
+#endif
