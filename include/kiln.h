@@ -11,5 +11,6 @@
 #include "kiln/nn.h"
 #include "kiln/optim.h"
 #include "kiln/io.h"
+#include "kiln/graph.h"
 
 #endif

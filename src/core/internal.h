@@ -178,8 +178,10 @@ typedef enum {
      * f[0] = p, i[1] = seed, i[2] = offset. */
     KN_OP_DROPOUT,
     /* Adam / AdamW in place on contiguous out[0] param, out[1] m, out[2] v
-     * with gradient in[0]; f: lr, beta1, beta2, eps, weight_decay,
-     * bias_correction1, bias_correction2; i[0] = 1 for AdamW. */
+     * with gradient in[0] and the step count t in in[1] (a 0-d float32 on
+     * the same device, already counting this step: read on the device, so a
+     * captured graph replays correctly); f: lr, beta1, beta2, eps,
+     * weight_decay; i[0] = 1 for AdamW. Bias corrections 1 - beta^t. */
     KN_OP_ADAM,
     /* SGD in place: out[0] param, out[1] momentum buffer (or NULL); in[0]
      * grad; f: lr, momentum, dampening, weight_decay; i[0] nesterov, i[1] =
@@ -244,6 +246,13 @@ typedef struct kn_backend {
     kn_status (*synchronize)(int index);
     kn_status (*memory_stats)(int index, kn_memory_stats *out); /* optional */
     kn_status (*empty_cache)(int index);                          /* optional */
+    /* Capture and replay (optional; see kiln/graph.h). graph_begin starts
+     * recording the device's stream, graph_end returns the recording (which
+     * keeps the memory allocated during capture for itself). */
+    kn_status (*graph_begin)(int index);
+    void *(*graph_end)(int index, kn_status *status);
+    kn_status (*graph_launch)(int index, void *graph);
+    void (*graph_free)(int index, void *graph);
     bool is_real_gpu; /* may kn_device_default pick it */
     kn_kernel kernels[KN_OP_COUNT];
 } kn_backend;

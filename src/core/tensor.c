@@ -419,6 +419,37 @@ double kn_get(const kn_tensor *t, const int64_t *index) {
     return v;
 }
 
+/* Prints dim d of a row-major buffer, eliding the middle of long dims. */
+static void print_dim(FILE *f, const kn_tensor *t, const double *v, int d, int64_t base, bool ints) {
+    enum { EDGE = 3 };
+    if (t->ndim == 0) {
+        fprintf(f, ints ? "%.0f" : "%.4g", v[0]);
+        return;
+    }
+    int64_t n = t->shape[d], inner = kn__numel_shape(t->ndim - d - 1, t->shape + d + 1);
+    fputc('[', f);
+    for (int64_t i = 0; i < n; i++) {
+        if (n > 2 * EDGE + 1 && i == EDGE) {
+            fputs("...", f);
+            i = n - EDGE - 1;
+        } else if (d == t->ndim - 1) {
+            fprintf(f, ints ? "%.0f" : "%.4g", v[base + i]);
+        } else {
+            print_dim(f, t, v, d + 1, base + i * inner, ints);
+        }
+        if (i + 1 < n) {
+            fputc(',', f);
+            if (d < t->ndim - 1) {
+                fputc('\n', f);
+                for (int k = 0; k <= d + 7; k++) fputc(' ', f);
+            } else {
+                fputc(' ', f);
+            }
+        }
+    }
+    fputc(']', f);
+}
+
 void kn_print(const kn_tensor *t, FILE *f) {
     if (!t) {
         fprintf(f, "tensor(NULL)\n");
@@ -432,39 +463,8 @@ void kn_print(const kn_tensor *t, FILE *f) {
         free(v);
         return;
     }
-    bool ints = !kn_dtype_is_float(t->dtype);
     fprintf(f, "tensor(");
-    int64_t idx[KN_MAX_DIMS] = {0};
-    const int64_t edge = 3; /* elements shown at each end of a long dim */
-    for (int d = 0; d < t->ndim; d++) fputc('[', f);
-    for (int64_t k = 0; k < n; k++) {
-        bool skip = false;
-        for (int d = 0; d < t->ndim; d++)
-            if (t->shape[d] > 2 * edge + 1 && idx[d] >= edge && idx[d] < t->shape[d] - edge)
-                skip = true;
-        if (!skip) {
-            if (ints) fprintf(f, "%lld", (long long)v[k]);
-            else fprintf(f, "%.4g", v[k]);
-        }
-        int closed = 0;
-        for (int d = t->ndim - 1; d >= 0; d--) {
-            if (++idx[d] < t->shape[d]) break;
-            idx[d] = 0;
-            closed++;
-        }
-        if (k + 1 < n) {
-            for (int c = 0; c < closed; c++) fputc(']', f);
-            int d = t->ndim - 1 - closed;
-            bool sk = d >= 0 && t->shape[d] > 2 * edge + 1 && idx[d] >= edge &&
-                      idx[d] < t->shape[d] - edge;
-            bool was = d >= 0 && t->shape[d] > 2 * edge + 1 && idx[d] == edge;
-            if (!skip || was) fputs(was ? ", ..." : "", f);
-            if (!sk && !skip) fputs(closed ? ",\n       " : ", ", f);
-            else if (!sk && skip && was) fputs(closed ? ",\n       " : ", ", f);
-            for (int c = 0; c < closed; c++) fputc('[', f);
-        }
-    }
-    for (int d = 0; d < t->ndim; d++) fputc(']', f);
+    print_dim(f, t, v, 0, 0, !kn_dtype_is_float(t->dtype));
     fprintf(f, ", shape=%s, dtype=%s, device=%s)\n", kn__shape_str(t->ndim, t->shape, b, sizeof b),
             kn_dtype_name(t->dtype), kn_device_str(t->storage->device));
     free(v);

@@ -72,7 +72,8 @@ kn_status kn__cpu_adam(const kn_call *c) {
     const kn_tensor *g = c->in[0];
     int64_t n = kn__numel_shape(p->ndim, p->shape);
     double lr = c->f[0], b1 = c->f[1], b2 = c->f[2], eps = c->f[3], wd = c->f[4];
-    double bc1 = c->f[5], bc2 = c->f[6];
+    double t = kn__load(kn__data(c->in[1]), c->in[1]->dtype);
+    double bc1 = 1 - pow(b1, t), bc2 = 1 - pow(b2, t);
     bool adamw = c->i[0];
     if (p->dtype == KN_F32 && g->dtype == KN_F32 && m->dtype == KN_F32) {
         float *P = kn__data(p), *M = kn__data(m), *V = kn__data(v);

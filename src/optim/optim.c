@@ -1,0 +1,233 @@
+/* Optimizers: SGD (momentum, Nesterov, weight decay), Adam and AdamW. Each
+ * parameter's update is one fused kernel (KN_OP_SGD / KN_OP_ADAM) on the
+ * parameter's own device. */
+#include "core/internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW } opt_kind;
+
+struct kn_optim {
+    opt_kind kind;
+    int n;
+    kn_tensor **params;
+    kn_tensor **state_a; /* Adam m / SGD momentum buffer (lazily made) */
+    kn_tensor **state_b; /* Adam v */
+    kn_sgd_opts sgd;
+    kn_adam_opts adam;
+    double lr;
+    int64_t steps;
+    kn_tensor *step_t; /* t on the parameters' device (Adam), see KN_OP_ADAM */
+};
+
+kn_sgd_opts kn_sgd_defaults(double lr) { return (kn_sgd_opts){lr, 0, 0, 0, false}; }
+kn_adam_opts kn_adam_defaults(double lr) { return (kn_adam_opts){lr, 0.9, 0.999, 1e-8, 0}; }
+
+static kn_optim *make(const char *name, opt_kind kind, int n, kn_tensor *const *params, double lr) {
+    if (n < 0 || (n && !params)) {
+        kn__err(KN_ERR_INVALID, "%s: invalid parameter list", name);
+        return NULL;
+    }
+    if (!(lr >= 0)) {
+        kn__err(KN_ERR_INVALID, "%s: invalid learning rate %g", name, lr);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!params[i]) return kn__err_null(name), NULL;
+        if (!kn_requires_grad(params[i])) {
+            kn__err(KN_ERR_INVALID, "%s: parameter %d does not require grad", name, i);
+            return NULL;
+        }
+    }
+    kn_optim *o = calloc(1, sizeof *o);
+    if (o) {
+        o->params = calloc((size_t)n + 1, sizeof *o->params);
+        o->state_a = calloc((size_t)n + 1, sizeof *o->state_a);
+        o->state_b = calloc((size_t)n + 1, sizeof *o->state_b);
+    }
+    if (!o || !o->params || !o->state_a || !o->state_b) {
+        kn_optim_free(o);
+        kn__err(KN_ERR_OOM, "%s: out of memory", name);
+        return NULL;
+    }
+    o->kind = kind;
+    o->n = n;
+    o->lr = lr;
+    for (int i = 0; i < n; i++) o->params[i] = kn_retain(params[i]);
+    return o;
+}
+
+static kn_optim *from_module(kn_module *m, const char *name, opt_kind kind, double lr) {
+    if (!m) return kn__err_null(name), NULL;
+    int n = 0;
+    const kn_named_tensor *p = kn_module_parameters(m, &n);
+    if (!p) return NULL;
+    kn_tensor **list = malloc(((size_t)n + 1) * sizeof *list);
+    if (!list) return kn__err(KN_ERR_OOM, "%s: out of memory", name), NULL;
+    for (int i = 0; i < n; i++) list[i] = p[i].tensor;
+    kn_optim *o = make(name, kind, n, list, lr);
+    free(list);
+    return o;
+}
+
+static bool check_sgd(kn_sgd_opts o) {
+    if (o.momentum < 0 || o.weight_decay < 0 || (o.nesterov && (o.momentum <= 0 || o.dampening != 0))) {
+        kn__err(KN_ERR_INVALID, "sgd: invalid options (momentum >= 0, weight_decay >= 0; Nesterov needs momentum > 0 and no dampening)");
+        return false;
+    }
+    return true;
+}
+
+static bool check_adam(kn_adam_opts o) {
+    if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps >= 0 && o.weight_decay >= 0)) {
+        kn__err(KN_ERR_INVALID, "adam: invalid options (betas in [0, 1), eps >= 0, weight_decay >= 0)");
+        return false;
+    }
+    return true;
+}
+
+kn_optim *kn_sgd_params(int n, kn_tensor *const *params, kn_sgd_opts opts) {
+    if (!check_sgd(opts)) return NULL;
+    kn_optim *o = make("sgd", OPT_SGD, n, params, opts.lr);
+    if (o) o->sgd = opts;
+    return o;
+}
+kn_optim *kn_sgd(kn_module *m, kn_sgd_opts opts) {
+    if (!check_sgd(opts)) return NULL;
+    kn_optim *o = from_module(m, "sgd", OPT_SGD, opts.lr);
+    if (o) o->sgd = opts;
+    return o;
+}
+
+static kn_optim *adam_common(kn_module *m, int n, kn_tensor *const *params, kn_adam_opts opts, opt_kind kind) {
+    const char *name = kind == OPT_ADAM ? "adam" : "adamw";
+    if (!check_adam(opts)) return NULL;
+    kn_optim *o = m ? from_module(m, name, kind, opts.lr) : make(name, kind, n, params, opts.lr);
+    if (o) o->adam = opts;
+    return o;
+}
+kn_optim *kn_adam(kn_module *m, kn_adam_opts opts) {
+    if (!m) return kn__err_null("adam"), NULL;
+    return adam_common(m, 0, NULL, opts, OPT_ADAM);
+}
+kn_optim *kn_adam_params(int n, kn_tensor *const *p, kn_adam_opts opts) {
+    return adam_common(NULL, n, p, opts, OPT_ADAM);
+}
+kn_optim *kn_adamw(kn_module *m, kn_adam_opts opts) {
+    if (!m) return kn__err_null("adamw"), NULL;
+    return adam_common(m, 0, NULL, opts, OPT_ADAMW);
+}
+kn_optim *kn_adamw_params(int n, kn_tensor *const *p, kn_adam_opts opts) {
+    return adam_common(NULL, n, p, opts, OPT_ADAMW);
+}
+
+/* Optimizer state lives beside the parameter, in its dtype, in no scope. */
+static kn_tensor *state_like(kn_tensor *p) {
+    kn_tensor *t = kn__new_like(p);
+    if (!t) return NULL;
+    kn_call c = {.op = KN_OP_FILL, .device = p->storage->device, .out = {t}, .f = {0}};
+    if (kn__run(&c) != KN_OK) {
+        kn_release(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* Advances the device-side step counter Adam reads (t += 1 on the device). */
+static kn_status advance_step(kn_optim *o, kn_device dev) {
+    if (!o->step_t) {
+        o->step_t = kn__new(0, NULL, KN_F32, dev);
+        if (!o->step_t) return kn_error_code();
+        kn_call z = {.op = KN_OP_FILL, .device = dev, .out = {o->step_t}, .f = {(double)o->steps - 1}};
+        if (kn__run(&z) != KN_OK) return kn_error_code();
+    }
+    kn_call c = {.op = KN_OP_UNARY, .device = dev, .in = {o->step_t}, .out = {o->step_t},
+                 .i = {KN_UNARY_ADD_SCALAR}, .f = {1}};
+    return kn__run(&c);
+}
+
+kn_status kn_optim_step(kn_optim *o) {
+    if (!o) return kn__err_null("optim_step"), KN_ERR_NULL;
+    o->steps++;
+    if (o->kind != OPT_SGD && o->n > 0) {
+        kn_device dev = o->params[0]->storage->device;
+        if (o->step_t && !kn_device_equal(o->step_t->storage->device, dev)) { /* the model moved */
+            kn_release(o->step_t);
+            o->step_t = NULL;
+        }
+        kn_status s = advance_step(o, dev);
+        if (s != KN_OK) return s;
+    }
+    for (int i = 0; i < o->n; i++) {
+        kn_tensor *p = o->params[i], *g = p->grad;
+        if (!g) continue;
+        if (!kn__is_contiguous(p))
+            return kn__err(KN_ERR_INVALID, "optim_step: parameter %d is not contiguous", i);
+        if (!kn_device_equal(p->storage->device, g->storage->device) ||
+            g->ndim != p->ndim || !kn__is_contiguous(g))
+            return kn__err(KN_ERR_INVALID, "optim_step: gradient of parameter %d does not match it", i);
+        kn_call c = {.device = p->storage->device, .in = {g}};
+        bool fresh = false;
+        if (o->kind == OPT_SGD) {
+            if (o->sgd.momentum > 0 && !o->state_a[i]) {
+                if (!(o->state_a[i] = state_like(p))) return kn_error_code();
+                fresh = true;
+            }
+            c.op = KN_OP_SGD;
+            c.out[0] = p;
+            c.out[1] = o->state_a[i];
+            c.f[0] = o->lr;
+            c.f[1] = o->sgd.momentum;
+            c.f[2] = o->sgd.dampening;
+            c.f[3] = o->sgd.weight_decay;
+            c.i[0] = o->sgd.nesterov;
+            c.i[1] = fresh;
+        } else {
+            if (!o->state_a[i] && !(o->state_a[i] = state_like(p))) return kn_error_code();
+            if (!o->state_b[i] && !(o->state_b[i] = state_like(p))) return kn_error_code();
+            if (!kn_device_equal(o->step_t->storage->device, p->storage->device))
+                return kn__err(KN_ERR_DEVICE, "optim_step: parameters on different devices (%s and %s)",
+                               kn_device_str(o->step_t->storage->device), kn_device_str(p->storage->device));
+            c.op = KN_OP_ADAM;
+            c.in[1] = o->step_t;
+            c.out[0] = p;
+            c.out[1] = o->state_a[i];
+            c.out[2] = o->state_b[i];
+            c.f[0] = o->lr;
+            c.f[1] = o->adam.beta1;
+            c.f[2] = o->adam.beta2;
+            c.f[3] = o->adam.eps;
+            c.f[4] = o->adam.weight_decay;
+            c.i[0] = o->kind == OPT_ADAMW;
+        }
+        kn_status s = kn__run(&c);
+        if (s != KN_OK) return s;
+    }
+    return KN_OK;
+}
+
+void kn_optim_zero_grad(kn_optim *o) {
+    if (!o) return;
+    for (int i = 0; i < o->n; i++) kn_zero_grad(o->params[i]);
+}
+
+double kn_optim_lr(const kn_optim *o) { return o ? o->lr : NAN; }
+void kn_optim_set_lr(kn_optim *o, double lr) {
+    if (o) o->lr = lr;
+}
+int64_t kn_optim_steps(const kn_optim *o) { return o ? o->steps : 0; }
+
+void kn_optim_free(kn_optim *o) {
+    if (!o) return;
+    for (int i = 0; i < o->n; i++) {
+        if (o->params) kn_release(o->params[i]);
+        if (o->state_a) kn_release(o->state_a[i]);
+        if (o->state_b) kn_release(o->state_b[i]);
+    }
+    kn_release(o->step_t);
+    free(o->params);
+    free(o->state_a);
+    free(o->state_b);
+    free(o);
+}
