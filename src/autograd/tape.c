@@ -98,6 +98,9 @@ static kn_tensor *accumulate(kn_tensor *acc, kn_tensor *g, kn_dtype dt) {
     kn_scope s = kn_scope_begin();
     kn_tensor *r = g->dtype == dt ? g : kn_cast(g, dt);
     if (acc) r = kn_add(acc, r);
+    /* Gradients are stored dense: broadcast views (stride 0) would surprise
+     * optimizers and users alike. */
+    if (r && !kn__is_contiguous(r)) r = kn_contiguous(r);
     kn_retain(r);
     kn_scope_end(s);
     kn_release(acc);

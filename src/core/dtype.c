@@ -138,7 +138,8 @@ void kn__store(void *p, kn_dtype dt, double v) {
     case KN_F16: *(uint16_t *)p = kn__f32_to_f16((float)v); break;
     case KN_BF16: *(uint16_t *)p = kn__f32_to_bf16((float)v); break;
     /* Float-to-int conversion truncates toward zero, as in C and PyTorch;
-     * NaN and out-of-range values are clamped instead of being undefined. */
+     * NaN and out-of-range values saturate instead of being undefined.
+     * (Integer-to-integer conversions wrap: see kn__store_i64.) */
     case KN_I32: *(int32_t *)p = v != v ? 0 : v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN : (int32_t)v; break;
     case KN_I64: *(int64_t *)p = v != v ? 0 : v >= 9.2233720368547758e18 ? INT64_MAX : v <= -9.2233720368547758e18 ? INT64_MIN : (int64_t)v; break;
     case KN_U8: *(uint8_t *)p = v != v || v <= 0 ? 0 : v >= 255 ? 255 : (uint8_t)v; break;

@@ -140,10 +140,16 @@ kn_tensor *kn__new(int ndim, const int64_t *shape, kn_dtype dt, kn_device dev) {
         kn__err(KN_ERR_DTYPE, "tensor: invalid dtype %d", (int)dt);
         return NULL;
     }
-    int64_t n = kn__numel_shape(ndim, shape);
-    if (n > ((int64_t)1 << 56) / (int64_t)kn_dtype_size(dt)) {
-        kn__err(KN_ERR_OOM, "tensor: %lld elements is too many", (long long)n);
-        return NULL;
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        /* Overflow-safe: a product past 2^56 bytes is refused before it wraps. */
+        if (shape[i] && n > (((int64_t)1 << 56) / (int64_t)kn_dtype_size(dt)) / shape[i]) {
+            char b[160];
+            kn__err(KN_ERR_OOM, "out of memory: a tensor of shape %s (%s) is too large",
+                    kn__shape_str(ndim, shape, b, sizeof b), kn_dtype_name(dt));
+            return NULL;
+        }
+        n *= shape[i];
     }
     kn_storage *s = kn__storage_new((size_t)n * kn_dtype_size(dt), dev);
     if (!s) return NULL;
@@ -154,7 +160,7 @@ kn_tensor *kn__new(int ndim, const int64_t *shape, kn_dtype dt, kn_device dev) {
     }
     t->storage = s;
     t->ndim = ndim;
-    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
     kn__contiguous_strides(ndim, shape, t->stride);
     t->dtype = dt;
     return t;
@@ -171,8 +177,10 @@ kn_tensor *kn__alias(const kn_tensor *src, int ndim, const int64_t *shape, const
     t->storage = src->storage;
     src->storage->refcount++;
     t->ndim = ndim;
-    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
-    memcpy(t->stride, stride, (size_t)ndim * sizeof *stride);
+    if (ndim) {
+        memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+        memcpy(t->stride, stride, (size_t)ndim * sizeof *stride);
+    }
     t->offset = offset;
     t->dtype = src->dtype;
     return t;

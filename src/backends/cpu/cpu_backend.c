@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 #include <unistd.h>
 
 static int count(void) { return 1; }
@@ -39,25 +40,98 @@ static kn_status memory(int index, size_t *free_bytes, size_t *total_bytes) {
     return KN_OK;
 }
 
-static size_t peak, in_use;
+/* A caching allocator: freed blocks wait in size classes (8 per power of
+ * two) for the next request of the same class. A training step allocates the
+ * same sizes every time, so after the first step nothing reaches malloc, and
+ * large blocks are not mmap'ed and page-faulted afresh each step. */
+#define CLASSES 8
+#define CACHE_LIMIT ((size_t)1 << 30)
+typedef struct block {
+    struct block *next;
+} block;
+static block *free_lists[64 * CLASSES];
+static size_t peak, in_use, cached;
 static int64_t n_allocs;
+static mtx_t alloc_lock;
+static once_flag alloc_once = ONCE_FLAG_INIT;
+static void alloc_init(void) { mtx_init(&alloc_lock, mtx_plain); }
+
+/* Rounds n up to its class size and returns the class index. */
+static int size_class(size_t *n) {
+    size_t v = *n < 64 ? 64 : *n;
+    int p = 63 - __builtin_clzll(v); /* 2^p <= v */
+    size_t step = p >= 3 ? ((size_t)1 << p) / CLASSES : 1;
+    size_t r = (v + step - 1) / step * step;
+    int sub = (int)((r - ((size_t)1 << p)) / step);
+    if (sub == CLASSES) { /* rounded up to the next power of two */
+        p++;
+        sub = 0;
+    }
+    *n = r;
+    return p * CLASSES + sub;
+}
+
+static kn_status empty_cache_impl(void) {
+    call_once(&alloc_once, alloc_init);
+    mtx_lock(&alloc_lock);
+    for (size_t c = 0; c < sizeof free_lists / sizeof *free_lists; c++)
+        while (free_lists[c]) {
+            block *b = free_lists[c];
+            free_lists[c] = b->next;
+            free(b);
+        }
+    cached = 0;
+    mtx_unlock(&alloc_lock);
+    return KN_OK;
+}
 
 static void *alloc(int index, size_t n) {
     (void)index;
+    call_once(&alloc_once, alloc_init);
+    size_t sz = n;
+    int c = size_class(&sz);
+    mtx_lock(&alloc_lock);
+    block *b = free_lists[c];
+    if (b) {
+        free_lists[c] = b->next;
+        cached -= sz;
+    }
+    mtx_unlock(&alloc_lock);
     /* 64-byte alignment: whole cache lines, and aligned vector loads. */
-    void *p = aligned_alloc(64, (n + 63) & ~(size_t)63);
+    void *p = b ? (void *)b : aligned_alloc(64, (sz + 63) & ~(size_t)63);
+    if (!p) { /* give the cache back and try once more */
+        empty_cache_impl();
+        p = aligned_alloc(64, (sz + 63) & ~(size_t)63);
+    }
     if (p) {
-        in_use += n;
+        mtx_lock(&alloc_lock);
+        in_use += sz;
         n_allocs++;
         if (in_use > peak) peak = in_use;
+        mtx_unlock(&alloc_lock);
     }
     return p;
 }
 
 static void release(int index, void *p, size_t n) {
     (void)index;
-    in_use -= n;
-    free(p);
+    size_t sz = n ? n : 1;
+    int c = size_class(&sz);
+    mtx_lock(&alloc_lock);
+    in_use -= sz;
+    bool keep = cached + sz <= CACHE_LIMIT;
+    if (keep) {
+        ((block *)p)->next = free_lists[c];
+        free_lists[c] = p;
+        cached += sz;
+    }
+    mtx_unlock(&alloc_lock);
+    if (!keep) free(p);
+}
+
+static kn_status empty_cache(int index) {
+    (void)index;
+    return empty_cache_impl();
 }
 
 static kn_status copy(int index, void *dst, const void *src, size_t n) {
@@ -73,7 +147,10 @@ static kn_status synchronize(int index) {
 
 static kn_status stats(int index, kn_memory_stats *out) {
     (void)index;
-    *out = (kn_memory_stats){.in_use = in_use, .cached = 0, .peak = peak, .allocations = n_allocs};
+    call_once(&alloc_once, alloc_init);
+    mtx_lock(&alloc_lock);
+    *out = (kn_memory_stats){.in_use = in_use, .cached = cached, .peak = peak, .allocations = n_allocs};
+    mtx_unlock(&alloc_lock);
     return KN_OK;
 }
 
@@ -90,6 +167,7 @@ static const kn_backend cpu = {
     .copy_d2d = copy,
     .synchronize = synchronize,
     .memory_stats = stats,
+    .empty_cache = empty_cache,
     .kernels =
         {
             [KN_OP_COPY] = kn__cpu_copy,
