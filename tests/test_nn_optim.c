@@ -216,6 +216,27 @@ static void test_autograd_rules(void) {
     kn_scope_end(s);
 }
 
+/* Running statistics are updated in place; through the CPU fallback too. */
+static void test_batch_norm_running_stats_everywhere(void) {
+    kn_device devs[8];
+    int nd = kt_devices(devs, 8);
+    double ref[4] = {0};
+    for (int d = 0; d < nd; d++) {
+        kn_scope s = kn_scope_begin();
+        kn_generator g = kn_generator_make(5);
+        kn_tensor *x = kn_to(kn_randn(KN_SHAPE(16, 4), KN_F32, KN_CPU, &g), devs[d]);
+        kn_tensor *rm = kn_zeros(KN_SHAPE(4), KN_F32, devs[d]), *rv = kn_ones(KN_SHAPE(4), KN_F32, devs[d]);
+        CHECK(kn_batch_norm(x, rm, rv, NULL, NULL, true, 0.1, 1e-5) != NULL, "batch_norm on %s", kn_device_str(devs[d]));
+        double got[4];
+        kn_to_host(rm, got, KN_F64);
+        for (int i = 0; i < 4; i++) {
+            if (d == 0) ref[i] = got[i];
+            CHECK(got[i] != 0 && fabs(got[i] - ref[i]) < 1e-6, "running_mean[%d] on %s: %g vs %g", i, kn_device_str(devs[d]), got[i], ref[i]);
+        }
+        kn_scope_end(s);
+    }
+}
+
 int main(void) {
     setenv("KILN_QUIET_FALLBACK", "1", 1);
     test_module_structure();
@@ -225,6 +246,7 @@ int main(void) {
     test_schedules();
     test_training_loop();
     test_autograd_rules();
+    test_batch_norm_running_stats_everywhere();
     CHECK(kn_live_tensors() == 0, "no tensor leaked (%lld alive)", (long long)kn_live_tensors());
     return kt_finish("nn_optim");
 }

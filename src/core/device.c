@@ -324,6 +324,8 @@ static kn_status run_fallback(const kn_call *c) {
     }
     for (int k = 0; k < KN_CALL_MAX_OUT && s == KN_OK; k++)
         if (c->out[k]) s = write_back(c->out[k], h.out[k]);
+    for (int k = 0; k < KN_CALL_MAX_IN && s == KN_OK; k++)
+        if (c->in[k] && (c->inout >> k & 1)) s = write_back(c->in[k], h.in[k]);
     for (int k = 0; k < KN_CALL_MAX_IN; k++) kn_release(h.in[k]);
     for (int k = 0; k < KN_CALL_MAX_OUT; k++) kn_release(h.out[k]);
     return s;

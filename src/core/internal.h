@@ -143,7 +143,8 @@ typedef enum {
     KN_OP_SOFTMAX_BACKWARD,
     /* Negative log-likelihood of log-probabilities in[0] [N, C] at targets
      * in[1] [N] (integer), with class weights in[2] [C] or NULL, label
-     * smoothing f[0], ignore_index i[0]. out[0] [N]: per-row loss (already
+     * smoothing f[0], ignore_index i[0], i[1] = 1 when called by
+     * cross_entropy (names the op in errors). out[0] [N]: per-row loss (already
      * weighted); out[1] [N]: per-row weight (0 for ignored rows). Smoothed
      * loss: (1-s) * w[t] * -lp[t] + s/C * sum_c w[c] * -lp[c]. */
     KN_OP_NLL,
@@ -152,7 +153,8 @@ typedef enum {
     KN_OP_NLL_BACKWARD,
     /* Batch norm of in[0] [N, C, L] (L = 1 for 2-D input, viewed as 3-D),
      * weight in[1] [C] or NULL, bias in[2] [C] or NULL, running mean in[3]
-     * and var in[4] [C] or NULL (updated in place when training), i[0] =
+     * and var in[4] [C] or NULL (updated in place when training: the call
+     * marks them in `inout`), i[0] =
      * training, f[0] = momentum, f[1] = eps. out[0] y; out[1] mean [C] and
      * out[2] invstd [C] (the statistics used, saved for backward). */
     KN_OP_BATCH_NORM,
@@ -225,6 +227,9 @@ typedef struct {
     kn_tensor *out[KN_CALL_MAX_OUT];
     int64_t i[8];
     double f[8];
+    /* Bit k set: the kernel updates in[k] in place (batch norm's running
+     * statistics); the CPU fallback copies such inputs back like outputs. */
+    unsigned inout;
 } kn_call;
 
 typedef kn_status (*kn_kernel)(const kn_call *c);

@@ -2,30 +2,12 @@
  * 3", SC'11): a counter-based generator, so element k of any random op is a
  * pure function of (seed, offset, k) and every backend draws the same bits. */
 #include "internal.h"
+#include "philox.h"
 
 #include <math.h>
 
-#define PHILOX_M0 0xD2511F53u
-#define PHILOX_M1 0xCD9E8D57u
-#define PHILOX_W0 0x9E3779B9u
-#define PHILOX_W1 0xBB67AE85u
-
 void kn_philox4x32(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) {
-    uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3], k0 = key[0], k1 = key[1];
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)PHILOX_M0 * c0, p1 = (uint64_t)PHILOX_M1 * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-        c1 = (uint32_t)p1;
-        c3 = (uint32_t)p0;
-        c0 = n0;
-        c2 = n2;
-        k0 += PHILOX_W0;
-        k1 += PHILOX_W1;
-    }
-    out[0] = c0;
-    out[1] = c1;
-    out[2] = c2;
-    out[3] = c3;
+    kn__philox(ctr[0], ctr[1], ctr[2], ctr[3], key[0], key[1], out);
 }
 
 static _Thread_local kn_generator global = {0, 0};
@@ -150,9 +132,7 @@ kn_tensor *kn_randperm(int64_t n, kn_device dev, kn_generator *gen) {
 static inline double u01(uint32_t x) { return (double)(x >> 8) * (1.0 / 16777216.0); }
 
 void kn__random_block(uint64_t seed, uint64_t counter, uint32_t out[4]) {
-    uint32_t ctr[4] = {(uint32_t)counter, (uint32_t)(counter >> 32), 0, 0};
-    uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
-    kn_philox4x32(ctr, key, out);
+    kn__philox((uint32_t)counter, (uint32_t)(counter >> 32), 0, 0, (uint32_t)seed, (uint32_t)(seed >> 32), out);
 }
 
 double kn__random_value(int kind, uint64_t seed, uint64_t offset, int64_t k, double a, double b) {

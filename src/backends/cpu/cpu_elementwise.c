@@ -126,6 +126,20 @@ static void copy_inner(char **p, const int64_t *s, int64_t n, void *vc) {
         for (int64_t i = 0; i < n; i++) *(float *)(p[0] + i * s[0]) = *(float *)(p[1] + i * s[1]);
         return;
     }
+    if (c->out == KN_F32 && (c->in == KN_U8 || c->in == KN_BOOL)) { /* masks */
+        for (int64_t i = 0; i < n; i++)
+            *(float *)(p[0] + i * s[0]) = c->in == KN_BOOL ? (float)(*(const uint8_t *)(p[1] + i * s[1]) != 0)
+                                                           : (float)*(const uint8_t *)(p[1] + i * s[1]);
+        return;
+    }
+    if (c->out == KN_F32 && c->in == KN_F64) {
+        for (int64_t i = 0; i < n; i++) *(float *)(p[0] + i * s[0]) = (float)*(const double *)(p[1] + i * s[1]);
+        return;
+    }
+    if (c->out == KN_F64 && c->in == KN_F32) {
+        for (int64_t i = 0; i < n; i++) *(double *)(p[0] + i * s[0]) = *(const float *)(p[1] + i * s[1]);
+        return;
+    }
     bool ints = !kn_dtype_is_float(c->out) && !kn_dtype_is_float(c->in);
     for (int64_t i = 0; i < n; i++) {
         if (ints) kn__store_i64(p[0] + i * s[0], c->out, kn__load_i64(p[1] + i * s[1], c->in));
@@ -196,10 +210,20 @@ typedef struct {
     kn_dtype out, in;
 } ew_ctx;
 
+/* The contiguous case gets its own loop so the compiler vectorizes it. */
 #define F32_LOOP(expr)                                                                       \
-    for (int64_t i = 0; i < n; i++) {                                                        \
-        float x = *(const float *)(p[1] + i * s[1]);                                         \
-        *(float *)(p[0] + i * s[0]) = (expr);                                                \
+    if (s[0] == 4 && s[1] == 4) {                                                            \
+        float *o_ = (float *)p[0];                                                           \
+        const float *i_ = (const float *)p[1];                                               \
+        for (int64_t i = 0; i < n; i++) {                                                    \
+            float x = i_[i];                                                                 \
+            o_[i] = (expr);                                                                  \
+        }                                                                                    \
+    } else {                                                                                 \
+        for (int64_t i = 0; i < n; i++) {                                                    \
+            float x = *(const float *)(p[1] + i * s[1]);                                     \
+            *(float *)(p[0] + i * s[0]) = (expr);                                            \
+        }                                                                                    \
     }
 
 static void unary_inner(char **p, const int64_t *s, int64_t n, void *vc) {
@@ -260,6 +284,12 @@ static void unary_bw_inner(char **p, const int64_t *s, int64_t n, void *vc) {
     const ew_ctx *e = vc;
     kn_unary_fn f = (kn_unary_fn)e->c->i[0];
     double p0 = e->c->f[0], p1 = e->c->f[1];
+    if (e->out == KN_F32 && f == KN_UNARY_RELU && s[0] == 4 && s[1] == 4 && s[2] == 4) {
+        float *o = (float *)p[0];
+        const float *G = (const float *)p[1], *X = (const float *)p[2];
+        for (int64_t i = 0; i < n; i++) o[i] = X[i] > 0 ? G[i] : 0;
+        return;
+    }
     if (e->out == KN_F32) {
         for (int64_t i = 0; i < n; i++) {
             float g = *(const float *)(p[1] + i * s[1]), x = *(const float *)(p[2] + i * s[2]);

@@ -1,0 +1,15 @@
+/* kiln — safetensors internals shared with tests and the fuzz harness. */
+#ifndef KILN_IO_SAFETENSORS_INTERNAL_H
+#define KILN_IO_SAFETENSORS_INTERNAL_H
+
+#include "core/internal.h"
+
+/* Parses a whole safetensors file held in memory (copied: data may be freed
+ * afterwards). name is used in error messages. NULL on error, like
+ * kn_safetensors_open. */
+kn_safetensors *kn__safetensors_parse(const void *data, size_t len, const char *name);
+
+/* Largest header accepted, as in the reference implementation. */
+#define KN__SAFETENSORS_MAX_HEADER 100000000ull
+
+#endif
