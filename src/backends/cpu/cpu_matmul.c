@@ -56,11 +56,16 @@ kn_status kn__cpu_matmul(const kn_call *c) {
     for (int64_t bi = 0; bi < B && st == KN_OK; bi++) {
         char *C = dt == wt ? (char *)kn__data(out) + (size_t)(bi * M * N) * es : cbuf;
         double beta = 0;
-        if (bias) {
-            for (int64_t i = 0; i < M; i++)
+        if (bias) { /* C starts as the bias rows; GEMM then adds with beta = 1 */
+            size_t bs = kn_dtype_size(bias->dtype);
+            const char *bp = kn__data(bias);
+            if (wt == KN_F32 && bias->dtype == KN_F32 && bias->stride[0] == 1) {
+                for (int64_t i = 0; i < M; i++) memcpy(C + (size_t)(i * N) * ws, bp, (size_t)N * ws);
+            } else {
                 for (int64_t j = 0; j < N; j++)
-                    kn__store(C + (size_t)(i * N + j) * ws, wt,
-                              kn__load((const char *)kn__data(bias) + (size_t)(j * bias->stride[0]) * kn_dtype_size(bias->dtype), bias->dtype));
+                    kn__store(C + (size_t)j * ws, wt, kn__load(bp + (size_t)(j * bias->stride[0]) * bs, bias->dtype));
+                for (int64_t i = 1; i < M; i++) memcpy(C + (size_t)(i * N) * ws, C, (size_t)N * ws);
+            }
             beta = 1;
         }
         operand A, Bo;

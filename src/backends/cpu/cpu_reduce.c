@@ -108,14 +108,24 @@ static void reduce_scatter(kn_reduce_fn fn, const kn_tensor *x, const int64_t *o
         /* Inner run along the last dim. */
         int64_t len = last >= 0 ? x->shape[last] : 1, xs = last >= 0 ? x->stride[last] : 0,
                 os = last >= 0 ? ostride[last] : 0;
-        for (int64_t i = 0; i < len; i++) {
-            double v = kn__load(base + (size_t)(xo + i * xs) * es, x->dtype);
-            double *a = &acc[oo + i * os];
-            switch (fn) {
-            case KN_REDUCE_MAX: *a = v != v || *a != *a ? NAN : v > *a ? v : *a; break;
-            case KN_REDUCE_MIN: *a = v != v || *a != *a ? NAN : v < *a ? v : *a; break;
-            case KN_REDUCE_VAR: *a += (v - mean[oo + i * os]) * (v - mean[oo + i * os]); break;
-            default: *a += v; break;
+        if (x->dtype == KN_F32 && (fn == KN_REDUCE_SUM || fn == KN_REDUCE_MEAN)) {
+            /* The common case (bias gradients: sum over rows) as a tight loop. */
+            const float *xp = (const float *)base + xo;
+            double *ap = acc + oo;
+            if (xs == 1 && os == 1)
+                for (int64_t i = 0; i < len; i++) ap[i] += xp[i];
+            else
+                for (int64_t i = 0; i < len; i++) ap[i * os] += xp[i * xs];
+        } else {
+            for (int64_t i = 0; i < len; i++) {
+                double v = kn__load(base + (size_t)(xo + i * xs) * es, x->dtype);
+                double *a = &acc[oo + i * os];
+                switch (fn) {
+                case KN_REDUCE_MAX: *a = v != v || *a != *a ? NAN : v > *a ? v : *a; break;
+                case KN_REDUCE_MIN: *a = v != v || *a != *a ? NAN : v < *a ? v : *a; break;
+                case KN_REDUCE_VAR: *a += (v - mean[oo + i * os]) * (v - mean[oo + i * os]); break;
+                default: *a += v; break;
+                }
             }
         }
         k += len;
