@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
 #if defined(KILN_HAVE_CBLAS)
 #include <cblas.h>
@@ -274,7 +275,16 @@ bool kn__gemm_force(const char *name) {
     return true;
 }
 
+/* KILN_GEMM=blas|avx512|avx2|generic picks the kernel family at run time
+ * (read once; an unknown or unavailable name keeps the default). */
+static void env_once(void) {
+    const char *e = getenv("KILN_GEMM");
+    if (e && *e) kn__gemm_force(e);
+}
+
 static bool use_blas(void) {
+    static once_flag once = ONCE_FLAG_INIT;
+    call_once(&once, env_once);
 #if defined(KILN_HAVE_CBLAS)
     return g_force == FORCE_NONE || g_force == FORCE_BLAS;
 #else
