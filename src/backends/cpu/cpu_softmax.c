@@ -1,0 +1,290 @@
+/* CPU kernels for softmax, log_softmax and the negative log-likelihood. */
+#include "cpu_nn.h"
+
+/* ---- softmax ------------------------------------------------------------------------------
+ * The tensor is viewed as [outer, D, inner] with the softmax dim in the middle. */
+#define SM_BLOCK 64 /* inner columns handled together */
+
+typedef struct {
+    const char *a;  /* x (forward) or grad (backward) */
+    const char *b;  /* NULL (forward) or y (backward) */
+    char *out;
+    kn_dtype dt;
+    int64_t outer, D, inner, nblk;
+    bool log, backward, avx2;
+} sm_ctx;
+
+/* Contiguous f32 rows [r0, r1) of length D (inner == 1). */
+KN_INLINE void sm_rows_body(const float *A, const float *Y, float *O, int64_t r0, int64_t r1, int64_t D,
+                            bool log_, bool backward) {
+    for (int64_t r = r0; r < r1; r++) {
+        const float *a = A + r * D;
+        float *restrict o = O + r * D;
+        double acc[LANES] = {0}, sum = 0;
+        int64_t d = 0;
+        if (!backward) {
+            float m8[LANES], mx = -INFINITY;
+            for (int j = 0; j < LANES; j++) m8[j] = -INFINITY;
+            for (; d + LANES <= D; d += LANES)
+                for (int j = 0; j < LANES; j++) m8[j] = a[d + j] > m8[j] ? a[d + j] : m8[j];
+            for (; d < D; d++) mx = a[d] > mx ? a[d] : mx;
+            for (int j = 0; j < LANES; j++) mx = m8[j] > mx ? m8[j] : mx;
+            /* NaN needs no special case: exp(NaN - mx) makes the sum NaN. */
+            for (d = 0; d < D; d++) o[d] = exp_f32(a[d] - mx);
+            for (d = 0; d + LANES <= D; d += LANES)
+                for (int j = 0; j < LANES; j++) acc[j] += o[d + j];
+            for (; d < D; d++) sum += o[d];
+            for (int j = 0; j < LANES; j++) sum += acc[j];
+            if (log_) {
+                float ls = (float)log(sum);
+                for (d = 0; d < D; d++) o[d] = (a[d] - mx) - ls;
+            } else {
+                float inv = (float)(1.0 / sum);
+                for (d = 0; d < D; d++) o[d] *= inv;
+            }
+        } else {
+            const float *y = Y + r * D;
+            /* log: gx = g - exp(y) * sum(g); else gx = y * (g - sum(g * y)). */
+            for (; d + LANES <= D; d += LANES)
+                for (int j = 0; j < LANES; j++) acc[j] += log_ ? (double)a[d + j] : (double)a[d + j] * y[d + j];
+            for (; d < D; d++) sum += log_ ? (double)a[d] : (double)a[d] * y[d];
+            for (int j = 0; j < LANES; j++) sum += acc[j];
+            float fs = (float)sum;
+            if (log_)
+                for (d = 0; d < D; d++) o[d] = a[d] - exp_f32(y[d]) * fs;
+            else
+                for (d = 0; d < D; d++) o[d] = y[d] * (a[d] - fs);
+        }
+    }
+}
+
+static void sm_rows_plain(const float *a, const float *y, float *o, int64_t r0, int64_t r1, int64_t D, bool lg,
+                          bool bw) {
+    sm_rows_body(a, y, o, r0, r1, D, lg, bw);
+}
+#if defined(KN_NN_AVX2)
+KN_TGT_AVX2 static void sm_rows_avx2(const float *a, const float *y, float *o, int64_t r0, int64_t r1, int64_t D,
+                                     bool lg, bool bw) {
+    sm_rows_body(a, y, o, r0, r1, D, lg, bw);
+}
+#endif
+
+static void sm_rows_f32(const sm_ctx *s, int64_t r0, int64_t r1) {
+    const float *a = (const float *)s->a, *y = (const float *)s->b;
+    float *o = (float *)s->out;
+#if defined(KN_NN_AVX2)
+    if (s->avx2) {
+        sm_rows_avx2(a, y, o, r0, r1, s->D, s->log, s->backward);
+        return;
+    }
+#endif
+    sm_rows_plain(a, y, o, r0, r1, s->D, s->log, s->backward);
+}
+
+/* f32 with inner > 1: a block of up to SM_BLOCK inner columns of one outer index. */
+static void sm_block_f32(const sm_ctx *s, int64_t unit) {
+    int64_t o = unit / s->nblk, j0 = unit % s->nblk * SM_BLOCK, inner = s->inner, D = s->D;
+    int64_t nj = inner - j0 < SM_BLOCK ? inner - j0 : SM_BLOCK;
+    int64_t base = o * D * inner + j0;
+    const float *a = (const float *)s->a + base;
+    const float *y = s->b ? (const float *)s->b + base : NULL;
+    float *out = (float *)s->out + base;
+    float mx[SM_BLOCK];
+    double sum[SM_BLOCK];
+    for (int64_t j = 0; j < nj; j++) mx[j] = -INFINITY, sum[j] = 0;
+    if (!s->backward) {
+        for (int64_t d = 0; d < D; d++)
+            for (int64_t j = 0; j < nj; j++) {
+                float v = a[d * inner + j];
+                mx[j] = v > mx[j] ? v : mx[j];
+            }
+        for (int64_t d = 0; d < D; d++)
+            for (int64_t j = 0; j < nj; j++) {
+                float e = exp_f32(a[d * inner + j] - mx[j]);
+                out[d * inner + j] = e; /* log_softmax overwrites it below */
+                sum[j] += e;
+            }
+        if (s->log) {
+            for (int64_t j = 0; j < nj; j++) sum[j] = log(sum[j]);
+            for (int64_t d = 0; d < D; d++)
+                for (int64_t j = 0; j < nj; j++)
+                    out[d * inner + j] = (a[d * inner + j] - mx[j]) - (float)sum[j];
+        } else {
+            for (int64_t j = 0; j < nj; j++) sum[j] = 1.0 / sum[j];
+            for (int64_t d = 0; d < D; d++)
+                for (int64_t j = 0; j < nj; j++) out[d * inner + j] *= (float)sum[j];
+        }
+    } else {
+        for (int64_t d = 0; d < D; d++)
+            for (int64_t j = 0; j < nj; j++)
+                sum[j] += s->log ? a[d * inner + j] : (double)a[d * inner + j] * y[d * inner + j];
+        for (int64_t d = 0; d < D; d++)
+            for (int64_t j = 0; j < nj; j++) {
+                int64_t k = d * inner + j;
+                out[k] = s->log ? a[k] - exp_f32(y[k]) * (float)sum[j] : y[k] * (a[k] - (float)sum[j]);
+            }
+    }
+}
+
+/* Any float dtype, through double: one (outer, inner) column. */
+static void sm_column_any(const sm_ctx *s, int64_t unit) {
+    int64_t o = unit / s->inner, j = unit % s->inner, D = s->D, inner = s->inner;
+    size_t es = kn_dtype_size(s->dt);
+    kn_dtype dt = s->dt;
+#define AT(p, d) ((p) + (size_t)((o * D + (d)) * inner + j) * es)
+    if (!s->backward) {
+        double mx = -INFINITY, sum = 0;
+        for (int64_t d = 0; d < D; d++) {
+            double v = kn__load(AT(s->a, d), dt);
+            mx = v > mx || v != v ? v : mx;
+        }
+        for (int64_t d = 0; d < D; d++) sum += exp(kn__load(AT(s->a, d), dt) - mx);
+        double ls = log(sum);
+        for (int64_t d = 0; d < D; d++) {
+            double z = kn__load(AT(s->a, d), dt) - mx;
+            kn__store(AT(s->out, d), dt, s->log ? z - ls : exp(z) / sum);
+        }
+    } else {
+        double sum = 0;
+        for (int64_t d = 0; d < D; d++) {
+            double g = kn__load(AT(s->a, d), dt);
+            sum += s->log ? g : g * kn__load(AT(s->b, d), dt);
+        }
+        for (int64_t d = 0; d < D; d++) {
+            double g = kn__load(AT(s->a, d), dt), y = kn__load(AT(s->b, d), dt);
+            kn__store(AT(s->out, d), dt, s->log ? g - exp(y) * sum : y * (g - sum));
+        }
+    }
+#undef AT
+}
+
+static void sm_range(int64_t b, int64_t e, void *p) {
+    const sm_ctx *s = p;
+    if (s->dt != KN_F32) {
+        for (int64_t u = b; u < e; u++) sm_column_any(s, u);
+    } else if (s->inner == 1) {
+        sm_rows_f32(s, b, e);
+    } else {
+        for (int64_t u = b; u < e; u++) sm_block_f32(s, u);
+    }
+}
+
+static kn_status softmax_run(const kn_call *c, bool backward) {
+    kn_tensor *out = c->out[0];
+    int nd = out->ndim;
+    int dim = nd ? (int)c->i[0] : 0;
+    kn_tensor *a = contig(c->in[0]), *b = backward ? contig(c->in[1]) : NULL;
+    if (!a || (backward && !b)) {
+        kn_release(a);
+        kn_release(b);
+        return kn_error_code();
+    }
+    sm_ctx s = {.a = kn__data(a), .b = b ? kn__data(b) : NULL, .out = kn__data(out),
+                .dt = out->dtype, .outer = 1, .D = nd ? out->shape[dim] : 1, .inner = 1,
+                .log = c->i[1] != 0, .backward = backward, .avx2 = cpu_avx2()};
+    for (int d = 0; d < dim; d++) s.outer *= out->shape[d];
+    for (int d = dim + 1; d < nd; d++) s.inner *= out->shape[d];
+    s.nblk = (s.inner + SM_BLOCK - 1) / SM_BLOCK;
+    int64_t units, per_unit;
+    if (s.dt != KN_F32) units = s.outer * s.inner, per_unit = s.D;
+    else if (s.inner == 1) units = s.outer, per_unit = s.D;
+    else units = s.outer * s.nblk, per_unit = s.D * (s.inner < SM_BLOCK ? s.inner : SM_BLOCK);
+    if (s.D > 0) kn__parallel_for(units, grain_for(per_unit * 4), sm_range, &s);
+    kn_release(a);
+    kn_release(b);
+    return KN_OK;
+}
+
+kn_status kn__cpu_softmax(const kn_call *c) { return softmax_run(c, false); }
+kn_status kn__cpu_softmax_backward(const kn_call *c) { return softmax_run(c, true); }
+
+/* ---- nll ----------------------------------------------------------------------------------- */
+static const char *nll_name(const kn_call *c) { return c->i[1] ? "cross_entropy" : "nll_loss"; }
+
+static int64_t target_at(const kn_tensor *t, int64_t n) {
+    return kn__load_i64((const char *)kn__data(t) + (size_t)(n * t->stride[0]) * kn_dtype_size(t->dtype),
+                        t->dtype);
+}
+
+static double lp_at(const kn_tensor *lp, int64_t n, int64_t k) {
+    return kn__load((const char *)kn__data(lp) +
+                        (size_t)(n * lp->stride[0] + k * lp->stride[1]) * kn_dtype_size(lp->dtype),
+                    lp->dtype);
+}
+
+/* Checks every target; an error names the first bad one. */
+static kn_status nll_check_targets(const kn_call *c, int64_t N, int64_t C) {
+    for (int64_t n = 0; n < N; n++) {
+        int64_t t = target_at(c->in[1], n);
+        if (t != c->i[0] && (t < 0 || t >= C))
+            return kn__err(KN_ERR_INVALID, "%s: target %lld is out of range for %lld classes",
+                           nll_name(c), (long long)t, (long long)C);
+    }
+    return KN_OK;
+}
+
+kn_status kn__cpu_nll(const kn_call *c) {
+    const kn_tensor *lp = c->in[0], *tg = c->in[1], *w = c->in[2];
+    kn_tensor *loss = c->out[0], *wout = c->out[1];
+    int64_t N = lp->shape[0], C = lp->shape[1];
+    double s = c->f[0];
+    kn_status st = nll_check_targets(c, N, C);
+    if (st != KN_OK) return st;
+    double *wv = vload(w, C, 1.0);
+    if (!wv) return oom(nll_name(c));
+    bool f32_rows = lp->dtype == KN_F32 && lp->stride[1] == 1;
+    for (int64_t n = 0; n < N; n++) {
+        int64_t t = target_at(tg, n);
+        double l = 0, rw = 0;
+        if (t != c->i[0]) {
+            rw = wv[t];
+            l = -(1 - s) * wv[t] * lp_at(lp, n, t);
+            if (s != 0) {
+                double acc = 0;
+                if (f32_rows) {
+                    const float *row = (const float *)kn__data(lp) + n * lp->stride[0];
+                    for (int64_t k = 0; k < C; k++) acc += wv[k] * row[k];
+                } else {
+                    for (int64_t k = 0; k < C; k++) acc += wv[k] * lp_at(lp, n, k);
+                }
+                l -= s / (double)C * acc;
+            }
+        }
+        vset(loss, n, l);
+        if (wout) vset(wout, n, rw);
+    }
+    free(wv);
+    return KN_OK;
+}
+
+kn_status kn__cpu_nll_backward(const kn_call *c) {
+    const kn_tensor *g = c->in[0], *tg = c->in[1], *w = c->in[2];
+    kn_tensor *out = c->out[0];
+    int64_t N = out->shape[0], C = out->shape[1];
+    double s = c->f[0];
+    kn_status st = nll_check_targets(c, N, C);
+    if (st != KN_OK) return st;
+    double *wv = vload(w, C, 1.0);
+    if (!wv) return oom(nll_name(c));
+    size_t es = kn_dtype_size(out->dtype);
+    char *o = kn__data(out);
+    memset(o, 0, (size_t)(N * C) * es); /* all-zero bits are 0.0 in every float dtype */
+    for (int64_t n = 0; n < N; n++) {
+        int64_t t = target_at(tg, n);
+        if (t == c->i[0]) continue;
+        double gl = vget(g, n);
+        char *row = o + (size_t)(n * C) * es;
+        if (s != 0) {
+            double k = -gl * s / (double)C;
+            if (out->dtype == KN_F32)
+                for (int64_t j = 0; j < C; j++) ((float *)row)[j] = (float)(k * wv[j]);
+            else
+                for (int64_t j = 0; j < C; j++) kn__store(row + (size_t)j * es, out->dtype, k * wv[j]);
+        }
+        double at = s != 0 ? kn__load(row + (size_t)t * es, out->dtype) : 0;
+        kn__store(row + (size_t)t * es, out->dtype, at - gl * (1 - s) * wv[t]);
+    }
+    free(wv);
+    return KN_OK;
+}
+
