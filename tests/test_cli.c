@@ -1,0 +1,348 @@
+/* The `kiln` command line, run as a user would: train/eval/predict round trips,
+ * --json output, and every bad input ending in one clear line on stderr, a
+ * non-zero exit and no half-written file. The binary's path comes from CMake
+ * (KILN_CLI_PATH); fixtures are written into a fresh temporary directory. */
+#include "kn_test.h"
+#include "io/json.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef KILN_CLI_PATH
+#error "KILN_CLI_PATH must name the kiln binary"
+#endif
+
+static char dir[256];
+static char out_buf[1 << 20], err_buf[1 << 16];
+
+static const char *path_in(const char *name) {
+    static char bufs[64][512]; /* a ring: enough for the paths of one command */
+    static int k;
+    char *b = bufs[k++ % 64];
+    snprintf(b, 512, "%s/%s", dir, name);
+    return b;
+}
+
+static void write_file(const char *name, const void *data, size_t n) {
+    FILE *f = fopen(path_in(name), "wb");
+    if (!f || fwrite(data, 1, n, f) != n) abort();
+    fclose(f);
+}
+static void write_text(const char *name, const char *s) { write_file(name, s, strlen(s)); }
+
+static size_t read_file(const char *path, char *buf, size_t cap) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, cap - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return n;
+}
+
+static bool exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Runs kiln with args (NULL-terminated); stdout/stderr land in out_buf/err_buf.
+ * fsize_limit > 0 caps the size of files the process may write. */
+static int run_limited(long fsize_limit, const char *const *args) {
+    char *argv[64];
+    int n = 0;
+    argv[n++] = (char *)KILN_CLI_PATH;
+    for (; args[n - 1] && n < 63; n++) argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+    char o[512], e[512];
+    snprintf(o, sizeof o, "%s/.stdout", dir);
+    snprintf(e, sizeof e, "%s/.stderr", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fo = open(o, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(e, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        if (fsize_limit > 0) {
+            signal(SIGXFSZ, SIG_IGN); /* writes then fail with EFBIG instead of killing */
+            struct rlimit rl = {(rlim_t)fsize_limit, (rlim_t)fsize_limit};
+            setrlimit(RLIMIT_FSIZE, &rl);
+        }
+        setenv("KILN_DEVICE", "cpu", 1);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    read_file(o, out_buf, sizeof out_buf);
+    read_file(e, err_buf, sizeof err_buf);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
+
+#define RUN(...) run_limited(0, (const char *const[]){__VA_ARGS__, NULL})
+
+static int lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+/* A failure: non-zero exit, exactly one line on stderr, "kiln: ..." naming `what`. */
+#define CHECK_FAILS(rc, what)                                                                       \
+    do {                                                                                            \
+        int rc_ = (rc);                                                                             \
+        CHECK(rc_ != 0 && rc_ < 128, "exit status %d (stderr: %s)", rc_, err_buf);                  \
+        CHECK(lines(err_buf) == 1 && !strncmp(err_buf, "kiln: ", 6), "one line on stderr: %s", err_buf); \
+        CHECK(strstr(err_buf, (what)) != NULL, "stderr names '%s': %s", (what), err_buf);          \
+    } while (0)
+
+static double json_number(const char *text, const char *k1, const char *k2) {
+    kn__json_doc *d = kn__json_parse(text, strlen(text), NULL, "kiln --json output");
+    if (!d) return NAN;
+    const kn__json *v = kn__json_get(d, kn__json_root(d), k1);
+    if (v && k2) v = kn__json_get(d, v, k2);
+    double x = v && v->type == KN__JSON_NUMBER ? v->number : NAN;
+    kn__json_free(d);
+    return x;
+}
+
+/* 300 rows: numeric x1 (some '?'), x2 (some empty), categorical color (some NA),
+ * a binary label decided by x1 + color; deterministic. */
+static void make_mixed(const char *name, int rows, bool extra_color) {
+    static char buf[1 << 16];
+    size_t n = (size_t)snprintf(buf, sizeof buf, "x1,color,x2,label\n");
+    static const char *colors[] = {"red", "green", "blue", "NA"};
+    uint64_t s = 12345;
+    for (int i = 0; i < rows; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        double x1 = (double)((s >> 33) % 1000) / 100.0 - 5;
+        int c = (int)((s >> 20) % 4);
+        double x2 = (double)((s >> 13) % 100);
+        const char *color = extra_color && i % 7 == 0 ? "purple" : colors[c];
+        bool pos = x1 + (c == 0 ? 3 : c == 1 ? -3 : 0) > 0;
+        char x1s[32], x2s[32];
+        snprintf(x1s, sizeof x1s, "%.2f", x1);
+        snprintf(x2s, sizeof x2s, "%.0f", x2);
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s,%s,%s,%s\n", i % 17 == 3 ? "?" : x1s, color,
+                              i % 11 == 5 ? "" : x2s, pos ? "yes" : "no");
+    }
+    write_file(name, buf, n);
+}
+
+static void test_basics(void) {
+    CHECK(RUN("--version") == 0 && strstr(out_buf, "kiln " KN_VERSION_STRING), "--version: %s", out_buf);
+    CHECK(RUN("--help") == 0 && strstr(out_buf, "train"), "--help");
+    static const char *cmds[] = {"train", "eval", "predict", "devices"};
+    for (int i = 0; i < 4; i++)
+        CHECK(RUN(cmds[i], "--help") == 0 && strstr(out_buf, "usage: kiln"), "%s --help", cmds[i]);
+    CHECK(RUN("devices") == 0 && strstr(out_buf, "cpu") && strstr(out_buf, "default"), "devices: %s", out_buf);
+    CHECK(RUN("devices", "--stats") == 0 && strstr(out_buf, "CPU fallbacks"), "devices --stats: %s", out_buf);
+    CHECK_FAILS(RUN("bake"), "unknown command 'bake'");
+    CHECK_FAILS(RUN("train", path_in("mixed.csv")), "--target");
+    CHECK_FAILS(RUN("train", path_in("mixed.csv"), "--target", "label", "--epochs", "many"), "--epochs");
+    CHECK_FAILS(RUN("train", path_in("mixed.csv"), "--target", "label", "--frobnicate"), "--frobnicate");
+    CHECK_FAILS(RUN("train", path_in("mixed.csv"), "--target", "label", "--device", "cuda:7"), "cuda:7");
+    CHECK_FAILS(RUN("eval", path_in("model.safetensors")), "needs a model file and a data file");
+}
+
+static void test_round_trip(void) {
+    const char *model = path_in("model.safetensors");
+    int rc = RUN("train", path_in("mixed.csv"), "--target", "label", "--out", model, "--json", "--seed", "3");
+    CHECK(rc == 0, "train --json exit %d: %s", rc, err_buf);
+    double acc = json_number(out_buf, "test", "accuracy");
+    CHECK(acc >= 0.85, "mixed test accuracy %.3f: %s", acc, out_buf);
+    CHECK(json_number(out_buf, "rows", "train") + json_number(out_buf, "rows", "validation") +
+                  json_number(out_buf, "rows", "test") == 300, "rows add up: %s", out_buf);
+    CHECK(json_number(out_buf, "rows", "test") == 60, "a 20%% stratified test split");
+    CHECK(exists(model), "model written");
+    /* Same seed, same split and same result. */
+    static char first[sizeof out_buf];
+    memcpy(first, out_buf, sizeof first);
+    rc = RUN("train", path_in("mixed.csv"), "--target", "label", "--json", "--seed", "3");
+    CHECK(rc == 0 && json_number(out_buf, "test", "accuracy") == acc, "reproducible from --seed: %s vs %s",
+          out_buf, first);
+
+    /* The file: PyTorch state_dict names and kiln's metadata. */
+    kn_safetensors *f = kn_safetensors_open(model);
+    CHECK(f != NULL, "model opens as safetensors");
+    if (f) {
+        bool emb = false, lin = false, bn = false;
+        for (int i = 0; i < kn_safetensors_count(f); i++) {
+            const char *nm = kn_safetensors_name(f, i);
+            emb |= !strcmp(nm, "all_embeddings.0.weight");
+            lin |= !strcmp(nm, "layers.0.weight");
+            bn |= !strcmp(nm, "layers.2.running_mean");
+        }
+        CHECK(emb && lin && bn, "state_dict names");
+        const char *meta = kn_safetensors_meta(f, "kiln_model");
+        CHECK(meta && strstr(meta, "\"target\":\"label\"") && strstr(meta, "\"vocabulary\"") &&
+                  strstr(meta, "\"mean\""), "kiln_model metadata: %s", meta ? meta : "(none)");
+        CHECK(kn_safetensors_meta(f, "kiln_version") != NULL, "kiln_version metadata");
+        kn_safetensors_close(f);
+    }
+
+    rc = RUN("eval", model, path_in("mixed.csv"), "--json");
+    CHECK(rc == 0 && json_number(out_buf, "accuracy", NULL) >= 0.85, "eval --json: %s %s", out_buf, err_buf);
+    rc = RUN("eval", model, path_in("mixed.csv"));
+    CHECK(rc == 0 && strstr(out_buf, "confusion matrix") && strstr(out_buf, "macro avg") &&
+              strstr(out_buf, "weighted avg"), "eval report: %s", out_buf);
+
+    /* predict: unseen category 'purple' -> warning; one line per row; probabilities sum to 1. */
+    make_mixed("new.csv", 40, true);
+    rc = RUN("predict", model, path_in("new.csv"), "--out", path_in("preds.csv"));
+    CHECK(rc == 0, "predict exit %d: %s", rc, err_buf);
+    CHECK(strstr(err_buf, "not seen in training") != NULL, "unknown-category warning: %s", err_buf);
+    static char preds[1 << 16];
+    read_file(path_in("preds.csv"), preds, sizeof preds);
+    CHECK(!strncmp(preds, "prediction,prob_no,prob_yes\n", 28), "predictions header: %.60s", preds);
+    CHECK(lines(preds) == 41, "one line per row: %d", lines(preds));
+    char *line = strchr(preds, '\n');
+    int good = 0;
+    while (line && line[1]) {
+        char cls[16];
+        double p0, p1;
+        if (sscanf(line + 1, "%15[^,],%lf,%lf", cls, &p0, &p1) == 3 && fabs(p0 + p1 - 1) < 1e-4 &&
+            (!strcmp(cls, "yes") == (p1 > p0)))
+            good++;
+        line = strchr(line + 1, '\n');
+    }
+    CHECK(good == 40, "rows with a class and probabilities summing to 1: %d", good);
+    rc = RUN("predict", model, path_in("new.csv"));
+    CHECK(rc == 0 && lines(out_buf) == 41, "predict to stdout");
+
+    /* The tutorial recipe and type overrides. */
+    rc = RUN("train", path_in("mixed.csv"), "--target", "label", "--recipe", "tutorial", "--epochs", "3", "--quiet");
+    CHECK(rc == 0 && strstr(out_buf, "test accuracy"), "tutorial recipe: %s", err_buf);
+    rc = RUN("train", path_in("mixed.csv"), "--target", "label", "--categorical", "x2", "--epochs", "3", "--json");
+    CHECK(rc == 0, "--categorical override: %s", err_buf);
+    rc = RUN("train", path_in("mixed.csv"), "--target", "label", "--batch-size", "full", "--layers", "16,8",
+             "--dropout", "0", "--epochs", "3", "--quiet");
+    CHECK(rc == 0, "options: %s", err_buf);
+    /* The human report, with plain progress lines (stdout is not a terminal). */
+    rc = RUN("train", path_in("mixed.csv"), "--target", "label", "--epochs", "4", "--out", path_in("m2.safetensors"));
+    CHECK(rc == 0 && strstr(out_buf, "Using CPU device") && strstr(out_buf, "model on cpu") &&
+              strstr(out_buf, "epoch 1/4 loss") && strstr(out_buf, "ETA") && strstr(out_buf, "confusion matrix") &&
+              strstr(out_buf, "precision") && strstr(out_buf, "model saved to") && !strchr(out_buf, '\r'),
+          "train report: %s", out_buf);
+    /* Another delimiter, quoted fields holding it; the model remembers the delimiter. */
+    write_text("semi.csv", "size;\"kind; of\";label\n1;\"a;b\";p\n2;c;q\n3;\"a;b\";p\n4;c;q\n5;\"a;b\";p\n"
+                           "6;c;q\n7;\"a;b\";p\n8;c;q\n9;\"a;b\";p\n10;c;q\n");
+    rc = RUN("train", path_in("semi.csv"), "--target", "label", "--delimiter", ";", "--test-split", "0", "--epochs",
+             "30", "--out", path_in("semi.safetensors"), "--quiet");
+    CHECK(rc == 0, "--delimiter ';': %s", err_buf);
+    rc = RUN("predict", path_in("semi.safetensors"), path_in("semi.csv"));
+    CHECK(rc == 0 && lines(out_buf) == 11 && strstr(out_buf, "prediction,prob_p,prob_q"), "predict ';' file: %s %s",
+          out_buf, err_buf);
+    /* A model column missing from the data. */
+    write_text("nocolor.csv", "x1,x2,label\n1,2,yes\n");
+    CHECK_FAILS(RUN("predict", model, path_in("nocolor.csv")), "column 'color' is missing");
+}
+
+static void test_bad_input(void) {
+    char out[512];
+    snprintf(out, sizeof out, "%s", path_in("bad.safetensors"));
+#define TRAIN_FAILS(file, what, ...)                                                               \
+    do {                                                                                           \
+        CHECK_FAILS(RUN("train", path_in(file), "--target", "label", "--out", out, ##__VA_ARGS__), what); \
+        CHECK(!exists(out), "no model left behind (%s)", file);                                    \
+    } while (0)
+    TRAIN_FAILS("missing.csv", "missing.csv: cannot open");
+    write_text("empty.csv", "");
+    TRAIN_FAILS("empty.csv", "empty.csv: empty file");
+    write_text("header.csv", "a,b,label\n");
+    TRAIN_FAILS("header.csv", "header.csv: no data rows");
+    write_text("ragged.csv", "a,b,label\n1,2,x\n3,4\n5,6,y\n");
+    TRAIN_FAILS("ragged.csv", "ragged.csv:3: row has 2 fields");
+    write_text("one.csv", "a,b,label\n1,2,x\n3,4,x\n5,6,x\n");
+    TRAIN_FAILS("one.csv", "only one class");
+    CHECK_FAILS(RUN("train", path_in("mixed.csv"), "--target", "nope"), "no column 'nope'");
+    write_text("text.csv", "a,b,label\n1,2,x\n3,oops,y\n5,6,x\n7,8,y\n");
+    TRAIN_FAILS("text.csv", "text.csv:3: column 'b': 'oops' is not a number", "--numeric", "b");
+    CHECK_FAILS(RUN("train", path_in("text.csv"), "--target", "label", "--numeric", "zz"), "'zz'");
+    unsigned char junk[4096];
+    uint64_t s = 7;
+    for (size_t i = 0; i < sizeof junk; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        junk[i] = (unsigned char)(s >> 56);
+    }
+    write_file("junk.csv", junk, sizeof junk);
+    CHECK_FAILS(RUN("train", path_in("junk.csv"), "--target", "label", "--out", out), "junk.csv");
+    CHECK(!exists(out), "no model from junk");
+    for (size_t i = 0; i < sizeof junk; i++) /* no NUL, no line breaks: not UTF-8 */
+        if (junk[i] < 0x80) junk[i] = 0xC3 + (junk[i] & 1) * 0x30;
+    write_file("junk2.csv", junk, sizeof junk);
+    CHECK_FAILS(RUN("train", path_in("junk2.csv"), "--target", "label"), "junk2.csv");
+
+    /* Model files: truncated, another program's safetensors, not safetensors at all. */
+    static char model[1 << 20];
+    size_t n = read_file(path_in("model.safetensors"), model, sizeof model);
+    CHECK(n > 1000, "model read");
+    write_file("cut.safetensors", model, n / 2);
+    CHECK_FAILS(RUN("eval", path_in("cut.safetensors"), path_in("mixed.csv")), "cut.safetensors");
+    write_file("cut2.safetensors", model, 100);
+    CHECK_FAILS(RUN("predict", path_in("cut2.safetensors"), path_in("mixed.csv")), "cut2.safetensors: truncated");
+    kn_scope sc = kn_scope_begin();
+    kn_named_tensor t = {"weight", kn_ones(KN_SHAPE(2, 2), KN_F32, KN_CPU)};
+    kn_meta meta = {"format", "pt"};
+    CHECK(kn_safetensors_save(path_in("other.safetensors"), 1, &t, 1, &meta) == KN_OK, "other model saved");
+    kn_scope_end(sc);
+    CHECK_FAILS(RUN("predict", path_in("other.safetensors"), path_in("mixed.csv")), "other.safetensors: not a kiln model");
+    CHECK_FAILS(RUN("eval", path_in("mixed.csv"), path_in("mixed.csv")), "mixed.csv: not a safetensors file");
+    CHECK_FAILS(RUN("eval", path_in("nomodel.safetensors"), path_in("mixed.csv")), "nomodel.safetensors");
+    /* predict into a directory that does not exist: nothing written. */
+    CHECK_FAILS(RUN("predict", path_in("model.safetensors"), path_in("mixed.csv"), "--out", path_in("no/dir/p.csv")),
+                "no/dir/p.csv");
+    CHECK_FAILS(RUN("train", path_in("mixed.csv"), "--target", "label", "--out", path_in("no/dir/m.safetensors")),
+                "does not exist");
+}
+
+/* A save that fails (file size limit) leaves the existing model byte for byte. */
+static void test_failed_save(void) {
+    static char before[1 << 20], after[1 << 20];
+    size_t n = read_file(path_in("model.safetensors"), before, sizeof before);
+    const char *const args[] = {"train", path_in("mixed.csv"), "--target", "label", "--epochs", "2", "--quiet",
+                                "--out", path_in("model.safetensors"), NULL};
+    int rc = run_limited(8192, args);
+    CHECK(rc != 0 && rc < 128, "a failed save exits non-zero: %d", rc);
+    CHECK(strstr(err_buf, "model.safetensors") != NULL && lines(err_buf) == 1, "failed save message: %s", err_buf);
+    size_t m = read_file(path_in("model.safetensors"), after, sizeof after);
+    CHECK(m == n && !memcmp(before, after, n), "the existing model is intact");
+    DIR *d = opendir(dir);
+    int tmp = 0;
+    for (struct dirent *e; d && (e = readdir(d));) tmp += strstr(e->d_name, ".tmp") != NULL;
+    if (d) closedir(d);
+    CHECK(tmp == 0, "no temporary file left behind");
+    CHECK(RUN("eval", path_in("model.safetensors"), path_in("mixed.csv"), "--quiet") == 0, "the model still loads");
+}
+
+/* The real data: car through the default recipe. */
+static void test_car(void) {
+    int rc = RUN("train", KILN_SOURCE_DIR "/data/car/car.csv", "--target", "class", "--json", "--seed", "1");
+    double acc = json_number(out_buf, "test", "accuracy");
+    CHECK(rc == 0 && acc >= 0.95, "car default recipe accuracy %.4f (%s)", acc, err_buf);
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "%s", "/tmp/kiln_cli_XXXXXX");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    make_mixed("mixed.csv", 300, false);
+    test_basics();
+    test_round_trip();
+    test_bad_input();
+    test_failed_save();
+    test_car();
+    if (!kt_failed) { /* keep the files of a failed run for a look */
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    } else {
+        fprintf(stderr, "files kept in %s\n", dir);
+    }
+    return kt_finish("cli");
+}

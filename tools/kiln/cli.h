@@ -1,0 +1,225 @@
+/* kiln command line: shared types between the parts of the tool.
+ *
+ *   main.c      argument parsing, help, dispatch, `kiln devices`
+ *   table.c     CSV -> typed columns: inference, vocabularies, standardization, split
+ *   model.c     the tabular model as a kn_module; saving and loading it with its schema
+ *   train.c     training loops and the two recipes
+ *   graph_step.c  the captured (CUDA graph) training step
+ *   report.c    metrics, confusion matrix, progress bar, JSON
+ *   predict.c   `kiln eval` and `kiln predict`                                   */
+#ifndef KILN_CLI_H
+#define KILN_CLI_H
+
+#include "kiln.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CLI_MAX_LAYERS 16
+
+/* ---- errors: one line on stderr, "kiln: ..." ---------------------------------- */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void *cli_alloc(size_t n); /* calloc that reports; NULL on failure */
+char *cli_strdup(const char *s);
+double cli_now(void); /* seconds, monotonic */
+
+/* ---- the schema: everything needed to turn a CSV row into model inputs ---------- */
+typedef enum { COL_CATEGORICAL = 0, COL_NUMERIC = 1 } col_type;
+
+typedef struct {
+    char *name;
+    col_type type;
+    int csv_col; /* column in the CSV being read (not saved) */
+    /* categorical: codes 0..n_vocab-1 are the training values in sorted order
+     * (missing values are one of them, "" in vocab, when they occurred in
+     * training); code n_vocab is "unknown". */
+    char **vocab;
+    int n_vocab;
+    int missing_code; /* -1 when no missing value was seen in training */
+    int dim;          /* embedding size */
+    int64_t *counts;  /* training rows per code (not saved) */
+    /* numeric: standardized with training mean/std; missing -> mean (0), plus
+     * a 0/1 missing-indicator input when training had missing values. */
+    double mean, std;
+    bool indicator;
+} feature;
+
+typedef struct {
+    char *target;
+    char **classes;
+    int n_classes;
+    feature *f;
+    int n_f;
+    int n_cat;   /* categorical features = embedding inputs */
+    int n_num;   /* numeric model inputs (values + indicators) */
+    char delimiter;
+} schema;
+
+/* Model inputs for n rows. cat: [n, n_cat] codes; num: [n, n_num]; y: [n]
+ * class codes (-1: unknown class / no target). */
+typedef struct {
+    int64_t n;
+    int64_t *cat;
+    float *num;
+    int64_t *y;
+    int64_t *row;      /* CSV data row of each encoded row */
+    int64_t unknown;   /* categorical values not seen in training */
+    int64_t imputed;   /* numeric values missing here but never in training */
+} encoded;
+
+/* Column-type overrides and inference options from the command line. */
+typedef struct {
+    const char *categorical; /* comma-separated names */
+    const char *numeric;
+    const char *ignore;
+    int embedding_dim; /* 0: min(50, (n+1)/2) */
+} table_opts;
+
+bool is_missing(const char *s);
+/* Strict decimal number (no nan/inf/hex); surrounding blanks allowed. */
+bool parse_number(const char *s, double *out);
+
+kn_csv *table_read(const char *path, char delimiter);
+/* Finds the target column and the rows that have a target; sets classes.
+ * rows/n_rows: the data rows used (rows with a missing target are skipped). */
+bool table_target(const kn_csv *csv, const char *path, const char *target, schema *s,
+                  int64_t **rows, int64_t *n_rows, int64_t **ycodes);
+/* Decides the feature columns and their types (from all rows), then fits
+ * vocabularies and statistics on the training rows only. */
+bool table_fit(const kn_csv *csv, const char *path, const table_opts *o, const int64_t *train,
+               int64_t n_train, schema *s);
+/* Encodes the given rows with a fitted schema; csv columns are looked up by
+ * name. need_target: the target column must be present and known. */
+bool table_encode(const kn_csv *csv, const char *path, schema *s, const int64_t *rows, int64_t n,
+                  bool need_target, encoded *out);
+void encoded_free(encoded *e);
+void schema_free(schema *s);
+void schema_print(const schema *s, FILE *f);
+
+/* Stratified, reproducible split of n rows with class codes y into test,
+ * validation and train parts (fractions of each class, rounded). */
+typedef struct {
+    int64_t *train, *val, *test;
+    int64_t n_train, n_val, n_test;
+} split;
+bool split_stratified(const int64_t *rows, const int64_t *y, int64_t n, int n_classes,
+                      double test_frac, double val_frac, uint64_t seed, split *out);
+void split_free(split *s);
+/* splitmix64 / Fisher-Yates, identical in bench/cli/kiln_split.py. */
+uint64_t rng_next(uint64_t *state);
+void shuffle_i64(int64_t *a, int64_t n, uint64_t *state);
+
+/* ---- the model ----------------------------------------------------------------- */
+typedef struct {
+    int layers[CLI_MAX_LAYERS];
+    int n_layers;
+    double dropout, emb_dropout;
+} arch;
+
+kn_module *model_build(const schema *s, const arch *a);
+/* Forward over model inputs on the model's device. */
+kn_tensor *model_forward(kn_module *m, kn_tensor *cat, kn_tensor *num);
+/* Sets each embedding's "unknown" row to the training-frequency mean of its
+ * other rows, so unseen categories get an average input. */
+void model_fill_unknown(kn_module *m, const schema *s);
+bool model_save(kn_module *m, const schema *s, const arch *a, const char *recipe, const char *path);
+/* Loads a model file; returns the module (on dev) and fills s and a. */
+kn_module *model_load(const char *path, kn_device dev, schema *s, arch *a);
+
+/* ---- training -------------------------------------------------------------------- */
+typedef struct {
+    const char *recipe; /* "default" or "tutorial" */
+    int epochs;         /* maximum epochs */
+    int64_t batch_size; /* 0: full batch */
+    double lr, weight_decay;
+    double val_split, test_split;
+    int patience;       /* epochs without validation improvement; 0: no early stopping */
+    bool class_weights;
+    bool adamw;
+    arch arch;
+    uint64_t seed;
+    bool quiet, json, stats, no_graph;
+} train_opts;
+
+/* Host copy of model inputs moved to a device. */
+typedef struct {
+    kn_tensor *cat, *num, *y;
+    int64_t n;
+} dev_data;
+bool dev_data_make(const encoded *e, const schema *s, kn_device dev, dev_data *out);
+void dev_data_free(dev_data *d);
+
+typedef struct {
+    int epochs_run, best_epoch;
+    double seconds, best_val_loss;
+    double samples_per_s;
+    bool graph_used;
+} train_result;
+
+/* Forward in eval mode, in chunks: probabilities [n, n_classes] on the host. */
+float *predict_proba(kn_module *m, const dev_data *d, int n_classes);
+
+/* The full `kiln train` after data preparation. */
+bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_data *train,
+               const dev_data *val, const float *class_weight, train_result *r);
+
+/* The captured step (graph_step.c). Returns false when capture is not possible
+ * or failed (the caller then trains eagerly). */
+typedef struct graph_trainer graph_trainer;
+graph_trainer *graph_trainer_new(kn_module *m, kn_optim *opt, const kn_loss_opts *lo,
+                                 const dev_data *train, int64_t batch, int n_classes);
+/* One epoch: the rows in perm (n of them) in batches of the captured size;
+ * accumulates the loss sum and correct count on the device. */
+bool graph_trainer_epoch(graph_trainer *g, const int64_t *perm, int64_t n, double *loss_sum,
+                         int64_t *correct, int64_t *seen);
+/* Recapture after the learning rate changed (it is baked into the graph). */
+bool graph_trainer_recapture(graph_trainer *g);
+void graph_trainer_free(graph_trainer *g);
+
+/* ---- reports ----------------------------------------------------------------------- */
+typedef struct {
+    int k;
+    int64_t *cm; /* k x k, rows true, columns predicted */
+    int64_t n, correct;
+    double loss;
+    double *precision, *recall, *f1;
+    int64_t *support;
+    double macro[3], weighted[3];
+} metrics;
+
+bool metrics_compute(const float *proba, const int64_t *y, int64_t n, int k, const float *class_weight,
+                     metrics *m);
+void metrics_free(metrics *m);
+void report_print(const metrics *m, char *const *classes, FILE *f);
+/* JSON: {"accuracy":..., ...} members written into an open object. */
+void report_json_metrics(const metrics *m, char *const *classes, FILE *f);
+void json_str(FILE *f, const char *s);
+
+typedef struct {
+    bool tty, quiet;
+    int total_epochs;
+    double start, last_draw;
+    int last_logged;
+} progress;
+void progress_begin(progress *p, int total_epochs, bool quiet);
+void progress_update(progress *p, int epoch, double loss, double train_acc, double val_loss,
+                     double val_acc, double rows_per_s, bool improved);
+void progress_end(progress *p);
+
+/* ---- commands ------------------------------------------------------------------------ */
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+int cmd_devices(int argc, char **argv);
+
+/* Option helpers (main.c). */
+bool opt_is(const char *arg, const char *name, const char **value, int *i, int argc, char **argv);
+bool parse_int_opt(const char *name, const char *v, long long lo, long long hi, long long *out);
+bool parse_double_opt(const char *name, const char *v, double lo, double hi, double *out);
+bool parse_delimiter(const char *v, char *out);
+bool pick_device(const char *name, kn_device *dev);
+void print_fallback_stats(FILE *f);
+
+#endif

@@ -1,0 +1,245 @@
+/* kiln command line: entry point, option helpers, `kiln devices`.
+ *
+ *   kiln devices [--stats]
+ *   kiln train FILE.csv --target COLUMN [options]
+ *   kiln eval MODEL FILE.csv
+ *   kiln predict MODEL FILE.csv [--out preds.csv]
+ *
+ * Every failure ends with one line "kiln: ..." on stderr and exit status 1
+ * (2 for a usage mistake). */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void cli_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fflush(stdout);
+    fprintf(stderr, "kiln: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+void cli_warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fflush(stdout);
+    fprintf(stderr, "kiln: warning: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+void *cli_alloc(size_t n) {
+    void *p = calloc(1, n ? n : 1);
+    if (!p) cli_error("out of memory (%zu bytes)", n);
+    return p;
+}
+
+char *cli_strdup(const char *s) {
+    char *p = cli_alloc(strlen(s) + 1);
+    if (p) strcpy(p, s);
+    return p;
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* "--name VALUE" or "--name=VALUE"; a missing value is an error (value NULL). */
+bool opt_is(const char *arg, const char *name, const char **value, int *i, int argc, char **argv) {
+    size_t n = strlen(name);
+    if (strncmp(arg, name, n)) return false;
+    if (arg[n] == '=') {
+        *value = arg + n + 1;
+        return true;
+    }
+    if (arg[n]) return false;
+    if (*i + 1 >= argc) {
+        cli_error("%s needs a value", name);
+        *value = NULL;
+        return true;
+    }
+    *value = argv[++*i];
+    return true;
+}
+
+bool parse_int_opt(const char *name, const char *v, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long x = v ? strtoll(v, &end, 10) : 0;
+    if (!v || !*v || *end || errno || x < lo || x > hi) {
+        cli_error("%s: '%s' is not a whole number in [%lld, %lld]", name, v ? v : "", lo, hi);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+bool parse_double_opt(const char *name, const char *v, double lo, double hi, double *out) {
+    double x;
+    if (!v || !parse_number(v, &x) || x < lo || x > hi) {
+        cli_error("%s: '%s' is not a number in [%g, %g]", name, v ? v : "", lo, hi);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+bool parse_delimiter(const char *v, char *out) {
+    if (v && (!strcmp(v, "tab") || !strcmp(v, "\\t"))) *out = '\t';
+    else if (v && strlen(v) == 1 && v[0] != '"' && v[0] != '\n' && v[0] != '\r') *out = v[0];
+    else {
+        cli_error("--delimiter: '%s' is not one character (use 'tab' for a tab)", v ? v : "");
+        return false;
+    }
+    return true;
+}
+
+bool pick_device(const char *name, kn_device *dev) {
+    *dev = name ? kn_device_get(name) : kn_device_default();
+    if (!kn_device_ok(*dev)) {
+        cli_error("%s", kn_error()[0] ? kn_error() : "no usable device");
+        return false;
+    }
+    return true;
+}
+
+void print_fallback_stats(FILE *f) {
+    kn_fallback_stat st[256];
+    int n = kn_fallback_stats(st, 256);
+    if (n <= 0) {
+        fprintf(f, "CPU fallbacks: none\n");
+        return;
+    }
+    fprintf(f, "CPU fallbacks (op, device kind, count):\n");
+    for (int i = 0; i < n && i < 256; i++)
+        fprintf(f, "  %-24s %-8s %lld\n", st[i].op, kn_device_kind_name(st[i].kind), (long long)st[i].count);
+}
+
+/* ---- kiln devices ---------------------------------------------------------------------- */
+static void human_bytes(size_t b, char *buf, size_t cap) {
+    if (b >= (size_t)1 << 30) snprintf(buf, cap, "%.1f GiB", (double)b / (double)(1u << 30));
+    else snprintf(buf, cap, "%.1f MiB", (double)b / (double)(1u << 20));
+}
+
+/* A few training steps of a small model, so --stats shows which ops fall back. */
+static void probe(kn_device dev) {
+    kn_scope sc = kn_scope_begin();
+    kn_module *m = kn_nn_sequential(0, NULL);
+    kn_nn_sequential_append(m, kn_nn_linear(8, 16, true));
+    kn_nn_sequential_append(m, kn_nn_relu());
+    kn_nn_sequential_append(m, kn_nn_batch_norm1d(16));
+    kn_nn_sequential_append(m, kn_nn_dropout(0.1));
+    kn_nn_sequential_append(m, kn_nn_linear(16, 3, true));
+    kn_module *emb = kn_nn_embedding(5, 8);
+    kn_optim *o = NULL;
+    if (m && emb && kn_module_to(m, dev) == KN_OK && kn_module_to(emb, dev) == KN_OK &&
+        (o = kn_adam(m, kn_adam_defaults(1e-3)))) {
+        kn_tensor *idx = kn_to(kn_arange(0, 4, 1, KN_I64, KN_CPU), dev);
+        kn_tensor *y = kn_to(kn_from_data((int64_t[]){0, 1, 2, 1}, KN_I64, KN_SHAPE(4), KN_CPU), dev);
+        for (int i = 0; i < 2; i++) {
+            kn_optim_zero_grad(o);
+            kn_tensor *x = kn_concat(1, (kn_tensor *[]){kn_embedding(kn_module_get(emb, "weight"), idx)}, 1);
+            kn_tensor *loss = kn_cross_entropy(kn_module_forward(m, x), y);
+            if (loss && kn_backward(loss) == KN_OK) kn_optim_step(o);
+        }
+        kn_module_train(m, false);
+        kn_no_grad_begin();
+        kn_softmax(kn_module_forward(m, kn_embedding(kn_module_get(emb, "weight"), idx)), 1);
+        kn_no_grad_end();
+        kn_device_synchronize(dev);
+    }
+    kn_optim_free(o);
+    kn_module_free(m);
+    kn_module_free(emb);
+    kn_scope_end(sc);
+    kn_error_clear();
+}
+
+int cmd_devices(int argc, char **argv) {
+    bool stats = false;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--stats")) stats = true;
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: kiln devices [--stats]\n\n"
+                   "Lists every device the backends found: name, kind, memory, and which one is the\n"
+                   "default and why (KILN_DEVICE=cpu|cuda|cuda:1|vulkan overrides the choice).\n"
+                   "  --stats   also run a few training steps on each device and show which ops\n"
+                   "            fell back to the CPU (per op and device kind)\n");
+            return 0;
+        } else {
+            cli_error("devices: unknown option '%s' (see kiln devices --help)", argv[i]);
+            return 2;
+        }
+    }
+    kn_device def = kn_device_default();
+    const char *reason = kn_device_ok(def) ? kn_device_default_reason() : kn_error();
+    printf("%-10s %-8s %-12s %s\n", "device", "kind", "memory", "name");
+    int total = 0;
+    for (int k = 0; k < KN_DEVICE_KIND_COUNT; k++) {
+        if (k == KN_DEVICE_TEST) continue;
+        for (int i = 0; i < kn_device_count((kn_device_kind)k); i++) {
+            kn_device d = {(int16_t)k, (int16_t)i};
+            size_t fb = 0, tb = 0;
+            char mem[32] = "?";
+            if (kn_device_memory(d, &fb, &tb) == KN_OK) human_bytes(tb, mem, sizeof mem);
+            printf("%-10s %-8s %-12s %s%s\n", kn_device_str(d), kn_device_kind_name((kn_device_kind)k), mem,
+                   kn_device_description(d), kn_device_equal(d, def) ? "  [default]" : "");
+            total++;
+            if (stats) probe(d);
+        }
+    }
+    kn_error_clear();
+    if (kn_device_ok(def)) printf("default: %s (%s)\n", kn_device_str(def), reason);
+    else printf("default: none (%s)\n", reason);
+    if (stats) print_fallback_stats(stdout);
+    return total > 0 ? 0 : 1;
+}
+
+/* ---- dispatch ---------------------------------------------------------------------------- */
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: kiln COMMAND [options]\n\n"
+            "Train, evaluate and use neural networks on tabular data from a CSV file.\n\n"
+            "commands:\n"
+            "  devices                      list devices (--stats: per-op CPU-fallback counters)\n"
+            "  train FILE.csv --target COL  train a classifier, report test metrics, save it (--out)\n"
+            "  eval MODEL FILE.csv          accuracy, confusion matrix and per-class report on labelled rows\n"
+            "  predict MODEL FILE.csv       predicted class and class probabilities per row\n\n"
+            "  kiln COMMAND --help          the options of a command\n"
+            "  kiln --version               the version\n\n"
+            "Example:\n"
+            "  kiln train data/car/car.csv --target class --out car.safetensors\n"
+            "  kiln predict car.safetensors new_cars.csv --out predictions.csv\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V") || !strcmp(cmd, "version")) {
+        printf("kiln %s\n", KN_VERSION_STRING);
+        return 0;
+    }
+    if (!strcmp(cmd, "devices")) return cmd_devices(argc, argv);
+    if (!strcmp(cmd, "train")) return cmd_train(argc, argv);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
+    if (!strcmp(cmd, "predict")) return cmd_predict(argc, argv);
+    cli_error("unknown command '%s' (commands: devices, train, eval, predict; see kiln --help)", cmd);
+    return 2;
+}

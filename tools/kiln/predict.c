@@ -1,0 +1,230 @@
+/* kiln command line: `kiln eval` and `kiln predict` on a saved model. */
+#include "cli.h"
+#include "io/atomic_file.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *model, *file, *out, *device;
+    char delimiter;
+    bool set_delim, json, quiet;
+} use_args;
+
+static int parse_use(int argc, char **argv, const char *cmd, bool allow_out, use_args *a, void (*help)(void)) {
+    const char *v;
+    for (int i = 2; i < argc; i++) {
+        const char *s = argv[i];
+        if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
+            help();
+            return 0;
+        }
+        if (!strcmp(s, "--json")) a->json = true;
+        else if (!strcmp(s, "--quiet") || !strcmp(s, "-q")) a->quiet = true;
+        else if (opt_is(s, "--device", &v, &i, argc, argv)) { if (!(a->device = v)) return 2; }
+        else if (opt_is(s, "--delimiter", &v, &i, argc, argv)) {
+            if (!parse_delimiter(v, &a->delimiter)) return 2;
+            a->set_delim = true;
+        } else if (allow_out && opt_is(s, "--out", &v, &i, argc, argv)) { if (!(a->out = v)) return 2; }
+        else if (s[0] == '-' && s[1]) return cli_error("%s: unknown option '%s' (see kiln %s --help)", cmd, s, cmd), 2;
+        else if (!a->model) a->model = s;
+        else if (!a->file) a->file = s;
+        else return cli_error("%s: unexpected argument '%s'", cmd, s), 2;
+    }
+    if (!a->model || !a->file) return cli_error("%s: needs a model file and a data file (kiln %s MODEL FILE.csv)", cmd, cmd), 2;
+    return -1;
+}
+
+static void eval_help(void) {
+    printf("usage: kiln eval MODEL FILE.csv [options]\n\n"
+           "Runs a saved model on every row of FILE.csv that has a value in the model's target\n"
+           "column and prints accuracy, the confusion matrix and the per-class report.\n"
+           "  --device NAME     cpu, cuda, ... (default: the best available)\n"
+           "  --delimiter C     field separator (default: the one the model was trained with)\n"
+           "  --json            the metrics as one JSON object on stdout\n"
+           "  --quiet           only the report\n");
+}
+
+static void predict_help(void) {
+    printf("usage: kiln predict MODEL FILE.csv [--out preds.csv] [options]\n\n"
+           "Writes one line per row of FILE.csv: the predicted class, then the probability of\n"
+           "each class (columns prediction,prob_<class>,...). A target column in FILE.csv is\n"
+           "ignored. Categories the model never saw map to its 'unknown' input (with a warning).\n"
+           "  --out FILE        write the predictions there (atomically) instead of stdout\n"
+           "  --device NAME     cpu, cuda, ... (default: the best available)\n"
+           "  --delimiter C     field separator of FILE.csv (default: the model's)\n"
+           "  --quiet           no summary on stderr\n");
+}
+
+/* Loads the model and encodes the file's rows. */
+static bool prepare(use_args *a, bool need_target, kn_device *dev, kn_module **m, schema *s, arch *ar,
+                    kn_csv **csv, encoded *e, dev_data *d) {
+    if (!pick_device(a->device, dev)) return false;
+    if (!(*m = model_load(a->model, *dev, s, ar))) return false;
+    if (!(*csv = table_read(a->file, a->set_delim ? a->delimiter : s->delimiter))) return false;
+    if (!table_encode(*csv, a->file, s, NULL, kn_csv_rows(*csv), need_target, e)) return false;
+    if (e->unknown)
+        cli_warn("%s: %lld categorical values were not seen in training (mapped to 'unknown')", a->file,
+                 (long long)e->unknown);
+    if (e->imputed)
+        cli_warn("%s: %lld numeric values are missing in columns that had none in training (replaced by the "
+                 "training mean)", a->file, (long long)e->imputed);
+    return dev_data_make(e, s, *dev, d);
+}
+
+int cmd_eval(int argc, char **argv) {
+    use_args a = {0};
+    int rc = parse_use(argc, argv, "eval", false, &a, eval_help);
+    if (rc >= 0) return rc;
+    rc = 1;
+    kn_device dev;
+    kn_module *m = NULL;
+    schema s = {0};
+    arch ar;
+    kn_csv *csv = NULL;
+    encoded e = {0};
+    dev_data d = {0};
+    metrics mt = {0};
+    float *p = NULL;
+    if (!prepare(&a, true, &dev, &m, &s, &ar, &csv, &e, &d)) goto done;
+    int64_t labelled = 0;
+    for (int64_t i = 0; i < e.n; i++) labelled += e.y[i] >= 0;
+    if (labelled == 0) {
+        cli_error("%s: no row has a known value in the target column '%s'", a.file, s.target);
+        goto done;
+    }
+    if (labelled < e.n && !a.json)
+        cli_warn("%s: %lld rows without a known '%s' value are left out", a.file, (long long)(e.n - labelled), s.target);
+    if (!(p = predict_proba(m, &d, s.n_classes)) || !metrics_compute(p, e.y, e.n, s.n_classes, NULL, &mt)) goto done;
+    if (a.json) {
+        printf("{\"kiln_version\":\"%s\",\"command\":\"eval\",\"model\":", KN_VERSION_STRING);
+        json_str(stdout, a.model);
+        printf(",\"file\":");
+        json_str(stdout, a.file);
+        printf(",\"device\":\"%s\",\"unknown_categories\":%lld,", kn_device_str(dev), (long long)e.unknown);
+        report_json_metrics(&mt, s.classes, stdout);
+        printf("}\n");
+    } else {
+        if (!a.quiet)
+            printf("Using %s device\nmodel %s (target '%s', %d classes); %s: %lld rows\n",
+                   kn_device_kind_name((kn_device_kind)dev.kind), a.model, s.target, s.n_classes, a.file,
+                   (long long)e.n);
+        report_print(&mt, s.classes, stdout);
+    }
+    rc = 0;
+done:
+    metrics_free(&mt);
+    free(p);
+    dev_data_free(&d);
+    encoded_free(&e);
+    kn_csv_free(csv);
+    kn_module_free(m);
+    schema_free(&s);
+    return rc;
+}
+
+/* ---- predictions as CSV ------------------------------------------------------------------ */
+typedef struct {
+    char *data;
+    size_t len, cap;
+    bool oom;
+} sbuf;
+
+static void put(sbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 1 << 16;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *p = realloc(b->data, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = 0;
+}
+
+/* A CSV field, quoted when it holds the delimiter, a quote or a line break. */
+static void put_field(sbuf *b, const char *s, char delim) {
+    if (!strchr(s, delim) && !strpbrk(s, "\"\r\n")) {
+        put(b, s, strlen(s));
+        return;
+    }
+    put(b, "\"", 1);
+    for (; *s; s++) {
+        if (*s == '"') put(b, "\"", 1);
+        put(b, s, 1);
+    }
+    put(b, "\"", 1);
+}
+
+int cmd_predict(int argc, char **argv) {
+    use_args a = {0};
+    int rc = parse_use(argc, argv, "predict", true, &a, predict_help);
+    if (rc >= 0) return rc;
+    rc = 1;
+    kn_device dev;
+    kn_module *m = NULL;
+    schema s = {0};
+    arch ar;
+    kn_csv *csv = NULL;
+    encoded e = {0};
+    dev_data d = {0};
+    float *p = NULL;
+    sbuf b = {0};
+    if (!prepare(&a, false, &dev, &m, &s, &ar, &csv, &e, &d)) goto done;
+    if (!(p = predict_proba(m, &d, s.n_classes))) goto done;
+    char delim = a.set_delim ? a.delimiter : ',';
+    char dl[2] = {delim, 0}, num[32];
+    put(&b, "prediction", 10);
+    for (int c = 0; c < s.n_classes; c++) {
+        char name[512];
+        snprintf(name, sizeof name, "prob_%s", s.classes[c]);
+        put(&b, dl, 1);
+        put_field(&b, name, delim);
+    }
+    put(&b, "\n", 1);
+    for (int64_t i = 0; i < e.n; i++) {
+        const float *q = p + i * s.n_classes;
+        int best = 0;
+        for (int c = 1; c < s.n_classes; c++)
+            if (q[c] > q[best]) best = c;
+        put_field(&b, s.classes[best], delim);
+        for (int c = 0; c < s.n_classes; c++) {
+            int n = snprintf(num, sizeof num, "%c%.6g", delim, (double)q[c]);
+            put(&b, num, (size_t)n);
+        }
+        put(&b, "\n", 1);
+    }
+    if (b.oom) {
+        cli_error("out of memory writing the predictions");
+        goto done;
+    }
+    if (a.out) {
+        const void *parts[1] = {b.data};
+        size_t sizes[1] = {b.len};
+        if (kn__atomic_write(a.out, parts, sizes, 1) != KN_OK) {
+            cli_error("%s", kn_error());
+            goto done;
+        }
+        if (!a.quiet)
+            fprintf(stderr, "kiln: %lld predictions written to %s\n", (long long)e.n, a.out);
+    } else if (fwrite(b.data, 1, b.len, stdout) != b.len || fflush(stdout)) {
+        cli_error("writing the predictions to stdout failed");
+        goto done;
+    }
+    rc = 0;
+done:
+    free(b.data);
+    free(p);
+    dev_data_free(&d);
+    encoded_free(&e);
+    kn_csv_free(csv);
+    kn_module_free(m);
+    schema_free(&s);
+    return rc;
+}

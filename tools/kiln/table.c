@@ -1,0 +1,631 @@
+/* kiln command line: from CSV cells to model inputs.
+ *
+ * Column types are inferred from every row (a column is numeric when each of
+ * its non-missing values is a plain decimal number); vocabularies, means and
+ * standard deviations come from the training rows only, so nothing about the
+ * validation or test rows leaks into the inputs. */
+#include "cli.h"
+#include "io/json.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- small string hash map: value -> code ------------------------------------------- */
+typedef struct {
+    const char **key;
+    int *val;
+    size_t cap, len;
+} strmap;
+
+static uint64_t str_hash(const char *s) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static bool map_grow(strmap *m) {
+    size_t cap = m->cap ? m->cap * 2 : 64;
+    const char **k = calloc(cap, sizeof *k);
+    int *v = calloc(cap, sizeof *v);
+    if (!k || !v) {
+        free(k);
+        free(v);
+        cli_error("out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < m->cap; i++) {
+        if (!m->key[i]) continue;
+        size_t j = str_hash(m->key[i]) & (cap - 1);
+        while (k[j]) j = (j + 1) & (cap - 1);
+        k[j] = m->key[i];
+        v[j] = m->val[i];
+    }
+    free(m->key);
+    free(m->val);
+    m->key = k;
+    m->val = v;
+    m->cap = cap;
+    return true;
+}
+
+/* Code of s, or -1. */
+static int map_get(const strmap *m, const char *s) {
+    if (!m->cap) return -1;
+    for (size_t j = str_hash(s) & (m->cap - 1); m->key[j]; j = (j + 1) & (m->cap - 1))
+        if (!strcmp(m->key[j], s)) return m->val[j];
+    return -1;
+}
+
+/* Inserts s (the pointer is kept) with code val unless present; returns its code. */
+static int map_put(strmap *m, const char *s, int val) {
+    int c = map_get(m, s);
+    if (c >= 0) return c;
+    if ((m->len + 1) * 2 > m->cap && !map_grow(m)) return -2;
+    size_t j = str_hash(s) & (m->cap - 1);
+    while (m->key[j]) j = (j + 1) & (m->cap - 1);
+    m->key[j] = s;
+    m->val[j] = val;
+    m->len++;
+    return val;
+}
+
+static void map_free(strmap *m) {
+    free(m->key);
+    free(m->val);
+    *m = (strmap){0};
+}
+
+/* ---- cells ------------------------------------------------------------------------------ */
+/* A cell without surrounding blanks, in buf when it had any. */
+static const char *trimmed(const char *s, char *buf, size_t cap) {
+    size_t n = strlen(s);
+    size_t a = 0, b = n;
+    while (a < b && (s[a] == ' ' || s[a] == '\t')) a++;
+    while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t')) b--;
+    if (a == 0 && b == n) return s;
+    if (b - a >= cap) b = a + cap - 1;
+    memcpy(buf, s + a, b - a);
+    buf[b - a] = 0;
+    return buf;
+}
+
+bool is_missing(const char *s) {
+    while (*s == ' ' || *s == '\t') s++;
+    static const char *const tokens[] = {"?", "NA", "N/A", "na", "n/a", "NaN", "nan", "null", "NULL", "None"};
+    char buf[8];
+    const char *t = trimmed(s, buf, sizeof buf);
+    if (!*t) return true;
+    for (size_t i = 0; i < sizeof tokens / sizeof *tokens; i++)
+        if (!strcmp(t, tokens[i])) return true;
+    return false;
+}
+
+bool parse_number(const char *s, double *out) {
+    while (*s == ' ' || *s == '\t') s++;
+    const char *p = s;
+    if (*p == '+' || *p == '-') p++;
+    bool digits = false;
+    while (isdigit((unsigned char)*p)) p++, digits = true;
+    if (*p == '.') {
+        p++;
+        while (isdigit((unsigned char)*p)) p++, digits = true;
+    }
+    if (!digits) return false;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-') p++;
+        if (!isdigit((unsigned char)*p)) return false;
+        while (isdigit((unsigned char)*p)) p++;
+    }
+    const char *end = p;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p) return false;
+    errno = 0;
+    char *e;
+    double v = strtod(s, &e);
+    if (e != end || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Numbers in numeric order, otherwise byte order (pandas sorts categories so). */
+static int cmp_class(const void *a, const void *b) {
+    double x, y;
+    const char *s = *(char *const *)a, *t = *(char *const *)b;
+    if (parse_number(s, &x) && parse_number(t, &y) && x != y) return x < y ? -1 : 1;
+    return strcmp(s, t);
+}
+
+kn_csv *table_read(const char *path, char delimiter) {
+    kn_csv_opts o = kn_csv_opts_default();
+    o.delimiter = delimiter;
+    kn_csv *c = kn_csv_read(path, &o);
+    if (!c) {
+        cli_error("%s", kn_error());
+        return NULL;
+    }
+    int cols = kn_csv_cols(c);
+    int64_t rows = kn_csv_rows(c);
+    for (int j = 0; j < cols; j++) {
+        const char *h = kn_csv_header(c, j);
+        if (!kn__json_utf8_valid(h, strlen(h))) {
+            cli_error("%s:1: column %d: the header is not UTF-8 text (convert the file to UTF-8; or is it not "
+                      "a CSV file?)", path, j + 1);
+            goto fail;
+        }
+        for (int k = 0; k < j; k++)
+            if (*h && !strcmp(h, kn_csv_header(c, k))) {
+                cli_error("%s:1: column name '%s' appears twice (columns %d and %d)", path, h, k + 1, j + 1);
+                goto fail;
+            }
+    }
+    if (rows == 0) {
+        cli_error("%s: no data rows (only a header line)", path);
+        goto fail;
+    }
+    for (int64_t r = 0; r < rows; r++)
+        for (int j = 0; j < cols; j++) {
+            const char *s = kn_csv_cell(c, r, j);
+            if (!kn__json_utf8_valid(s, strlen(s))) {
+                cli_error("%s:%lld: column '%s': not UTF-8 text (convert the file to UTF-8; or is it not a CSV "
+                          "file?)", path,
+                          (long long)kn_csv_row_line(c, r), kn_csv_header(c, j));
+                goto fail;
+            }
+        }
+    return c;
+fail:
+    kn_csv_free(c);
+    return NULL;
+}
+
+static const char *col_name(const kn_csv *c, int j) {
+    static char buf[32];
+    const char *h = kn_csv_header(c, j);
+    if (h && *h) return h;
+    snprintf(buf, sizeof buf, "column_%d", j + 1); /* an unnamed column (a pandas index) */
+    return buf;
+}
+
+static int find_col(const kn_csv *c, const char *name) {
+    for (int j = 0; j < kn_csv_cols(c); j++)
+        if (!strcmp(col_name(c, j), name)) return j;
+    return -1;
+}
+
+static void list_columns(const kn_csv *c, char *buf, size_t cap) {
+    size_t n = 0;
+    buf[0] = 0;
+    for (int j = 0; j < kn_csv_cols(c) && n + 8 < cap; j++) {
+        int w = snprintf(buf + n, cap - n, "%s%s", j ? ", " : "", col_name(c, j));
+        if (w < 0 || (size_t)w >= cap - n) {
+            snprintf(buf + (cap > 5 ? cap - 5 : 0), 5, "...");
+            break;
+        }
+        n += (size_t)w;
+    }
+}
+
+bool table_target(const kn_csv *csv, const char *path, const char *target, schema *s,
+                  int64_t **rows_out, int64_t *n_out, int64_t **y_out) {
+    int tc = find_col(csv, target);
+    if (tc < 0) {
+        char cols[512];
+        list_columns(csv, cols, sizeof cols);
+        cli_error("%s: no column '%s' for --target (columns: %s)", path, target, cols);
+        return false;
+    }
+    int64_t rows = kn_csv_rows(csv), n = 0, skipped = 0;
+    int64_t *keep = cli_alloc((size_t)rows * sizeof *keep), *y = cli_alloc((size_t)rows * sizeof *y);
+    char **names = cli_alloc((size_t)rows * sizeof *names);
+    strmap m = {0};
+    int k = 0;
+    bool ok = keep && y && names;
+    char buf[256];
+    for (int64_t r = 0; ok && r < rows; r++) {
+        const char *v = kn_csv_cell(csv, r, tc);
+        if (is_missing(v)) {
+            skipped++;
+            continue;
+        }
+        const char *t = trimmed(v, buf, sizeof buf);
+        if (map_get(&m, t) < 0) {
+            names[k] = cli_strdup(t);
+            if (!names[k] || map_put(&m, names[k], k) < 0) ok = false;
+            else k++;
+        }
+        keep[n++] = r;
+    }
+    map_free(&m);
+    if (ok && n == 0) {
+        cli_error("%s: target column '%s' has no values (every row is missing it)", path, target);
+        ok = false;
+    } else if (ok && k < 2) {
+        cli_error("%s: target column '%s' has only one class ('%s'): nothing to learn", path, target, names[0]);
+        ok = false;
+    } else if (ok && k > 1000 && k * 2 > n) {
+        cli_error("%s: target column '%s' has %d distinct values in %lld rows: kiln train classifies, and this "
+                  "looks like a continuous value", path, target, k, (long long)n);
+        ok = false;
+    }
+    if (ok) {
+        qsort(names, (size_t)k, sizeof *names, cmp_class);
+        strmap cm = {0};
+        for (int i = 0; ok && i < k; i++) ok = map_put(&cm, names[i], i) >= 0;
+        for (int64_t i = 0; ok && i < n; i++)
+            y[i] = map_get(&cm, trimmed(kn_csv_cell(csv, keep[i], tc), buf, sizeof buf));
+        map_free(&cm);
+    }
+    if (!ok) {
+        for (int i = 0; i < k; i++) free(names[i]);
+        free(names);
+        free(keep);
+        free(y);
+        return false;
+    }
+    if (skipped) cli_warn("%s: %lld rows have no value in '%s' and are left out", path, (long long)skipped, target);
+    s->target = cli_strdup(target);
+    s->classes = names;
+    s->n_classes = k;
+    *rows_out = keep;
+    *n_out = n;
+    *y_out = y;
+    return s->target != NULL;
+}
+
+/* Is name in the comma-separated list? */
+static bool in_list(const char *list, const char *name) {
+    if (!list) return false;
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, name, n)) return true;
+        if (!e) break;
+        p = e + 1;
+    }
+    return false;
+}
+
+/* Every name in the list must be a column. */
+static bool check_list(const kn_csv *csv, const char *path, const char *opt, const char *list,
+                       const char *target) {
+    if (!list) return true;
+    char name[256];
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        snprintf(name, sizeof name, "%.*s", (int)(len < 255 ? len : 255), p);
+        if (!*name || find_col(csv, name) < 0) {
+            cli_error("%s: %s names column '%s', which %s", path, opt, name, *name ? "the file does not have" : "is empty");
+            return false;
+        }
+        if (!strcmp(name, target)) {
+            cli_error("%s: %s names the target column '%s'", path, opt, name);
+            return false;
+        }
+        if (!e) break;
+        p = e + 1;
+    }
+    return true;
+}
+
+bool table_fit(const kn_csv *csv, const char *path, const table_opts *o, const int64_t *train,
+               int64_t n_train, schema *s) {
+    int cols = kn_csv_cols(csv);
+    int64_t rows = kn_csv_rows(csv);
+    if (!check_list(csv, path, "--categorical", o->categorical, s->target) ||
+        !check_list(csv, path, "--numeric", o->numeric, s->target) ||
+        !check_list(csv, path, "--ignore", o->ignore, s->target))
+        return false;
+    s->f = cli_alloc((size_t)cols * sizeof *s->f);
+    if (!s->f) return false;
+    char buf[256];
+    for (int j = 0; j < cols; j++) {
+        const char *name = col_name(csv, j);
+        if (!strcmp(name, s->target) || in_list(o->ignore, name)) continue;
+        bool force_cat = in_list(o->categorical, name), force_num = in_list(o->numeric, name);
+        if (force_cat && force_num) {
+            cli_error("%s: column '%s' is in both --categorical and --numeric", path, name);
+            return false;
+        }
+        /* Type from every row; a forced numeric column must parse everywhere. */
+        bool numeric = !force_cat, any = false;
+        for (int64_t r = 0; r < rows && (numeric || force_num); r++) {
+            const char *v = kn_csv_cell(csv, r, j);
+            double x;
+            if (is_missing(v)) continue;
+            any = true;
+            if (!parse_number(v, &x)) {
+                if (force_num) {
+                    cli_error("%s:%lld: column '%s': '%s' is not a number (the column is --numeric)", path,
+                              (long long)kn_csv_row_line(csv, r), name, trimmed(v, buf, sizeof buf));
+                    return false;
+                }
+                numeric = false;
+            }
+        }
+        if (!any && !force_cat) {
+            for (int64_t r = 0; r < rows && !any; r++) any = !is_missing(kn_csv_cell(csv, r, j));
+            if (!any) {
+                cli_warn("%s: column '%s' is empty in every row and is left out", path, name);
+                continue;
+            }
+        }
+        feature *f = &s->f[s->n_f++];
+        f->name = cli_strdup(name);
+        f->type = numeric ? COL_NUMERIC : COL_CATEGORICAL;
+        f->csv_col = j;
+        f->missing_code = -1;
+        if (!f->name) return false;
+        if (numeric) {
+            double sum = 0, sq = 0;
+            int64_t n = 0, miss = 0;
+            for (int64_t i = 0; i < n_train; i++) {
+                double x;
+                if (parse_number(kn_csv_cell(csv, train[i], j), &x)) sum += x, n++;
+                else miss++;
+            }
+            f->mean = n ? sum / (double)n : 0;
+            for (int64_t i = 0; i < n_train; i++) {
+                double x;
+                if (parse_number(kn_csv_cell(csv, train[i], j), &x)) sq += (x - f->mean) * (x - f->mean);
+            }
+            f->std = n ? sqrt(sq / (double)n) : 0; /* population std, as scikit-learn's scaler */
+            if (!(f->std > 1e-12 * (1 + fabs(f->mean))) || !isfinite(f->std)) f->std = 1;
+            f->indicator = miss > 0;
+            s->n_num += 1 + f->indicator;
+            continue;
+        }
+        /* Categorical: distinct training values; missing values are the category "". */
+        strmap m = {0};
+        int64_t cap = 16, n = 0;
+        char **vocab = cli_alloc((size_t)cap * sizeof *vocab);
+        if (!vocab) return false;
+        for (int64_t i = 0; i < n_train; i++) {
+            const char *v = kn_csv_cell(csv, train[i], j);
+            const char *t = is_missing(v) ? "" : trimmed(v, buf, sizeof buf);
+            if (map_get(&m, t) >= 0) continue;
+            if (n == cap) {
+                char **p = realloc(vocab, (size_t)(cap *= 2) * sizeof *p);
+                if (!p) return cli_error("out of memory"), false;
+                vocab = p;
+            }
+            if (!(vocab[n] = cli_strdup(t)) || map_put(&m, vocab[n], (int)n) < 0) return false;
+            n++;
+        }
+        map_free(&m);
+        if (n > 1000000) {
+            cli_error("%s: column '%s' has %lld distinct values: too many for an embedding (--ignore %s)", path,
+                      name, (long long)n, name);
+            return false;
+        }
+        qsort(vocab, (size_t)n, sizeof *vocab, cmp_str);
+        f->vocab = vocab;
+        f->n_vocab = (int)n;
+        f->counts = cli_alloc(((size_t)n + 1) * sizeof *f->counts);
+        if (!f->counts) return false;
+        for (int c = 0; c < n; c++)
+            if (!vocab[c][0]) f->missing_code = c;
+        strmap sm = {0};
+        for (int c = 0; c < n; c++)
+            if (map_put(&sm, vocab[c], c) < 0) return false;
+        for (int64_t i = 0; i < n_train; i++) {
+            const char *v = kn_csv_cell(csv, train[i], j);
+            f->counts[map_get(&sm, is_missing(v) ? "" : trimmed(v, buf, sizeof buf))]++;
+        }
+        map_free(&sm);
+        f->dim = o->embedding_dim > 0 ? o->embedding_dim : ((int)n + 1) / 2 < 50 ? ((int)n + 1) / 2 : 50;
+        if (f->dim < 1) f->dim = 1;
+        s->n_cat++;
+        /* A column with a distinct value in (nearly) every row is an identifier:
+         * it can only be memorized. Left out unless asked for. */
+        if (!force_cat && n > 50 && n * 10 > n_train * 9) {
+            cli_warn("%s: column '%s' has a distinct value in almost every row (an identifier?) and is left out; "
+                     "--categorical %s uses it", path, name, name);
+            s->n_cat--;
+            s->n_f--;
+            for (int c = 0; c < n; c++) free(vocab[c]);
+            free(vocab);
+            free(f->counts);
+            free(f->name);
+            *f = (feature){0};
+        }
+    }
+    if (s->n_f == 0) {
+        cli_error("%s: no feature columns left besides the target '%s'", path, s->target);
+        return false;
+    }
+    /* Categorical features first (embedding inputs), then numeric, each in file order. */
+    feature *sorted = cli_alloc((size_t)s->n_f * sizeof *sorted);
+    if (!sorted) return false;
+    int k = 0;
+    for (int t = 0; t < 2; t++)
+        for (int i = 0; i < s->n_f; i++)
+            if ((int)s->f[i].type == t) sorted[k++] = s->f[i];
+    free(s->f);
+    s->f = sorted;
+    return true;
+}
+
+bool table_encode(const kn_csv *csv, const char *path, schema *s, const int64_t *rows, int64_t n,
+                  bool need_target, encoded *out) {
+    *out = (encoded){0};
+    for (int i = 0; i < s->n_f; i++) {
+        s->f[i].csv_col = find_col(csv, s->f[i].name);
+        if (s->f[i].csv_col < 0) {
+            cli_error("%s: column '%s' is missing (the model uses it as a %s input)", path, s->f[i].name,
+                      s->f[i].type == COL_NUMERIC ? "numeric" : "categorical");
+            return false;
+        }
+    }
+    int tc = find_col(csv, s->target);
+    if (need_target && tc < 0) {
+        cli_error("%s: target column '%s' is missing", path, s->target);
+        return false;
+    }
+    out->n = n;
+    out->cat = cli_alloc(((size_t)n * (size_t)s->n_cat + 1) * sizeof *out->cat);
+    out->num = cli_alloc(((size_t)n * (size_t)s->n_num + 1) * sizeof *out->num);
+    out->y = cli_alloc(((size_t)n + 1) * sizeof *out->y);
+    out->row = cli_alloc(((size_t)n + 1) * sizeof *out->row);
+    strmap *maps = cli_alloc(((size_t)s->n_f + 1) * sizeof *maps);
+    strmap cm = {0};
+    bool ok = out->cat && out->num && out->y && out->row && maps;
+    for (int i = 0; ok && i < s->n_f; i++)
+        for (int c = 0; ok && c < s->f[i].n_vocab; c++) ok = map_put(&maps[i], s->f[i].vocab[c], c) >= 0;
+    for (int c = 0; ok && c < s->n_classes; c++) ok = map_put(&cm, s->classes[c], c) >= 0;
+    char buf[256];
+    int64_t unknown_class = 0;
+    for (int64_t i = 0; ok && i < n; i++) {
+        int64_t r = rows ? rows[i] : i;
+        out->row[i] = r;
+        int ci = 0, ni = 0;
+        for (int k = 0; k < s->n_f; k++) {
+            feature *f = &s->f[k];
+            const char *v = kn_csv_cell(csv, r, f->csv_col);
+            bool miss = is_missing(v);
+            if (f->type == COL_CATEGORICAL) {
+                int code = miss ? f->missing_code : map_get(&maps[k], trimmed(v, buf, sizeof buf));
+                if (code < 0) {
+                    code = f->n_vocab;
+                    out->unknown++;
+                }
+                out->cat[i * s->n_cat + ci++] = code;
+                continue;
+            }
+            double x = f->mean;
+            if (!miss && !parse_number(v, &x)) {
+                cli_error("%s:%lld: column '%s': '%s' is not a number (the model treats '%s' as numeric)", path,
+                          (long long)kn_csv_row_line(csv, r), f->name, trimmed(v, buf, sizeof buf), f->name);
+                ok = false;
+                break;
+            }
+            if (miss && !f->indicator) out->imputed++;
+            double z = (x - f->mean) / f->std;
+            out->num[i * s->n_num + ni++] = (float)(z > 1e6 ? 1e6 : z < -1e6 ? -1e6 : z);
+            if (f->indicator) out->num[i * s->n_num + ni++] = miss ? 1.0f : 0.0f;
+        }
+        out->y[i] = -1;
+        if (ok && tc >= 0) {
+            const char *v = kn_csv_cell(csv, r, tc);
+            if (!is_missing(v)) {
+                out->y[i] = map_get(&cm, trimmed(v, buf, sizeof buf));
+                if (out->y[i] < 0) unknown_class++;
+            }
+        }
+    }
+    for (int i = 0; maps && i < s->n_f; i++) map_free(&maps[i]);
+    free(maps);
+    map_free(&cm);
+    if (!ok) {
+        encoded_free(out);
+        return false;
+    }
+    if (need_target && unknown_class)
+        cli_warn("%s: %lld rows have a '%s' value the model never saw in training; they are left out of the "
+                 "metrics", path, (long long)unknown_class, s->target);
+    return true;
+}
+
+void encoded_free(encoded *e) {
+    free(e->cat);
+    free(e->num);
+    free(e->y);
+    free(e->row);
+    *e = (encoded){0};
+}
+
+void schema_free(schema *s) {
+    for (int i = 0; i < s->n_f; i++) {
+        for (int c = 0; c < s->f[i].n_vocab; c++) free(s->f[i].vocab[c]);
+        free(s->f[i].vocab);
+        free(s->f[i].counts);
+        free(s->f[i].name);
+    }
+    free(s->f);
+    for (int c = 0; c < s->n_classes; c++) free(s->classes[c]);
+    free(s->classes);
+    free(s->target);
+    *s = (schema){0};
+}
+
+void schema_print(const schema *s, FILE *f) {
+    fprintf(f, "target '%s': %d classes;", s->target, s->n_classes);
+    fprintf(f, " %d categorical column%s (embeddings), %d numeric input%s\n", s->n_cat, s->n_cat == 1 ? "" : "s",
+            s->n_num, s->n_num == 1 ? "" : "s");
+    for (int i = 0; i < s->n_f; i++) {
+        const feature *x = &s->f[i];
+        if (x->type == COL_CATEGORICAL)
+            fprintf(f, "  %-24s categorical, %d values%s -> embedding %d\n", x->name, x->n_vocab,
+                    x->missing_code >= 0 ? " (missing is one)" : "", x->dim);
+        else
+            fprintf(f, "  %-24s numeric, mean %.4g, std %.4g%s\n", x->name, x->mean, x->std,
+                    x->indicator ? ", missing indicator" : "");
+    }
+}
+
+/* ---- the split -------------------------------------------------------------------------- */
+uint64_t rng_next(uint64_t *state) { /* splitmix64 */
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+void shuffle_i64(int64_t *a, int64_t n, uint64_t *state) {
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(rng_next(state) % (uint64_t)(i + 1));
+        int64_t t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+    }
+}
+
+bool split_stratified(const int64_t *rows, const int64_t *y, int64_t n, int k, double test_frac,
+                      double val_frac, uint64_t seed, split *out) {
+    *out = (split){0};
+    uint64_t st = seed ^ 0x6b696c6e2d73706cULL; /* "kiln-spl" */
+    int64_t *buf = cli_alloc(((size_t)n + 1) * sizeof *buf);
+    out->train = cli_alloc(((size_t)n + 1) * sizeof *out->train);
+    out->val = cli_alloc(((size_t)n + 1) * sizeof *out->val);
+    out->test = cli_alloc(((size_t)n + 1) * sizeof *out->test);
+    if (!buf || !out->train || !out->val || !out->test) {
+        free(buf);
+        split_free(out);
+        return false;
+    }
+    for (int c = 0; c < k; c++) {
+        int64_t m = 0;
+        for (int64_t i = 0; i < n; i++)
+            if (y[i] == c) buf[m++] = rows[i];
+        shuffle_i64(buf, m, &st);
+        int64_t nt = (int64_t)floor((double)m * test_frac + 0.5);
+        int64_t nv = (int64_t)floor((double)m * val_frac + 0.5);
+        while (nv > 0 && m - nt - nv < 1) nv--; /* every class keeps a training row */
+        while (nt > 0 && m - nt - nv < 1) nt--;
+        int64_t i = 0;
+        for (; i < nt; i++) out->test[out->n_test++] = buf[i];
+        for (; i < nt + nv; i++) out->val[out->n_val++] = buf[i];
+        for (; i < m; i++) out->train[out->n_train++] = buf[i];
+    }
+    free(buf);
+    shuffle_i64(out->test, out->n_test, &st);
+    shuffle_i64(out->val, out->n_val, &st);
+    shuffle_i64(out->train, out->n_train, &st);
+    return true;
+}
+
+void split_free(split *s) {
+    free(s->train);
+    free(s->val);
+    free(s->test);
+    *s = (split){0};
+}

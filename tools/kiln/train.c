@@ -1,0 +1,306 @@
+/* kiln command line: the training loop behind both recipes.
+ *
+ * tutorial: the seed program's loop (full batch, constant learning rate, no
+ *           validation, the last weights kept).
+ * default:  shuffled mini-batches, a validation split, the learning rate
+ *           halved when the validation loss stalls, early stopping with the
+ *           best weights restored, class weights when classes are imbalanced.
+ * On a device that can capture graphs, each step is one replayed graph
+ * (graph_step.c); elsewhere the same step runs eagerly. */
+#include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static kn_tensor *owned(kn_tensor *t) { /* a tensor in no scope: the caller releases it */
+    return kn_retain(t);
+}
+
+bool dev_data_make(const encoded *e, const schema *s, kn_device dev, dev_data *out) {
+    *out = (dev_data){0};
+    out->n = e->n;
+    if (e->n == 0) return true;
+    kn_scope sc = kn_scope_begin();
+    if (s->n_cat) out->cat = owned(kn_to(kn_from_data(e->cat, KN_I64, KN_SHAPE(e->n, s->n_cat), KN_CPU), dev));
+    if (s->n_num) out->num = owned(kn_to(kn_from_data(e->num, KN_F32, KN_SHAPE(e->n, s->n_num), KN_CPU), dev));
+    out->y = owned(kn_to(kn_from_data(e->y, KN_I64, KN_SHAPE(e->n), KN_CPU), dev));
+    kn_scope_end(sc);
+    if ((s->n_cat && !out->cat) || (s->n_num && !out->num) || !out->y) {
+        cli_error("moving the data to %s: %s", kn_device_str(dev), kn_error());
+        dev_data_free(out);
+        return false;
+    }
+    return true;
+}
+
+void dev_data_free(dev_data *d) {
+    kn_release(d->cat);
+    kn_release(d->num);
+    kn_release(d->y);
+    *d = (dev_data){0};
+}
+
+static kn_tensor *rows_of(kn_tensor *t, int64_t start, int64_t len) { return t ? kn_narrow(t, 0, start, len) : NULL; }
+
+float *predict_proba(kn_module *m, const dev_data *d, int k) {
+    float *out = cli_alloc(((size_t)d->n * (size_t)k + 1) * sizeof *out);
+    if (!out) return NULL;
+    bool was_training = kn_module_training(m);
+    kn_module_train(m, false);
+    kn_no_grad_begin();
+    const int64_t chunk = 8192; /* bounds the activations' memory on large files */
+    bool ok = true;
+    for (int64_t i = 0; ok && i < d->n; i += chunk) {
+        int64_t len = d->n - i < chunk ? d->n - i : chunk;
+        kn_scope sc = kn_scope_begin();
+        kn_tensor *p = kn_softmax(model_forward(m, rows_of(d->cat, i, len), rows_of(d->num, i, len)), 1);
+        ok = p && kn_to_host(p, out + i * k, KN_F32) == KN_OK;
+        kn_scope_end(sc);
+    }
+    kn_no_grad_end();
+    kn_module_train(m, was_training);
+    if (!ok) {
+        cli_error("running the model: %s", kn_error());
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* ---- best weights -------------------------------------------------------------------- */
+typedef struct {
+    kn_tensor **t;
+    int n;
+} snapshot;
+
+static bool snap_copy(kn_module *m, snapshot *s, bool save) {
+    int n = 0;
+    const kn_named_tensor *sd = kn_module_state_dict(m, &n);
+    if (!sd) return false;
+    kn_no_grad_begin();
+    bool ok = true;
+    if (!s->t) {
+        s->t = cli_alloc(((size_t)n + 1) * sizeof *s->t);
+        s->n = n;
+        kn_scope sc = kn_scope_begin();
+        for (int i = 0; s->t && i < n; i++) ok = ok && (s->t[i] = owned(kn_clone(kn_detach(sd[i].tensor))));
+        kn_scope_end(sc);
+    } else {
+        for (int i = 0; i < n && ok; i++)
+            ok = (save ? kn_copy_(s->t[i], sd[i].tensor) : kn_copy_(sd[i].tensor, s->t[i])) == KN_OK;
+    }
+    kn_no_grad_end();
+    return ok && s->t;
+}
+
+static void snap_free(snapshot *s) {
+    for (int i = 0; s->t && i < s->n; i++) kn_release(s->t[i]);
+    free(s->t);
+    *s = (snapshot){0};
+}
+
+/* ---- one eager step -------------------------------------------------------------------- */
+typedef struct {
+    kn_module *m;
+    kn_optim *opt;
+    const kn_loss_opts *lo;
+    kn_tensor *loss_acc, *correct_acc; /* summed on the device, read once an epoch */
+} eager;
+
+static bool eager_step(eager *e, kn_tensor *cat, kn_tensor *num, kn_tensor *y, int64_t bs) {
+    kn_scope sc = kn_scope_begin();
+    kn_optim_zero_grad(e->opt);
+    kn_tensor *logits = model_forward(e->m, cat, num);
+    kn_tensor *loss = kn_cross_entropy_ex(logits, y, e->lo);
+    bool ok = loss && kn_backward(loss) == KN_OK && kn_optim_step(e->opt) == KN_OK;
+    if (ok) {
+        kn_no_grad_begin();
+        kn_tensor *hit = kn_sum_all(kn_cast(kn_eq(kn_argmax(kn_detach(logits), 1, false), y), KN_F32));
+        ok = kn_copy_(e->loss_acc, kn_add(e->loss_acc, kn_mul_scalar(kn_detach(loss), (double)bs))) == KN_OK &&
+             kn_copy_(e->correct_acc, kn_add(e->correct_acc, hit)) == KN_OK;
+        kn_no_grad_end();
+    }
+    kn_scope_end(sc);
+    return ok;
+}
+
+static double read_and_zero(kn_tensor *t) {
+    double v = kn_item(t);
+    kn_fill_(t, 0);
+    return v;
+}
+
+bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_data *tr, const dev_data *va,
+               const float *cw, train_result *r) {
+    *r = (train_result){0};
+    kn_device dev = kn_module_device(m);
+    kn_adam_opts ao = kn_adam_defaults(o->lr);
+    ao.weight_decay = o->weight_decay;
+    int64_t n = tr->n;
+    int64_t *perm = cli_alloc(((size_t)n + 1) * sizeof *perm);
+    if (!perm) return false;
+    kn_optim *opt = o->adamw ? kn_adamw(m, ao) : kn_adam(m, ao);
+    kn_scope data_scope = kn_scope_begin();
+    kn_loss_opts lo = kn_loss_opts_default();
+    if (cw) lo.weight = kn_to(kn_from_data(cw, KN_F32, KN_SHAPE(s->n_classes), KN_CPU), dev);
+    eager e = {m, opt, &lo, kn_zeros(0, NULL, KN_F32, dev), kn_zeros(0, NULL, KN_F32, dev)};
+    if (!opt || (cw && !lo.weight) || !e.loss_acc || !e.correct_acc) {
+        cli_error("setting up training: %s", kn_error());
+        kn_scope_end(data_scope);
+        kn_optim_free(opt);
+        free(perm);
+        return false;
+    }
+    bool full = o->batch_size <= 0 || o->batch_size >= n;
+    int64_t bs = full ? n : o->batch_size;
+    /* BatchNorm needs two rows: a last batch of one is dropped, and with
+     * fixed-size captured steps every partial batch is. */
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    uint64_t rng = o->seed ^ 0x6b696c6e2d626174ULL;
+
+    graph_trainer *g = NULL;
+    if (!o->no_graph && kn_graph_supported(dev)) {
+        g = graph_trainer_new(m, opt, &lo, tr, bs, s->n_classes);
+        if (!g && !o->quiet && !o->json) cli_warn("graph capture failed (%s); training eagerly", kn_error());
+    }
+    r->graph_used = g != NULL;
+
+    bool validate = va && va->n > 0;
+    int64_t *vy = validate ? cli_alloc((size_t)va->n * sizeof *vy) : NULL;
+    if (validate && (!vy || kn_to_host(va->y, vy, KN_I64) != KN_OK)) {
+        free(vy);
+        free(perm);
+        graph_trainer_free(g);
+        kn_scope_end(data_scope);
+        kn_optim_free(opt);
+        return false;
+    }
+    snapshot best = {0};
+    double best_loss = INFINITY, lr = o->lr;
+    int since_best = 0, since_lr = 0;
+    progress pg;
+    progress_begin(&pg, o->epochs, o->quiet || o->json);
+    double t0 = cli_now(), train_time = 0;
+    int64_t rows_seen = 0;
+    bool ok = true, said = false; /* said: the failure's message is out already */
+    int epoch = 0;
+    for (epoch = 1; ok && epoch <= o->epochs; epoch++) {
+        double te = cli_now();
+        double loss_sum = 0;
+        int64_t correct = 0, seen = 0;
+        if (!full) shuffle_i64(perm, n, &rng);
+        kn_module_train(m, true);
+        if (g) {
+            ok = graph_trainer_epoch(g, perm, n, &loss_sum, &correct, &seen);
+        } else if (full) {
+            ok = eager_step(&e, tr->cat, tr->num, tr->y, n);
+            seen = n;
+        } else {
+            for (int64_t i = 0; ok && i < n; i += bs) {
+                int64_t len = n - i < bs ? n - i : bs;
+                if (len < 2) break;
+                kn_scope sc = kn_scope_begin();
+                kn_tensor *idx = kn_to(kn_from_data(perm + i, KN_I64, KN_SHAPE(len), KN_CPU), dev);
+                kn_tensor *cat = tr->cat ? kn_index_select(tr->cat, 0, idx) : NULL;
+                kn_tensor *num = tr->num ? kn_index_select(tr->num, 0, idx) : NULL;
+                ok = eager_step(&e, cat, num, kn_index_select(tr->y, 0, idx), len);
+                kn_scope_end(sc);
+                seen += len;
+            }
+        }
+        if (!g && ok) {
+            loss_sum = read_and_zero(e.loss_acc);
+            correct = (int64_t)llround(read_and_zero(e.correct_acc));
+        }
+        if (!ok) break;
+        rows_seen += seen;
+        train_time += cli_now() - te;
+        double tl = seen ? loss_sum / (double)seen : NAN, ta = seen ? (double)correct / (double)seen : NAN;
+        if (!isfinite(tl)) {
+            cli_error("training diverged at epoch %d (loss is %g); try a smaller --lr", epoch, tl);
+            ok = false;
+            said = true;
+            break;
+        }
+        double vl = NAN, vacc = NAN;
+        bool improved = false;
+        if (validate) {
+            float *p = predict_proba(m, va, s->n_classes);
+            metrics vm;
+            if (!p) {
+                ok = false;
+                said = true;
+                break;
+            }
+            ok = metrics_compute(p, vy, va->n, s->n_classes, cw, &vm);
+            free(p);
+            if (!ok) {
+                said = true;
+                break;
+            }
+            vl = vm.loss;
+            vacc = vm.n ? (double)vm.correct / (double)vm.n : NAN;
+            metrics_free(&vm);
+            improved = isinf(best_loss) ? isfinite(vl) : vl < best_loss - 1e-4 * fabs(best_loss);
+            if (improved) {
+                best_loss = vl;
+                r->best_epoch = epoch;
+                since_best = since_lr = 0;
+                if (!snap_copy(m, &best, true)) {
+                    cli_error("keeping the best weights: %s", kn_error());
+                    ok = false;
+                    said = true;
+                    break;
+                }
+            } else {
+                since_best++;
+                since_lr++;
+            }
+        }
+        progress_update(&pg, epoch, tl, ta, vl, vacc, (double)seen / (cli_now() - te), improved);
+        if (validate && o->patience > 0) {
+            if (since_best >= o->patience) {
+                if (!o->quiet && !o->json) {
+                    progress_end(&pg);
+                    printf("early stop at epoch %d: no validation improvement for %d epochs; best epoch %d "
+                           "(val loss %.4f) restored\n", epoch, o->patience, r->best_epoch, best_loss);
+                    pg.quiet = true;
+                }
+                epoch++;
+                break;
+            }
+            /* Halve the learning rate when the validation loss stalls. */
+            int plateau = o->patience / 3 > 2 ? o->patience / 3 : 2;
+            if (since_lr >= plateau && lr > o->lr / 64) {
+                lr *= 0.5;
+                kn_optim_set_lr(opt, lr);
+                since_lr = 0;
+                if (g && !graph_trainer_recapture(g)) {
+                    graph_trainer_free(g);
+                    g = NULL;
+                }
+            }
+        }
+    }
+    r->epochs_run = epoch - 1;
+    progress_end(&pg);
+    if (ok && validate && best.t && !snap_copy(m, &best, false)) {
+        cli_error("restoring the best weights: %s", kn_error());
+        ok = false;
+        said = true;
+    }
+    if (ok) kn_device_synchronize(dev);
+    r->seconds = cli_now() - t0;
+    r->samples_per_s = train_time > 0 ? (double)rows_seen / train_time : 0;
+    r->best_val_loss = best_loss;
+    if (!ok && !said) cli_error("training at epoch %d: %s", epoch, kn_error()[0] ? kn_error() : "failed");
+    graph_trainer_free(g);
+    snap_free(&best);
+    free(perm);
+    free(vy);
+    kn_scope_end(data_scope);
+    kn_optim_free(opt);
+    kn_module_train(m, false);
+    return ok;
+}

@@ -1,0 +1,365 @@
+/* kiln command line: `kiln train` — options, recipes, data preparation, the
+ * report and the saved model. */
+#include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void train_help(void) {
+    printf(
+        "usage: kiln train FILE.csv --target COLUMN [options]\n\n"
+        "Trains a classifier for COLUMN from the other columns: categorical columns become\n"
+        "embeddings, numeric ones are standardized (statistics from the training rows only).\n"
+        "The rows are split into train/validation/test by class (stratified) from --seed.\n\n"
+        "data:\n"
+        "  --target COL           the column to predict (required)\n"
+        "  --categorical A,B      treat these columns as categorical\n"
+        "  --numeric A,B          treat these columns as numeric (every value must be a number)\n"
+        "  --ignore A,B           leave these columns out\n"
+        "  --delimiter C          field separator (default ','; 'tab' for tabs)\n"
+        "  --test-split F         fraction of rows held out for the test report (default 0.2)\n"
+        "  --val-split F          fraction held out for validation (default 0.1; tutorial 0)\n"
+        "  --seed N               seed for the split, the initial weights and dropout (default 0)\n"
+        "model and training:\n"
+        "  --recipe NAME          default | tutorial (the seed program: Adam 0.001, 500 full-batch\n"
+        "                         epochs, layers 200,100,50, dropout 0.4)\n"
+        "  --layers 200,100       hidden layer sizes\n"
+        "  --dropout P            dropout after each hidden block\n"
+        "  --embedding-dropout P  dropout on the embeddings (default: as --dropout)\n"
+        "  --embedding-dim N      size of every embedding (default min(50, (values+1)/2))\n"
+        "  --epochs N             (maximum) epochs\n"
+        "  --batch-size N|full    rows per step (default: by data size; tutorial: full)\n"
+        "  --lr X                 learning rate\n"
+        "  --weight-decay X       AdamW weight decay (default recipe)\n"
+        "  --patience N           early stopping after N epochs without validation improvement\n"
+        "                         (0: off); the best weights are restored\n"
+        "  --class-weight W       auto | none | balanced (auto: weights when classes are imbalanced)\n"
+        "  --device NAME          cpu, cuda, cuda:1, vulkan (default: the best available)\n"
+        "  --no-graph             do not capture the training step as a graph (CUDA)\n"
+        "output:\n"
+        "  --out MODEL            save the model (one .safetensors file)\n"
+        "  --quiet                only the final report\n"
+        "  --json                 only the final metrics, as one JSON object on stdout\n"
+        "  --stats                print the per-op CPU-fallback counters at the end\n");
+}
+
+/* Rows per step for the default recipe: about 40 steps per epoch, a power of two
+ * between 32 and 512, so small files get enough updates and large ones run fast. */
+static int64_t auto_batch(int64_t n) {
+    int64_t b = 32;
+    while (b < 512 && b * 40 < n) b *= 2;
+    return b;
+}
+
+static bool parse_layers(const char *v, arch *a) {
+    a->n_layers = 0;
+    const char *p = v;
+    while (p && *p) {
+        char *end;
+        long x = strtol(p, &end, 10);
+        if (end == p || x < 1 || x > 65536 || (*end && *end != ',') || a->n_layers == CLI_MAX_LAYERS) {
+            cli_error("--layers: '%s' is not a list of up to %d sizes like 200,100,50", v, CLI_MAX_LAYERS);
+            return false;
+        }
+        a->layers[a->n_layers++] = (int)x;
+        p = *end ? end + 1 : end;
+    }
+    if (!v || !*v) return cli_error("--layers needs sizes like 200,100,50"), false;
+    return true;
+}
+
+/* The output must be writable where it is meant to go, checked before training. */
+static bool check_out(const char *out, const char *data) {
+    struct stat so, sd;
+    if (!stat(out, &so)) {
+        if (S_ISDIR(so.st_mode)) return cli_error("--out %s: is a directory", out), false;
+        if (!stat(data, &sd) && so.st_dev == sd.st_dev && so.st_ino == sd.st_ino)
+            return cli_error("--out %s: that is the data file", out), false;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", out);
+    char *slash = strrchr(dir, '/');
+    if (!slash) return true;
+    if (slash == dir) slash[1] = 0;
+    else *slash = 0;
+    if (stat(dir, &so) || !S_ISDIR(so.st_mode)) return cli_error("--out %s: directory %s does not exist", out, dir), false;
+    return true;
+}
+
+typedef struct {
+    const char *file, *out, *device, *cw;
+    table_opts t;
+    train_opts o;
+    char delimiter;
+    bool set_lr, set_epochs, set_batch, set_layers, set_dropout, set_edrop, set_val, set_pat, set_wd;
+} train_args;
+
+static int parse_args(int argc, char **argv, train_args *a, const char **target) {
+    const char *v = NULL, *recipe = "default";
+    for (int i = 2; i < argc; i++) {
+        const char *s = argv[i];
+        long long n;
+        double x;
+        if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
+            train_help();
+            return 0;
+        }
+        if (!strcmp(s, "--quiet") || !strcmp(s, "-q")) a->o.quiet = true;
+        else if (!strcmp(s, "--json")) a->o.json = true;
+        else if (!strcmp(s, "--stats")) a->o.stats = true;
+        else if (!strcmp(s, "--no-graph")) a->o.no_graph = true;
+        else if (opt_is(s, "--target", &v, &i, argc, argv)) { if (!(*target = v)) return 2; }
+        else if (opt_is(s, "--recipe", &v, &i, argc, argv)) {
+            if (!v) return 2;
+            if (strcmp(v, "default") && strcmp(v, "tutorial"))
+                return cli_error("--recipe: '%s' is not a recipe (default, tutorial)", v), 2;
+            recipe = v;
+        } else if (opt_is(s, "--out", &v, &i, argc, argv)) { if (!(a->out = v)) return 2; }
+        else if (opt_is(s, "--device", &v, &i, argc, argv)) { if (!(a->device = v)) return 2; }
+        else if (opt_is(s, "--categorical", &v, &i, argc, argv)) { if (!(a->t.categorical = v)) return 2; }
+        else if (opt_is(s, "--numeric", &v, &i, argc, argv)) { if (!(a->t.numeric = v)) return 2; }
+        else if (opt_is(s, "--ignore", &v, &i, argc, argv)) { if (!(a->t.ignore = v)) return 2; }
+        else if (opt_is(s, "--class-weight", &v, &i, argc, argv)) {
+            if (!v || (strcmp(v, "auto") && strcmp(v, "none") && strcmp(v, "balanced")))
+                return cli_error("--class-weight: '%s' is not auto, none or balanced", v ? v : ""), 2;
+            a->cw = v;
+        } else if (opt_is(s, "--delimiter", &v, &i, argc, argv)) { if (!parse_delimiter(v, &a->delimiter)) return 2; }
+        else if (opt_is(s, "--layers", &v, &i, argc, argv)) {
+            if (!v || !parse_layers(v, &a->o.arch)) return 2;
+            a->set_layers = true;
+        } else if (opt_is(s, "--epochs", &v, &i, argc, argv)) {
+            if (!parse_int_opt("--epochs", v, 1, 1000000, &n)) return 2;
+            a->o.epochs = (int)n, a->set_epochs = true;
+        } else if (opt_is(s, "--batch-size", &v, &i, argc, argv)) {
+            if (v && !strcmp(v, "full")) n = 0;
+            else if (!parse_int_opt("--batch-size", v, 2, 1LL << 40, &n)) return 2;
+            a->o.batch_size = n, a->set_batch = true;
+        } else if (opt_is(s, "--embedding-dim", &v, &i, argc, argv)) {
+            if (!parse_int_opt("--embedding-dim", v, 1, 4096, &n)) return 2;
+            a->t.embedding_dim = (int)n;
+        } else if (opt_is(s, "--patience", &v, &i, argc, argv)) {
+            if (!parse_int_opt("--patience", v, 0, 1000000, &n)) return 2;
+            a->o.patience = (int)n, a->set_pat = true;
+        } else if (opt_is(s, "--seed", &v, &i, argc, argv)) {
+            if (!parse_int_opt("--seed", v, 0, INT64_MAX, &n)) return 2;
+            a->o.seed = (uint64_t)n;
+        } else if (opt_is(s, "--lr", &v, &i, argc, argv)) {
+            if (!parse_double_opt("--lr", v, 1e-12, 100, &x)) return 2;
+            a->o.lr = x, a->set_lr = true;
+        } else if (opt_is(s, "--weight-decay", &v, &i, argc, argv)) {
+            if (!parse_double_opt("--weight-decay", v, 0, 10, &x)) return 2;
+            a->o.weight_decay = x, a->set_wd = true;
+        } else if (opt_is(s, "--dropout", &v, &i, argc, argv)) {
+            if (!parse_double_opt("--dropout", v, 0, 0.99, &x)) return 2;
+            a->o.arch.dropout = x, a->set_dropout = true;
+        } else if (opt_is(s, "--embedding-dropout", &v, &i, argc, argv)) {
+            if (!parse_double_opt("--embedding-dropout", v, 0, 0.99, &x)) return 2;
+            a->o.arch.emb_dropout = x, a->set_edrop = true;
+        } else if (opt_is(s, "--test-split", &v, &i, argc, argv)) {
+            if (!parse_double_opt("--test-split", v, 0, 0.9, &x)) return 2;
+            a->o.test_split = x;
+        } else if (opt_is(s, "--val-split", &v, &i, argc, argv)) {
+            if (!parse_double_opt("--val-split", v, 0, 0.9, &x)) return 2;
+            a->o.val_split = x, a->set_val = true;
+        } else if (s[0] == '-' && s[1]) return cli_error("train: unknown option '%s' (see kiln train --help)", s), 2;
+        else if (!a->file) a->file = s;
+        else return cli_error("train: unexpected argument '%s' (one data file)", s), 2;
+    }
+    if (!a->file) return cli_error("train: no data file (kiln train FILE.csv --target COLUMN)"), 2;
+    if (!*target) return cli_error("train: --target COLUMN is required (the column to predict)"), 2;
+    if (a->o.test_split + (a->set_val ? a->o.val_split : 0) >= 0.95)
+        return cli_error("--test-split plus --val-split leave too few training rows"), 2;
+    a->o.recipe = recipe;
+    bool tut = !strcmp(recipe, "tutorial");
+    /* Recipes: the explicit options above override these. */
+    if (!a->set_layers) {
+        static const int tl[] = {200, 100, 50}, dl[] = {256, 128};
+        a->o.arch.n_layers = tut ? 3 : 2;
+        for (int i = 0; i < a->o.arch.n_layers; i++) a->o.arch.layers[i] = tut ? tl[i] : dl[i];
+    }
+    if (!a->set_dropout) a->o.arch.dropout = tut ? 0.4 : 0.1;
+    if (!a->set_edrop) a->o.arch.emb_dropout = tut || a->set_dropout ? a->o.arch.dropout : 0.05;
+    if (!a->set_lr) a->o.lr = tut ? 0.001 : 0.003;
+    if (!a->set_epochs) a->o.epochs = tut ? 500 : 300;
+    if (!a->set_val) a->o.val_split = tut ? 0 : 0.1;
+    if (!a->set_pat) a->o.patience = tut ? 0 : 20;
+    if (!a->set_wd) a->o.weight_decay = tut ? 0 : 1e-4;
+    a->o.adamw = !tut;
+    if (!a->set_batch) a->o.batch_size = tut ? 0 : -1; /* -1: chosen from the data size */
+    if (!a->cw) a->cw = tut ? "none" : "auto";
+    return -1;
+}
+
+/* auto: sqrt of the balanced weights when the largest class has over 3x the rows
+ * of the smallest (a compromise between accuracy and the rare classes' recall). */
+static float *class_weights(const char *mode, const int64_t *y, int64_t n, int k, const char **desc) {
+    *desc = "none";
+    if (!strcmp(mode, "none")) return NULL;
+    int64_t *cnt = cli_alloc((size_t)k * sizeof *cnt), lo = INT64_MAX, hi = 0;
+    float *w = cli_alloc((size_t)k * sizeof *w);
+    if (!cnt || !w) return free(cnt), free(w), NULL;
+    for (int64_t i = 0; i < n; i++) cnt[y[i]]++;
+    for (int c = 0; c < k; c++) {
+        if (cnt[c] && cnt[c] < lo) lo = cnt[c];
+        if (cnt[c] > hi) hi = cnt[c];
+    }
+    bool balanced = !strcmp(mode, "balanced");
+    if (!balanced && hi <= 3 * lo) {
+        free(cnt);
+        free(w);
+        return NULL;
+    }
+    double norm = 0;
+    for (int c = 0; c < k; c++) {
+        double b = cnt[c] ? (double)n / ((double)k * (double)cnt[c]) : 1;
+        w[c] = (float)(balanced ? b : sqrt(b));
+        norm += (double)cnt[c] / (double)n * w[c];
+    }
+    for (int c = 0; c < k; c++) w[c] = (float)(w[c] / norm); /* mean weight per row 1 */
+    *desc = balanced ? "balanced" : "sqrt-balanced (classes are imbalanced)";
+    free(cnt);
+    return w;
+}
+
+static int64_t count_unknown(const encoded *e) { return e->unknown; }
+
+int cmd_train(int argc, char **argv) {
+    train_args a = {0};
+    a.delimiter = ',';
+    a.o.test_split = 0.2;
+    const char *target = NULL;
+    int rc = parse_args(argc, argv, &a, &target);
+    if (rc >= 0) return rc;
+    train_opts *o = &a.o;
+    bool talk = !o->quiet && !o->json;
+    if (a.out && !check_out(a.out, a.file)) return 1;
+    kn_device dev;
+    if (!pick_device(a.device, &dev)) return 1;
+    if (talk) printf("Using %s device\n", kn_device_kind_name((kn_device_kind)dev.kind));
+
+    rc = 1;
+    schema s = {0};
+    s.delimiter = a.delimiter;
+    encoded etr = {0}, eva = {0}, ete = {0};
+    dev_data dtr = {0}, dva = {0}, dte = {0};
+    split sp = {0};
+    int64_t *rows = NULL, *ys = NULL, n_rows = 0;
+    float *cw = NULL, *proba = NULL;
+    kn_module *m = NULL;
+    metrics tm = {0};
+    kn_csv *csv = table_read(a.file, a.delimiter);
+    if (!csv || !table_target(csv, a.file, target, &s, &rows, &n_rows, &ys)) goto done;
+    if (!split_stratified(rows, ys, n_rows, s.n_classes, o->test_split, o->val_split, o->seed, &sp)) goto done;
+    if (sp.n_train < 2) {
+        cli_error("%s: only %lld training rows after the split; need at least 2", a.file, (long long)sp.n_train);
+        goto done;
+    }
+    if (!table_fit(csv, a.file, &a.t, sp.train, sp.n_train, &s)) goto done;
+    if (!table_encode(csv, a.file, &s, sp.train, sp.n_train, true, &etr) ||
+        !table_encode(csv, a.file, &s, sp.val, sp.n_val, true, &eva) ||
+        !table_encode(csv, a.file, &s, sp.test, sp.n_test, true, &ete))
+        goto done;
+    if (o->batch_size < 0) o->batch_size = auto_batch(sp.n_train);
+    const char *cw_desc;
+    cw = class_weights(a.cw, etr.y, etr.n, s.n_classes, &cw_desc);
+
+    kn_manual_seed(o->seed);
+    m = model_build(&s, &o->arch);
+    if (!m) goto done;
+    if (kn_module_to(m, dev) != KN_OK) {
+        cli_error("moving the model to %s: %s", kn_device_str(dev), kn_error());
+        goto done;
+    }
+    if (!dev_data_make(&etr, &s, dev, &dtr) || !dev_data_make(&eva, &s, dev, &dva) ||
+        !dev_data_make(&ete, &s, dev, &dte))
+        goto done;
+    if (talk) {
+        printf("data: %s: %lld rows, %d columns; train %lld, validation %lld, test %lld (stratified, seed %llu)\n",
+               a.file, (long long)kn_csv_rows(csv), kn_csv_cols(csv), (long long)sp.n_train, (long long)sp.n_val,
+               (long long)sp.n_test, (unsigned long long)o->seed);
+        schema_print(&s, stdout);
+        printf("model on %s; x_train on %s, y_train on %s, x_test on %s, y_test on %s\n",
+               kn_device_str(kn_module_device(m)), kn_device_str(kn_device_of(dtr.cat ? dtr.cat : dtr.num)),
+               kn_device_str(kn_device_of(dtr.y)),
+               dte.y ? kn_device_str(kn_device_of(dte.cat ? dte.cat : dte.num)) : "-",
+               dte.y ? kn_device_str(kn_device_of(dte.y)) : "-");
+        kn_module_print(m, stdout);
+        printf("recipe %s: %s lr %g", o->recipe, o->adamw ? "AdamW" : "Adam", o->lr);
+        if (o->weight_decay > 0) printf(" weight decay %g", o->weight_decay);
+        printf(", %s, %s%d epochs, ", o->batch_size ? "mini-batches" : "full batch", o->patience ? "up to " : "",
+               o->epochs);
+        if (o->batch_size) printf("batch %lld, ", (long long)o->batch_size);
+        if (o->patience) printf("early stopping (patience %d) on validation loss, lr halved on plateaus, ", o->patience);
+        printf("class weights: %s; %lld parameters\n", cw_desc, (long long)kn_module_num_params(m));
+    }
+    int64_t unk = count_unknown(&eva) + count_unknown(&ete);
+    if (unk && !o->json)
+        cli_warn("%lld categorical values in the validation/test rows were not seen in training (mapped to 'unknown')",
+                 (long long)unk);
+
+    train_result tr;
+    if (!train_run(m, &s, o, &dtr, sp.n_val ? &dva : NULL, cw, &tr)) goto done;
+    model_fill_unknown(m, &s);
+    if (talk)
+        printf("training: %.2f s, %d epochs, %.0f rows/s%s\n", tr.seconds, tr.epochs_run, tr.samples_per_s,
+               tr.graph_used ? ", captured step replayed (graph)" : "");
+    if (sp.n_test) {
+        if (!(proba = predict_proba(m, &dte, s.n_classes)) || !metrics_compute(proba, ete.y, ete.n, s.n_classes, NULL, &tm))
+            goto done;
+        if (!o->json) report_print(&tm, s.classes, stdout);
+    } else if (!o->json) {
+        printf("no test rows (--test-split %g of %lld rows): no test report\n", o->test_split, (long long)n_rows);
+    }
+    if (a.out) {
+        if (!model_save(m, &s, &o->arch, o->recipe, a.out)) goto done;
+        if (talk) printf("\nmodel saved to %s\n", a.out);
+    }
+    if (o->json) {
+        printf("{\"kiln_version\":\"%s\",\"command\":\"train\",\"file\":", KN_VERSION_STRING);
+        json_str(stdout, a.file);
+        printf(",\"target\":");
+        json_str(stdout, s.target);
+        printf(",\"device\":\"%s\",\"recipe\":\"%s\",\"seed\":%llu,", kn_device_str(dev), o->recipe,
+               (unsigned long long)o->seed);
+        printf("\"rows\":{\"train\":%lld,\"validation\":%lld,\"test\":%lld},", (long long)sp.n_train,
+               (long long)sp.n_val, (long long)sp.n_test);
+        printf("\"training\":{\"epochs\":%d,\"best_epoch\":%d,\"seconds\":%.4f,\"rows_per_second\":%.1f,"
+               "\"batch_size\":%lld,\"graph\":%s},",
+               tr.epochs_run, tr.best_epoch, tr.seconds, tr.samples_per_s, (long long)o->batch_size,
+               tr.graph_used ? "true" : "false");
+        printf("\"unknown_categories\":%lld,\"test\":", (long long)unk);
+        if (sp.n_test) {
+            printf("{");
+            report_json_metrics(&tm, s.classes, stdout);
+            printf("}");
+        } else {
+            printf("null");
+        }
+        printf(",\"model\":");
+        if (a.out) json_str(stdout, a.out);
+        else printf("null");
+        printf("}\n");
+    }
+    if (o->stats) print_fallback_stats(o->json ? stderr : stdout);
+    rc = 0;
+done:
+    metrics_free(&tm);
+    free(proba);
+    free(cw);
+    dev_data_free(&dtr);
+    dev_data_free(&dva);
+    dev_data_free(&dte);
+    kn_module_free(m);
+    encoded_free(&etr);
+    encoded_free(&eva);
+    encoded_free(&ete);
+    split_free(&sp);
+    free(rows);
+    free(ys);
+    schema_free(&s);
+    kn_csv_free(csv);
+    fflush(stdout);
+    return rc;
+}
