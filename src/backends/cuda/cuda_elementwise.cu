@@ -1,0 +1,438 @@
+/* Elementwise kernels: copy, fill, arange, unary (+backward), binary, where.
+ * They follow the CPU kernels' arithmetic: float32 in float, every other
+ * dtype through double (floats) or int64 (integers), so results agree with
+ * the CPU to rounding and integer results exactly. Any strides; dims that
+ * every operand can merge are merged, so most launches walk one flat run. */
+#include "cuda_common.cuh"
+
+#include <math.h>
+
+/* ---- copy ------------------------------------------------------------------------------ */
+template <typename T>
+__global__ void copy_same(const __grid_constant__ kc_iter it, T *out, const T *in) {
+    kc_pdl_wait();
+    KC_LOOP(i, it.numel) {
+        long long o[2];
+        kc_offsets<2>(it, i, o);
+        out[o[0]] = in[o[1]];
+    }
+}
+
+__global__ void copy_convert(const __grid_constant__ kc_iter it, char *out, int odt, const char *in, int idt) {
+    kc_pdl_wait();
+    int os = kc_dsize(odt), is = kc_dsize(idt);
+    bool ints = !kc_is_float(odt) && !kc_is_float(idt);
+    KC_LOOP(i, it.numel) {
+        long long o[2];
+        kc_offsets<2>(it, i, o);
+        if (ints) kc_store_i(out + o[0] * os, odt, kc_load_i(in + o[1] * is, idt));
+        else kc_store(out + o[0] * os, odt, kc_load(in + o[1] * is, idt));
+    }
+}
+
+/* float32 <-> half types without the double detour (same bits). */
+__global__ void copy_f32_to_half(const __grid_constant__ kc_iter it, uint16_t *out, const float *in, bool bf16) {
+    kc_pdl_wait();
+    KC_LOOP(i, it.numel) {
+        long long o[2];
+        kc_offsets<2>(it, i, o);
+        float v = in[o[1]];
+        out[o[0]] = bf16 ? kc_f2b(v) : kc_f2h(v);
+    }
+}
+
+template <typename T>
+static void launch_copy_same(kc_dev *d, const kc_iter &it, void *out, const void *in) {
+    KC_LAUNCH(d, copy_same<T>, kc_blocks(it.numel), KC_THREADS, it, (T *)out, (const T *)in);
+}
+
+extern "C" kn_status kn__cuda_copy(const kn_call *c) {
+    kc_dev *d = kc_enter(c, false);
+    if (!d) return kn_error_code();
+    kn_tensor *src = c->in[0], *dst = c->out[0];
+    kn_tensor *bsrc = NULL;
+    if (src->ndim != dst->ndim || memcmp(src->shape, dst->shape, (size_t)dst->ndim * 8)) {
+        if (!(bsrc = kn__expand(src, dst->ndim, dst->shape))) return kn_error_code();
+        src = bsrc;
+    }
+    kn_tensor *ops[2] = {dst, src};
+    kc_iter it;
+    kc_iter_init(&it, 2, ops);
+    kn_status s = KN_OK;
+    if (it.numel > 0) {
+        size_t es = kn_dtype_size(dst->dtype);
+        void *out = kn__data(dst);
+        const void *in = kn__data(src);
+        /* The copy engine for large flat copies; a kernel otherwise (it keeps
+         * the chain of dependent launches going). */
+        if (dst->dtype == src->dtype && kc_iter_flat(&it) && it.stride[0][0] == 1 && it.stride[1][0] == 1 &&
+            (size_t)it.numel * es >= KC_BULK_BYTES) {
+            s = kc_check(cudaMemcpyAsync(out, in, (size_t)it.numel * es, cudaMemcpyDeviceToDevice, d->stream), "copy");
+        } else if (dst->dtype == src->dtype) {
+            switch (es) {
+            case 1: launch_copy_same<uint8_t>(d, it, out, in); break;
+            case 2: launch_copy_same<uint16_t>(d, it, out, in); break;
+            case 4: launch_copy_same<uint32_t>(d, it, out, in); break;
+            default: launch_copy_same<unsigned long long>(d, it, out, in); break;
+            }
+        } else if (src->dtype == KN_F32 && (dst->dtype == KN_F16 || dst->dtype == KN_BF16)) {
+            KC_LAUNCH(d, copy_f32_to_half, kc_blocks(it.numel), KC_THREADS, it, (uint16_t *)out, (const float *)in,
+                                                                                dst->dtype == KN_BF16);
+        } else {
+            KC_LAUNCH(d, copy_convert, kc_blocks(it.numel), KC_THREADS, it, (char *)out, dst->dtype,
+                                                                            (const char *)in, src->dtype);
+        }
+        if (s == KN_OK) s = kc_after(d, "copy");
+    }
+    kn_release(bsrc);
+    return s;
+}
+
+/* ---- fill and arange ---------------------------------------------------------------------- */
+template <typename T>
+__global__ void fill_kernel(const __grid_constant__ kc_iter it, T *out, T v) {
+    kc_pdl_wait();
+    KC_LOOP(i, it.numel) {
+        long long o[1];
+        kc_offsets<1>(it, i, o);
+        out[o[0]] = v;
+    }
+}
+
+template <typename T>
+static void launch_fill(kc_dev *d, const kc_iter &it, void *out, const void *pattern) {
+    T v;
+    memcpy(&v, pattern, sizeof v);
+    KC_LAUNCH(d, fill_kernel<T>, kc_blocks(it.numel), KC_THREADS, it, (T *)out, v);
+}
+
+static kn_status fill_iter(kc_dev *d, const kc_iter &it, void *out, const void *pattern, size_t es) {
+    bool zero = true;
+    for (size_t k = 0; k < es; k++) zero = zero && ((const char *)pattern)[k] == 0;
+    if (kc_iter_flat(&it) && it.stride[0][0] == 1 && (zero || es == 1) && (size_t)it.numel * es >= KC_BULK_BYTES)
+        return kc_check(cudaMemsetAsync(out, ((const unsigned char *)pattern)[0], (size_t)it.numel * es, d->stream),
+                        "fill");
+    switch (es) {
+    case 1: launch_fill<uint8_t>(d, it, out, pattern); break;
+    case 2: launch_fill<uint16_t>(d, it, out, pattern); break;
+    case 4: launch_fill<uint32_t>(d, it, out, pattern); break;
+    default: launch_fill<unsigned long long>(d, it, out, pattern); break;
+    }
+    return KN_OK;
+}
+
+extern "C" kn_status kn__cuda_fill(const kn_call *c) {
+    kc_dev *d = kc_enter(c, false);
+    if (!d) return kn_error_code();
+    kn_tensor *t = c->out[0];
+    char value[8] = {0};
+    kn__store(value, t->dtype, c->f[0]); /* converted once, exactly as the CPU does */
+    kc_iter it;
+    kc_iter_init(&it, 1, &t);
+    if (it.numel == 0) return KN_OK;
+    kn_status s = fill_iter(d, it, kn__data(t), value, kn_dtype_size(t->dtype));
+    return s == KN_OK ? kc_after(d, "fill") : s;
+}
+
+__global__ void arange_kernel(char *out, int dt, long long n, double start, double step) {
+    kc_pdl_wait();
+    int es = kc_dsize(dt);
+    KC_LOOP(k, n) kc_store(out + k * es, dt, __dadd_rn(start, __dmul_rn((double)k, step)));
+}
+
+extern "C" kn_status kn__cuda_arange(const kn_call *c) {
+    kc_dev *d = kc_enter(c, false);
+    if (!d) return kn_error_code();
+    kn_tensor *t = c->out[0];
+    long long n = t->shape[0];
+    if (n == 0) return KN_OK;
+    KC_LAUNCH(d, arange_kernel, kc_blocks(n), KC_THREADS, (char *)kn__data(t), t->dtype, n, c->f[0], c->f[1]);
+    return kc_after(d, "arange");
+}
+
+/* ---- unary ---------------------------------------------------------------------------------- */
+__device__ __forceinline__ double sigmoid_d(double x) { return x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)); }
+
+__device__ double unary_eval(int f, double x, double p0, double p1) {
+    switch (f) {
+    case KN_UNARY_NEG: return -x;
+    case KN_UNARY_EXP: return exp(x);
+    case KN_UNARY_LOG: return log(x);
+    case KN_UNARY_SQRT: return sqrt(x);
+    case KN_UNARY_RSQRT: return 1 / sqrt(x);
+    case KN_UNARY_ABS: return fabs(x);
+    case KN_UNARY_RELU: return x > 0 ? x : 0;
+    case KN_UNARY_LEAKY_RELU: return x > 0 ? x : x * p0;
+    case KN_UNARY_GELU: return 0.5 * x * (1 + erf(x * M_SQRT1_2));
+    case KN_UNARY_SIGMOID: return sigmoid_d(x);
+    case KN_UNARY_TANH: return tanh(x);
+    case KN_UNARY_SOFTPLUS: return x > 20 ? x : log1p(exp(x));
+    case KN_UNARY_CLAMP: return x != x ? x : x < p0 ? p0 : x > p1 ? p1 : x;
+    case KN_UNARY_POW_SCALAR: return pow(x, p0);
+    case KN_UNARY_ADD_SCALAR: return x + p0;
+    case KN_UNARY_MUL_SCALAR: return x * p0;
+    case KN_UNARY_RSUB_SCALAR: return p0 - x;
+    default: return NAN;
+    }
+}
+
+/* x is the forward output for EXP, SIGMOID and TANH (see kn__unary_grad). */
+__device__ double unary_grad(int f, double g, double x, double p0, double p1) {
+    switch (f) {
+    case KN_UNARY_NEG: return -g;
+    case KN_UNARY_EXP: return g * x;
+    case KN_UNARY_LOG: return g / x;
+    case KN_UNARY_SQRT: return g * 0.5 / sqrt(x);
+    case KN_UNARY_RSQRT: return g * -0.5 / (x * sqrt(x));
+    case KN_UNARY_ABS: return x > 0 ? g : x < 0 ? -g : 0;
+    case KN_UNARY_RELU: return x > 0 ? g : 0;
+    case KN_UNARY_LEAKY_RELU: return x > 0 ? g : g * p0;
+    case KN_UNARY_GELU: {
+        double cdf = 0.5 * (1 + erf(x * M_SQRT1_2)), pdf = exp(-0.5 * x * x) / sqrt(2 * M_PI);
+        return g * (cdf + x * pdf);
+    }
+    case KN_UNARY_SIGMOID: return g * x * (1 - x);
+    case KN_UNARY_TANH: return g * (1 - x * x);
+    case KN_UNARY_SOFTPLUS: return g * sigmoid_d(x);
+    case KN_UNARY_CLAMP: return x >= p0 && x <= p1 ? g : 0;
+    case KN_UNARY_POW_SCALAR: return p0 == 0 ? 0 : g * p0 * pow(x, p0 - 1);
+    case KN_UNARY_ADD_SCALAR: return g;
+    case KN_UNARY_MUL_SCALAR: return g * p0;
+    case KN_UNARY_RSUB_SCALAR: return -g;
+    default: return NAN;
+    }
+}
+
+__device__ __forceinline__ float unary_f32(int f, float x, float a, float b, double p0, double p1) {
+    switch (f) {
+    case KN_UNARY_NEG: return -x;
+    case KN_UNARY_RELU: return x > 0 ? x : 0;
+    case KN_UNARY_LEAKY_RELU: return x > 0 ? x : x * a;
+    case KN_UNARY_ADD_SCALAR: return x + a;
+    case KN_UNARY_MUL_SCALAR: return x * a;
+    case KN_UNARY_RSUB_SCALAR: return a - x;
+    case KN_UNARY_ABS: return fabsf(x);
+    case KN_UNARY_EXP: return expf(x);
+    case KN_UNARY_LOG: return logf(x);
+    case KN_UNARY_SQRT: return sqrtf(x);
+    case KN_UNARY_TANH: return tanhf(x);
+    case KN_UNARY_SIGMOID: return x >= 0 ? 1 / (1 + expf(-x)) : expf(x) / (1 + expf(x));
+    case KN_UNARY_CLAMP: return x != x ? x : x < a ? a : x > b ? b : x;
+    default: return (float)unary_eval(f, x, p0, p1);
+    }
+}
+
+__device__ __forceinline__ long long unary_int(int f, long long x, double p0, double p1) {
+    switch (f) {
+    case KN_UNARY_NEG: return -x;
+    case KN_UNARY_ABS: return x < 0 ? -x : x;
+    case KN_UNARY_RELU: return x > 0 ? x : 0;
+    case KN_UNARY_ADD_SCALAR: return x + (long long)p0;
+    case KN_UNARY_MUL_SCALAR: return x * (long long)p0;
+    case KN_UNARY_RSUB_SCALAR: return (long long)p0 - x;
+    default: return (long long)unary_eval(f, (double)x, p0, p1);
+    }
+}
+
+enum { MODE_F32, MODE_INT, MODE_ANY };
+
+__global__ void unary_kernel(const __grid_constant__ kc_iter it, char *out, int odt, const char *in, int idt, int mode, int f, double p0,
+                             double p1) {
+    kc_pdl_wait();
+    int os = kc_dsize(odt), is = kc_dsize(idt);
+    float a = (float)p0, b = (float)p1;
+    KC_LOOP(i, it.numel) {
+        long long o[2];
+        kc_offsets<2>(it, i, o);
+        if (mode == MODE_F32)
+            ((float *)out)[o[0]] = unary_f32(f, ((const float *)in)[o[1]], a, b, p0, p1);
+        else if (mode == MODE_INT)
+            kc_store_i(out + o[0] * os, odt, unary_int(f, kc_load_i(in + o[1] * is, idt), p0, p1));
+        else
+            kc_store(out + o[0] * os, odt, unary_eval(f, kc_load(in + o[1] * is, idt), p0, p1));
+    }
+}
+
+extern "C" kn_status kn__cuda_unary(const kn_call *c) {
+    kc_dev *d = kc_enter(c, false);
+    if (!d) return kn_error_code();
+    kn_tensor *ops[2] = {c->out[0], c->in[0]};
+    kc_iter it;
+    kc_iter_init(&it, 2, ops);
+    if (it.numel == 0) return KN_OK;
+    int f = (int)c->i[0];
+    kn_dtype od = ops[0]->dtype, id = ops[1]->dtype;
+    int mode = od == KN_F32 && id == KN_F32 ? MODE_F32
+             : !kn_dtype_is_float(od) && !kn_dtype_is_float(id) && f != KN_UNARY_SQRT && f != KN_UNARY_EXP &&
+                       f != KN_UNARY_LOG
+                 ? MODE_INT
+                 : MODE_ANY;
+    KC_LAUNCH(d, unary_kernel, kc_blocks(it.numel), KC_THREADS, it, (char *)kn__data(ops[0]), od,
+                                                                    (const char *)kn__data(ops[1]), id, mode, f,
+                                                                    c->f[0], c->f[1]);
+    return kc_after(d, kn__call_name(c));
+}
+
+__global__ void unary_bw_kernel(const __grid_constant__ kc_iter it, char *out, int odt, const char *g, int gdt, const char *x, int xdt, int f,
+                                double p0, double p1) {
+    kc_pdl_wait();
+    int os = kc_dsize(odt), gs = kc_dsize(gdt), xs = kc_dsize(xdt);
+    bool f32 = odt == KN_F32 && gdt == KN_F32 && xdt == KN_F32;
+    KC_LOOP(i, it.numel) {
+        long long o[3];
+        kc_offsets<3>(it, i, o);
+        if (f32) {
+            float gv = ((const float *)g)[o[1]], xv = ((const float *)x)[o[2]], r;
+            switch (f) {
+            case KN_UNARY_RELU: r = xv > 0 ? gv : 0; break;
+            case KN_UNARY_SIGMOID: r = gv * xv * (1 - xv); break;
+            case KN_UNARY_TANH: r = gv * (1 - xv * xv); break;
+            default: r = (float)unary_grad(f, gv, xv, p0, p1); break;
+            }
+            ((float *)out)[o[0]] = r;
+        } else {
+            kc_store(out + o[0] * os, odt,
+                     unary_grad(f, kc_load(g + o[1] * gs, gdt), kc_load(x + o[2] * xs, xdt), p0, p1));
+        }
+    }
+}
+
+extern "C" kn_status kn__cuda_unary_backward(const kn_call *c) {
+    kc_dev *d = kc_enter(c, false);
+    if (!d) return kn_error_code();
+    kn_tensor *ops[3] = {c->out[0], c->in[0], c->in[1]};
+    kc_iter it;
+    kc_iter_init(&it, 3, ops);
+    if (it.numel == 0) return KN_OK;
+    KC_LAUNCH(d, unary_bw_kernel, kc_blocks(it.numel), KC_THREADS, 
+        it, (char *)kn__data(ops[0]), ops[0]->dtype, (const char *)kn__data(ops[1]), ops[1]->dtype,
+        (const char *)kn__data(ops[2]), ops[2]->dtype, (int)c->i[0], c->f[0], c->f[1]);
+    return kc_after(d, "unary_backward");
+}
+
+/* ---- binary ------------------------------------------------------------------------------------ */
+__device__ double binary_eval(int f, double a, double b) {
+    switch (f) {
+    case KN_BINARY_ADD: return a + b;
+    case KN_BINARY_SUB: return a - b;
+    case KN_BINARY_MUL: return a * b;
+    case KN_BINARY_DIV: return a / b;
+    case KN_BINARY_POW: return pow(a, b);
+    case KN_BINARY_MAX: return a != a || b != b ? NAN : a > b ? a : b;
+    case KN_BINARY_MIN: return a != a || b != b ? NAN : a < b ? a : b;
+    case KN_BINARY_EQ: return a == b;
+    case KN_BINARY_NE: return a != b;
+    case KN_BINARY_LT: return a < b;
+    case KN_BINARY_LE: return a <= b;
+    case KN_BINARY_GT: return a > b;
+    case KN_BINARY_GE: return a >= b;
+    default: return NAN;
+    }
+}
+
+__device__ long long ipow(long long a, long long b) {
+    if (b < 0) return a == 1 ? 1 : a == -1 ? (b & 1 ? -1 : 1) : 0;
+    long long r = 1;
+    while (b) {
+        if (b & 1) r *= a;
+        a *= a;
+        b >>= 1;
+    }
+    return r;
+}
+
+__device__ long long binary_int(int f, long long a, long long b) {
+    switch (f) {
+    case KN_BINARY_ADD: return a + b;
+    case KN_BINARY_SUB: return a - b;
+    case KN_BINARY_MUL: return a * b;
+    case KN_BINARY_DIV: return b ? a / b : 0;
+    case KN_BINARY_POW: return ipow(a, b);
+    case KN_BINARY_MAX: return a > b ? a : b;
+    case KN_BINARY_MIN: return a < b ? a : b;
+    case KN_BINARY_EQ: return a == b;
+    case KN_BINARY_NE: return a != b;
+    case KN_BINARY_LT: return a < b;
+    case KN_BINARY_LE: return a <= b;
+    case KN_BINARY_GT: return a > b;
+    case KN_BINARY_GE: return a >= b;
+    default: return 0;
+    }
+}
+
+__device__ __forceinline__ float binary_f32(int f, float a, float b) {
+    switch (f) {
+    case KN_BINARY_ADD: return a + b;
+    case KN_BINARY_SUB: return a - b;
+    case KN_BINARY_MUL: return a * b;
+    case KN_BINARY_DIV: return a / b;
+    case KN_BINARY_MAX: return a != a || b != b ? NAN : a > b ? a : b;
+    case KN_BINARY_MIN: return a != a || b != b ? NAN : a < b ? a : b;
+    default: return (float)binary_eval(f, a, b);
+    }
+}
+
+__global__ void binary_kernel(const __grid_constant__ kc_iter it, char *out, int odt, const char *a, const char *b, int idt, int mode, int f) {
+    kc_pdl_wait();
+    int os = kc_dsize(odt), is = kc_dsize(idt);
+    KC_LOOP(i, it.numel) {
+        long long o[3];
+        kc_offsets<3>(it, i, o);
+        if (mode == MODE_F32)
+            ((float *)out)[o[0]] = binary_f32(f, ((const float *)a)[o[1]], ((const float *)b)[o[2]]);
+        else if (mode == MODE_INT)
+            kc_store_i(out + o[0] * os, odt, binary_int(f, kc_load_i(a + o[1] * is, idt), kc_load_i(b + o[2] * is, idt)));
+        else
+            kc_store(out + o[0] * os, odt, binary_eval(f, kc_load(a + o[1] * is, idt), kc_load(b + o[2] * is, idt)));
+    }
+}
+
+extern "C" kn_status kn__cuda_binary(const kn_call *c) {
+    kc_dev *d = kc_enter(c, false);
+    if (!d) return kn_error_code();
+    kn_tensor *ops[3] = {c->out[0], c->in[0], c->in[1]};
+    kc_iter it;
+    kc_iter_init(&it, 3, ops);
+    if (it.numel == 0) return KN_OK;
+    kn_dtype od = ops[0]->dtype, id = ops[1]->dtype;
+    int mode = od == KN_F32 && id == KN_F32 ? MODE_F32 : !kn_dtype_is_float(id) ? MODE_INT : MODE_ANY;
+    KC_LAUNCH(d, binary_kernel, kc_blocks(it.numel), KC_THREADS, it, (char *)kn__data(ops[0]), od,
+                                                                     (const char *)kn__data(ops[1]),
+                                                                     (const char *)kn__data(ops[2]), id, mode,
+                                                                     (int)c->i[0]);
+    return kc_after(d, kn__call_name(c));
+}
+
+/* ---- where --------------------------------------------------------------------------------------- */
+template <typename T>
+__global__ void where_kernel(const __grid_constant__ kc_iter it, T *out, const uint8_t *cond, const T *a, const T *b) {
+    kc_pdl_wait();
+    KC_LOOP(i, it.numel) {
+        long long o[4];
+        kc_offsets<4>(it, i, o);
+        out[o[0]] = cond[o[1]] ? a[o[2]] : b[o[3]];
+    }
+}
+
+template <typename T>
+static void launch_where(kc_dev *d, const kc_iter &it, kn_tensor *const *ops) {
+    KC_LAUNCH(d, where_kernel<T>, kc_blocks(it.numel), KC_THREADS, 
+        it, (T *)kn__data(ops[0]), (const uint8_t *)kn__data(ops[1]), (const T *)kn__data(ops[2]),
+        (const T *)kn__data(ops[3]));
+}
+
+extern "C" kn_status kn__cuda_where(const kn_call *c) {
+    kc_dev *d = kc_enter(c, false);
+    if (!d) return kn_error_code();
+    kn_tensor *ops[4] = {c->out[0], c->in[0], c->in[1], c->in[2]};
+    kc_iter it;
+    kc_iter_init(&it, 4, ops);
+    if (it.numel == 0) return KN_OK;
+    switch (kn_dtype_size(ops[0]->dtype)) {
+    case 1: launch_where<uint8_t>(d, it, ops); break;
+    case 2: launch_where<uint16_t>(d, it, ops); break;
+    case 4: launch_where<uint32_t>(d, it, ops); break;
+    default: launch_where<unsigned long long>(d, it, ops); break;
+    }
+    return kc_after(d, "where");
+}

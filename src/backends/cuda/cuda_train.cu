@@ -1,0 +1,313 @@
+/* Random numbers (Philox 4x32-10, bit-exact with src/core/random.c), dropout
+ * (the CPU's mask for the same seed and offset), and the optimizer updates.
+ *
+ * The double arithmetic of the element mapping uses explicit round-to-nearest
+ * intrinsics: nvcc would otherwise fuse a + b * c into an FMA, whose single
+ * rounding differs from the CPU's two.
+ *
+ * Under graph capture a random kernel also adds the graph's device-side shift
+ * to its offset (see cuda_graph.c).
+ *
+ * Adam: consecutive float32 calls with the same hyperparameters are queued
+ * and run as one kernel over every parameter when anything else is enqueued
+ * on the device (or it is read, synchronized, captured). */
+#include "cuda_common.cuh"
+
+#include <math.h>
+
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+
+__device__ __forceinline__ void philox_block(unsigned long long seed, unsigned long long counter, uint32_t w[4]) {
+    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+#pragma unroll
+    for (int r = 0; r < 10; r++) {
+        uint32_t h0 = __umulhi(PHILOX_M0, c0), l0 = PHILOX_M0 * c0;
+        uint32_t h1 = __umulhi(PHILOX_M1, c2), l1 = PHILOX_M1 * c2;
+        uint32_t n0 = h1 ^ c1 ^ k0, n2 = h0 ^ c3 ^ k1;
+        c1 = l1;
+        c3 = l0;
+        c0 = n0;
+        c2 = n2;
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
+    }
+    w[0] = c0, w[1] = c1, w[2] = c2, w[3] = c3;
+}
+
+__device__ __forceinline__ double u01(uint32_t x) { return (double)(x >> 8) * (1.0 / 16777216.0); }
+
+/* ---- random ------------------------------------------------------------------------------- */
+typedef struct {
+    char *out;
+    int dt, kind;
+    long long n;
+    unsigned long long seed, offset;
+    const unsigned long long *shift; /* graph's shift, or NULL */
+    double a, b;
+} rand_args;
+
+__global__ void random_kernel(rand_args r) {
+    kc_pdl_wait();
+    int per = r.kind == KN_RANDOM_NORMAL ? 2 : 4, es = kc_dsize(r.dt);
+    unsigned long long off = r.offset + (r.shift ? *r.shift : 0ull);
+    bool ints = r.kind == KN_RANDOM_INT || r.kind == KN_RANDOM_BITS;
+    KC_LOOP(j, (r.n + per - 1) / per) {
+        uint32_t w[4];
+        philox_block(r.seed, off + (unsigned long long)j, w);
+#pragma unroll
+        for (int q = 0; q < 4; q++) { /* unrolled: w stays in registers */
+            long long k = j * per + q;
+            if (q >= per || k >= r.n) continue;
+            double v;
+            if (r.kind == KN_RANDOM_NORMAL) {
+                double u1 = 1.0 - u01(w[(2 * q) & 3]), u2 = u01(w[(2 * q + 1) & 3]);
+                double s = sqrt(__dmul_rn(-2.0, log(u1))), cs = cos(__dmul_rn(2.0 * M_PI, u2));
+                v = __dadd_rn(r.a, __dmul_rn(__dmul_rn(r.b, s), cs));
+            } else if (r.kind == KN_RANDOM_UNIFORM) {
+                v = __dadd_rn(r.a, __dmul_rn(r.b - r.a, u01(w[q])));
+            } else if (r.kind == KN_RANDOM_INT) {
+                v = __dadd_rn(r.a, floor(__dmul_rn((double)w[q] * (1.0 / 4294967296.0), r.b - r.a)));
+            } else {
+                v = (double)w[q];
+            }
+            if (ints) kc_store_i(r.out + k * es, r.dt, (long long)v);
+            else kc_store(r.out + k * es, r.dt, v);
+        }
+    }
+}
+
+/* The shift slot of this op's generator in the graph being captured (NULL
+ * when not capturing), widening the span of offsets the capture uses. */
+static kn_status capture_shift(kc_dev *d, unsigned long long seed, unsigned long long offset, long long n, int per,
+                               const unsigned long long **shift) {
+    *shift = NULL;
+    if (!d->capture) return KN_OK;
+    unsigned long long end = offset + (unsigned long long)((n + per - 1) / per);
+    int j = 0;
+    while (j < d->rng_slots && d->rng_seed[j] != seed) j++;
+    if (j == d->rng_slots) {
+        if (j == KC_RNG_SLOTS)
+            return kn__err(KN_ERR_UNSUPPORTED, "graph_capture: more than %d random generators in one graph", KC_RNG_SLOTS);
+        d->rng_seed[j] = seed, d->rng_lo[j] = offset, d->rng_hi[j] = end;
+        d->rng_slots++;
+    }
+    if (offset < d->rng_lo[j]) d->rng_lo[j] = offset;
+    if (end > d->rng_hi[j]) d->rng_hi[j] = end;
+    *shift = d->rng_shift + j;
+    return KN_OK;
+}
+
+extern "C" kn_status kn__cuda_random(const kn_call *c) {
+    kc_dev *d = kc_enter(c, false);
+    if (!d) return kn_error_code();
+    kn_tensor *t = c->out[0];
+    rand_args r = {(char *)kn__data(t), t->dtype, (int)c->i[0], kn__numel_shape(t->ndim, t->shape),
+                   (unsigned long long)c->i[1], (unsigned long long)c->i[2], NULL, c->f[0], c->f[1]};
+    if (r.n == 0) return KN_OK;
+    int per = r.kind == KN_RANDOM_NORMAL ? 2 : 4;
+    kn_status s = capture_shift(d, r.seed, r.offset, r.n, per, &r.shift);
+    if (s != KN_OK) return s;
+    KC_LAUNCH(d, random_kernel, kc_blocks((r.n + per - 1) / per), KC_THREADS, r);
+    return kc_after(d, "random");
+}
+
+/* ---- dropout: contiguous x, y and mask -------------------------------------------------------- */
+/* keep = (word >> 8) * 2^-24 >= p, compared as integers: (word >> 8) >= ceil(p * 2^24). */
+__global__ void dropout_kernel(const char *x, char *y, uint8_t *mask, int dt, long long n, uint32_t thresh, double scale,
+                               unsigned long long seed, unsigned long long offset, const unsigned long long *shift) {
+    kc_pdl_wait();
+    int es = kc_dsize(dt);
+    unsigned long long off = offset + (shift ? *shift : 0ull);
+    float fscale = (float)scale;
+    KC_LOOP(j, (n + 3) / 4) {
+        uint32_t w[4];
+        philox_block(seed, off + (unsigned long long)j, w);
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            long long k = j * 4 + q;
+            if (k >= n) continue;
+            bool keep = (w[q] >> 8) >= thresh;
+            if (mask) mask[k] = keep;
+            if (dt == KN_F32) ((float *)y)[k] = keep ? ((const float *)x)[k] * fscale : 0.0f;
+            else kc_store(y + k * es, dt, keep ? kc_load(x + k * es, dt) * scale : 0);
+        }
+    }
+}
+
+extern "C" kn_status kn__cuda_dropout(const kn_call *c) {
+    kc_dev *d = kc_enter(c, false);
+    if (!d) return kn_error_code();
+    kn_tensor *x = c->in[0], *y = c->out[0], *mask = c->out[1];
+    long long n = kn__numel_shape(x->ndim, x->shape);
+    if (n == 0) return KN_OK;
+    double keep_p = 1 - c->f[0], scale = keep_p > 0 ? 1 / keep_p : 0;
+    const unsigned long long *shift;
+    kn_status s = capture_shift(d, (unsigned long long)c->i[1], (unsigned long long)c->i[2], n, 4, &shift);
+    if (s != KN_OK) return s;
+    KC_LAUNCH(d, dropout_kernel, kc_blocks((n + 3) / 4), KC_THREADS, 
+        (const char *)kn__data(x), (char *)kn__data(y), mask ? (uint8_t *)kn__data(mask) : NULL, x->dtype, n,
+        (uint32_t)ceil(c->f[0] * 16777216.0), scale, (unsigned long long)c->i[1], (unsigned long long)c->i[2], shift);
+    return kc_after(d, "dropout");
+}
+
+typedef struct {
+    unsigned long long span[KC_RNG_SLOTS];
+} spans;
+
+__global__ void shift_kernel(unsigned long long *shift, spans s, int n) {
+    kc_pdl_wait();
+    if ((int)threadIdx.x < n) shift[threadIdx.x] += s.span[threadIdx.x];
+}
+
+extern "C" kn_status kc_rng_shift_advance(kc_dev *d) {
+    spans s;
+    for (int j = 0; j < d->rng_slots; j++) s.span[j] = d->rng_hi[j] - d->rng_lo[j];
+    KC_LAUNCH(d, shift_kernel, 1, 32, d->rng_shift, s, d->rng_slots);
+    return kc_check(cudaGetLastError(), "graph_capture");
+}
+
+/* ---- Adam ---------------------------------------------------------------------------------------- */
+#define ADAM_MAX 48  /* parameters per fused launch (kernel parameters must stay under 4 KB) */
+#define ADAM_CHUNK 1024 /* elements per block */
+
+typedef struct {
+    float *p, *m, *v;
+    const float *g;
+    long long n;
+} adam_item;
+
+typedef struct {
+    adam_item items[ADAM_MAX];
+    int block_start[ADAM_MAX + 1];
+    int count;
+    const float *t; /* step count, on the device */
+    double lr, b1, b2, eps, wd;
+    int adamw;
+} adam_batch;
+
+static adam_batch queues[16];
+
+__global__ void adam_fused(const __grid_constant__ adam_batch b) {
+    kc_pdl_wait();
+    __shared__ float k[2]; /* lr / bc1, 1 / sqrt(bc2) */
+    __shared__ int item;
+    if (threadIdx.x == 0) {
+        double t = *b.t;
+        k[0] = (float)(b.lr / (1 - pow(b.b1, t)));
+        k[1] = (float)(1 / sqrt(1 - pow(b.b2, t)));
+        int i = 0;
+        while (i + 1 < b.count && b.block_start[i + 1] <= (int)blockIdx.x) i++;
+        item = i;
+    }
+    __syncthreads();
+    const adam_item it = b.items[item];
+    float step = k[0], sb2 = k[1], fb1 = (float)b.b1, fb2 = (float)b.b2, feps = (float)b.eps;
+    float decay = b.adamw ? (float)(1 - b.lr * b.wd) : 1.0f, l2 = b.adamw ? 0.0f : (float)b.wd;
+    long long base = (long long)(blockIdx.x - b.block_start[item]) * ADAM_CHUNK;
+    for (long long i = base + threadIdx.x; i < base + ADAM_CHUNK && i < it.n; i += blockDim.x) {
+        float p = it.p[i], gi = it.g[i] + l2 * p;
+        float m = fb1 * it.m[i] + (1 - fb1) * gi;
+        float v = fb2 * it.v[i] + (1 - fb2) * gi * gi;
+        it.m[i] = m;
+        it.v[i] = v;
+        it.p[i] = p * decay - step * m / (sqrtf(v) * sb2 + feps);
+    }
+}
+
+extern "C" kn_status kc_adam_flush(kc_dev *d) {
+    adam_batch *q = &queues[d->index];
+    if (!q->count) return KN_OK;
+    int blocks = q->block_start[q->count];
+    KC_LAUNCH(d, adam_fused, blocks, 256, *q);
+    q->count = 0;
+    return kc_after(d, "adam");
+}
+
+/* Any dtype, one parameter, through double (the CPU's general path). */
+__global__ void adam_any(char *P, int pdt, char *M, char *V, int mdt, const char *G, int gdt, long long n,
+                         const float *tp, double lr, double b1, double b2, double eps, double wd, int adamw) {
+    kc_pdl_wait();
+    double t = *tp, bc1 = 1 - pow(b1, t), bc2 = 1 - pow(b2, t);
+    int ep = kc_dsize(pdt), em = kc_dsize(mdt), eg = kc_dsize(gdt);
+    KC_LOOP(i, n) {
+        double pi = kc_load(P + i * ep, pdt), gi = kc_load(G + i * eg, gdt);
+        double mi = kc_load(M + i * em, mdt), vi = kc_load(V + i * em, mdt);
+        if (!adamw) gi += wd * pi;
+        else pi *= 1 - lr * wd;
+        mi = b1 * mi + (1 - b1) * gi;
+        vi = b2 * vi + (1 - b2) * gi * gi;
+        pi -= lr / bc1 * mi / (sqrt(vi) / sqrt(bc2) + eps);
+        kc_store(P + i * ep, pdt, pi);
+        kc_store(M + i * em, mdt, mi);
+        kc_store(V + i * em, mdt, vi);
+    }
+}
+
+extern "C" kn_status kn__cuda_adam(const kn_call *c) {
+    kc_dev *d = kc_enter(c, true);
+    if (!d) return kn_error_code();
+    kn_tensor *p = c->out[0], *m = c->out[1], *v = c->out[2], *g = c->in[0];
+    const float *t = (const float *)kn__data(c->in[1]);
+    long long n = kn__numel_shape(p->ndim, p->shape);
+    if (n == 0) return KN_OK;
+    adam_batch *q = &queues[d->index];
+    bool f32 = p->dtype == KN_F32 && g->dtype == KN_F32 && m->dtype == KN_F32 && v->dtype == KN_F32 &&
+               c->in[1]->dtype == KN_F32;
+    bool same = q->count && q->t == t && q->lr == c->f[0] && q->b1 == c->f[1] && q->b2 == c->f[2] &&
+                q->eps == c->f[3] && q->wd == c->f[4] && q->adamw == (int)c->i[0];
+    long long blocks = (n + ADAM_CHUNK - 1) / ADAM_CHUNK;
+    if (q->count && (!f32 || !same || q->count == ADAM_MAX || q->block_start[q->count] + blocks > (1ll << 30))) {
+        kn_status s = kc_adam_flush(d);
+        if (s != KN_OK) return s;
+    }
+    if (!f32) {
+        if (c->in[1]->dtype != KN_F32) return kn__err(KN_ERR_DTYPE, "adam: the step count must be float32");
+        KC_LAUNCH(d, adam_any, kc_blocks(n), KC_THREADS, 
+            (char *)kn__data(p), p->dtype, (char *)kn__data(m), (char *)kn__data(v), m->dtype,
+            (const char *)kn__data(g), g->dtype, n, t, c->f[0], c->f[1], c->f[2], c->f[3], c->f[4], (int)c->i[0]);
+        return kc_after(d, "adam");
+    }
+    if (!q->count) {
+        q->t = t;
+        q->lr = c->f[0], q->b1 = c->f[1], q->b2 = c->f[2], q->eps = c->f[3], q->wd = c->f[4];
+        q->adamw = (int)c->i[0];
+        q->block_start[0] = 0;
+    }
+    q->items[q->count] = (adam_item){(float *)kn__data(p), (float *)kn__data(m), (float *)kn__data(v),
+                                     (const float *)kn__data(g), n};
+    q->block_start[q->count + 1] = q->block_start[q->count] + (int)blocks;
+    q->count++;
+    return kc_sync_mode() ? kc_adam_flush(d) : KN_OK;
+}
+
+/* ---- SGD: through double, as the CPU ------------------------------------------------------------- */
+__global__ void sgd_kernel(char *P, int pdt, char *B, int bdt, const char *G, int gdt, long long n, double lr,
+                           double mom, double damp, double wd, int nesterov, int fresh) {
+    kc_pdl_wait();
+    int ep = kc_dsize(pdt), eb = kc_dsize(bdt), eg = kc_dsize(gdt);
+    KC_LOOP(i, n) {
+        double pi = kc_load(P + i * ep, pdt), dv = kc_load(G + i * eg, gdt) + wd * pi;
+        if (B) {
+            double b = fresh ? dv : mom * kc_load(B + i * eb, bdt) + (1 - damp) * dv;
+            kc_store(B + i * eb, bdt, b);
+            dv = nesterov ? dv + mom * b : b;
+        }
+        kc_store(P + i * ep, pdt, pi - lr * dv);
+    }
+}
+
+extern "C" kn_status kn__cuda_sgd(const kn_call *c) {
+    kc_dev *d = kc_enter(c, false);
+    if (!d) return kn_error_code();
+    kn_tensor *p = c->out[0], *buf = c->out[1], *g = c->in[0];
+    long long n = kn__numel_shape(p->ndim, p->shape);
+    if (n == 0) return KN_OK;
+    KC_LAUNCH(d, sgd_kernel, kc_blocks(n), KC_THREADS, 
+        (char *)kn__data(p), p->dtype, buf ? (char *)kn__data(buf) : NULL, buf ? buf->dtype : KN_F32,
+        (const char *)kn__data(g), g->dtype, n, c->f[0], c->f[1], c->f[2], c->f[3], (int)c->i[0], (int)c->i[1]);
+    return kc_after(d, "sgd");
+}
