@@ -93,14 +93,15 @@ void kn__node_free(kn_node *n) {
 }
 
 /* ---- backward -------------------------------------------------------------------- */
-/* acc (owned, may be NULL) + g (owned) -> owned sum, in dtype dt. */
-static kn_tensor *accumulate(kn_tensor *acc, kn_tensor *g, kn_dtype dt) {
+/* acc (owned, may be NULL) + g (owned) -> owned sum, in dtype dt. A leaf's
+ * gradient is stored dense (broadcast views with stride 0 would surprise
+ * optimizers and users); gradients flowing between nodes stay views, which
+ * every op accepts, so no copy is made on the way. */
+static kn_tensor *accumulate(kn_tensor *acc, kn_tensor *g, kn_dtype dt, bool leaf) {
     kn_scope s = kn_scope_begin();
     kn_tensor *r = g->dtype == dt ? g : kn_cast(g, dt);
     if (acc) r = kn_add(acc, r);
-    /* Gradients are stored dense: broadcast views (stride 0) would surprise
-     * optimizers and users alike. */
-    if (r && !kn__is_contiguous(r)) r = kn_contiguous(r);
+    if (leaf && r && !kn__is_contiguous(r)) r = kn_contiguous(r);
     kn_retain(r);
     kn_scope_end(s);
     kn_release(acc);
@@ -175,7 +176,7 @@ kn_status kn_backward_with(kn_tensor *root, kn_tensor *grad) {
     kn_retain(g0);
     kn_scope_end(outer);
     if (!root->grad_fn) { /* a leaf */
-        root->grad = accumulate(root->grad, g0, root->dtype);
+        root->grad = accumulate(root->grad, g0, root->dtype, true);
         return root->grad ? KN_OK : kn_error_code();
     }
     node_list order = {0};
@@ -189,7 +190,7 @@ kn_status kn_backward_with(kn_tensor *root, kn_tensor *grad) {
         return s;
     }
     kn_no_grad_begin();
-    root->grad_fn->grad_acc = accumulate(root->grad_fn->grad_acc, g0, root->dtype);
+    root->grad_fn->grad_acc = accumulate(root->grad_fn->grad_acc, g0, root->dtype, false);
     for (int64_t i = order.len - 1; i >= 0 && s == KN_OK; i--) {
         kn_node *n = order.items[i];
         if (!n->grad_acc) continue;
@@ -214,9 +215,9 @@ kn_status kn_backward_with(kn_tensor *root, kn_tensor *grad) {
             kn_tensor *in = n->in[k], *g = gin[k];
             if (!g) continue;
             if (in->grad_fn) {
-                in->grad_fn->grad_acc = accumulate(in->grad_fn->grad_acc, g, in->dtype);
+                in->grad_fn->grad_acc = accumulate(in->grad_fn->grad_acc, g, in->dtype, false);
             } else if (in->requires_grad) {
-                in->grad = accumulate(in->grad, g, in->dtype);
+                in->grad = accumulate(in->grad, g, in->dtype, true);
             } else {
                 kn_release(g);
             }
