@@ -52,9 +52,5 @@ kn_status kn__cpu_dropout(const kn_call *c);
 kn_status kn__cpu_adam(const kn_call *c);
 kn_status kn__cpu_sgd(const kn_call *c);
 
-/* Scalar math shared by kernels (double precision reference forms). */
-double kn__unary_eval(kn_unary_fn f, double x, double p0, double p1);
-double kn__unary_grad(kn_unary_fn f, double g, double x, double p0, double p1);
-double kn__binary_eval(kn_binary_fn f, double a, double b);
 
 #endif

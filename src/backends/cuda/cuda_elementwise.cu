@@ -4,6 +4,7 @@
  * the CPU to rounding and integer results exactly. Any strides; dims that
  * every operand can merge are merged, so most launches walk one flat run. */
 #include "cuda_common.cuh"
+#include "core/scalar_math.h" /* the same scalar functions as the CPU */
 
 #include <math.h>
 
@@ -151,58 +152,6 @@ extern "C" kn_status kn__cuda_arange(const kn_call *c) {
 }
 
 /* ---- unary ---------------------------------------------------------------------------------- */
-__device__ __forceinline__ double sigmoid_d(double x) { return x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)); }
-
-__device__ double unary_eval(int f, double x, double p0, double p1) {
-    switch (f) {
-    case KN_UNARY_NEG: return -x;
-    case KN_UNARY_EXP: return exp(x);
-    case KN_UNARY_LOG: return log(x);
-    case KN_UNARY_SQRT: return sqrt(x);
-    case KN_UNARY_RSQRT: return 1 / sqrt(x);
-    case KN_UNARY_ABS: return fabs(x);
-    case KN_UNARY_RELU: return x > 0 ? x : 0;
-    case KN_UNARY_LEAKY_RELU: return x > 0 ? x : x * p0;
-    case KN_UNARY_GELU: return 0.5 * x * (1 + erf(x * M_SQRT1_2));
-    case KN_UNARY_SIGMOID: return sigmoid_d(x);
-    case KN_UNARY_TANH: return tanh(x);
-    case KN_UNARY_SOFTPLUS: return x > 20 ? x : log1p(exp(x));
-    case KN_UNARY_CLAMP: return x != x ? x : x < p0 ? p0 : x > p1 ? p1 : x;
-    case KN_UNARY_POW_SCALAR: return pow(x, p0);
-    case KN_UNARY_ADD_SCALAR: return x + p0;
-    case KN_UNARY_MUL_SCALAR: return x * p0;
-    case KN_UNARY_RSUB_SCALAR: return p0 - x;
-    default: return NAN;
-    }
-}
-
-/* x is the forward output for EXP, SIGMOID and TANH (see kn__unary_grad). */
-__device__ double unary_grad(int f, double g, double x, double p0, double p1) {
-    switch (f) {
-    case KN_UNARY_NEG: return -g;
-    case KN_UNARY_EXP: return g * x;
-    case KN_UNARY_LOG: return g / x;
-    case KN_UNARY_SQRT: return g * 0.5 / sqrt(x);
-    case KN_UNARY_RSQRT: return g * -0.5 / (x * sqrt(x));
-    case KN_UNARY_ABS: return x > 0 ? g : x < 0 ? -g : 0;
-    case KN_UNARY_RELU: return x > 0 ? g : 0;
-    case KN_UNARY_LEAKY_RELU: return x > 0 ? g : g * p0;
-    case KN_UNARY_GELU: {
-        double cdf = 0.5 * (1 + erf(x * M_SQRT1_2)), pdf = exp(-0.5 * x * x) / sqrt(2 * M_PI);
-        return g * (cdf + x * pdf);
-    }
-    case KN_UNARY_SIGMOID: return g * x * (1 - x);
-    case KN_UNARY_TANH: return g * (1 - x * x);
-    case KN_UNARY_SOFTPLUS: return g * sigmoid_d(x);
-    case KN_UNARY_CLAMP: return x >= p0 && x <= p1 ? g : 0;
-    case KN_UNARY_POW_SCALAR: return p0 == 0 ? 0 : g * p0 * pow(x, p0 - 1);
-    case KN_UNARY_ADD_SCALAR: return g;
-    case KN_UNARY_MUL_SCALAR: return g * p0;
-    case KN_UNARY_RSUB_SCALAR: return -g;
-    default: return NAN;
-    }
-}
-
 __device__ __forceinline__ float unary_f32(int f, float x, float a, float b, double p0, double p1) {
     switch (f) {
     case KN_UNARY_NEG: return -x;
@@ -218,7 +167,7 @@ __device__ __forceinline__ float unary_f32(int f, float x, float a, float b, dou
     case KN_UNARY_TANH: return tanhf(x);
     case KN_UNARY_SIGMOID: return x >= 0 ? 1 / (1 + expf(-x)) : expf(x) / (1 + expf(x));
     case KN_UNARY_CLAMP: return x != x ? x : x < a ? a : x > b ? b : x;
-    default: return (float)unary_eval(f, x, p0, p1);
+    default: return (float)kn__unary_eval(f, x, p0, p1);
     }
 }
 
@@ -230,7 +179,7 @@ __device__ __forceinline__ long long unary_int(int f, long long x, double p0, do
     case KN_UNARY_ADD_SCALAR: return x + (long long)p0;
     case KN_UNARY_MUL_SCALAR: return x * (long long)p0;
     case KN_UNARY_RSUB_SCALAR: return (long long)p0 - x;
-    default: return (long long)unary_eval(f, (double)x, p0, p1);
+    default: return (long long)kn__unary_eval(f, (double)x, p0, p1);
     }
 }
 
@@ -249,7 +198,7 @@ __global__ void unary_kernel(const __grid_constant__ kc_iter it, char *out, int 
         else if (mode == MODE_INT)
             kc_store_i(out + o[0] * os, odt, unary_int(f, kc_load_i(in + o[1] * is, idt), p0, p1));
         else
-            kc_store(out + o[0] * os, odt, unary_eval(f, kc_load(in + o[1] * is, idt), p0, p1));
+            kc_store(out + o[0] * os, odt, kn__unary_eval(f, kc_load(in + o[1] * is, idt), p0, p1));
     }
 }
 
@@ -287,12 +236,12 @@ __global__ void unary_bw_kernel(const __grid_constant__ kc_iter it, char *out, i
             case KN_UNARY_RELU: r = xv > 0 ? gv : 0; break;
             case KN_UNARY_SIGMOID: r = gv * xv * (1 - xv); break;
             case KN_UNARY_TANH: r = gv * (1 - xv * xv); break;
-            default: r = (float)unary_grad(f, gv, xv, p0, p1); break;
+            default: r = (float)kn__unary_grad(f, gv, xv, p0, p1); break;
             }
             ((float *)out)[o[0]] = r;
         } else {
             kc_store(out + o[0] * os, odt,
-                     unary_grad(f, kc_load(g + o[1] * gs, gdt), kc_load(x + o[2] * xs, xdt), p0, p1));
+                     kn__unary_grad(f, kc_load(g + o[1] * gs, gdt), kc_load(x + o[2] * xs, xdt), p0, p1));
         }
     }
 }
@@ -311,55 +260,6 @@ extern "C" kn_status kn__cuda_unary_backward(const kn_call *c) {
 }
 
 /* ---- binary ------------------------------------------------------------------------------------ */
-__device__ double binary_eval(int f, double a, double b) {
-    switch (f) {
-    case KN_BINARY_ADD: return a + b;
-    case KN_BINARY_SUB: return a - b;
-    case KN_BINARY_MUL: return a * b;
-    case KN_BINARY_DIV: return a / b;
-    case KN_BINARY_POW: return pow(a, b);
-    case KN_BINARY_MAX: return a != a || b != b ? NAN : a > b ? a : b;
-    case KN_BINARY_MIN: return a != a || b != b ? NAN : a < b ? a : b;
-    case KN_BINARY_EQ: return a == b;
-    case KN_BINARY_NE: return a != b;
-    case KN_BINARY_LT: return a < b;
-    case KN_BINARY_LE: return a <= b;
-    case KN_BINARY_GT: return a > b;
-    case KN_BINARY_GE: return a >= b;
-    default: return NAN;
-    }
-}
-
-__device__ long long ipow(long long a, long long b) {
-    if (b < 0) return a == 1 ? 1 : a == -1 ? (b & 1 ? -1 : 1) : 0;
-    long long r = 1;
-    while (b) {
-        if (b & 1) r *= a;
-        a *= a;
-        b >>= 1;
-    }
-    return r;
-}
-
-__device__ long long binary_int(int f, long long a, long long b) {
-    switch (f) {
-    case KN_BINARY_ADD: return a + b;
-    case KN_BINARY_SUB: return a - b;
-    case KN_BINARY_MUL: return a * b;
-    case KN_BINARY_DIV: return b ? a / b : 0;
-    case KN_BINARY_POW: return ipow(a, b);
-    case KN_BINARY_MAX: return a > b ? a : b;
-    case KN_BINARY_MIN: return a < b ? a : b;
-    case KN_BINARY_EQ: return a == b;
-    case KN_BINARY_NE: return a != b;
-    case KN_BINARY_LT: return a < b;
-    case KN_BINARY_LE: return a <= b;
-    case KN_BINARY_GT: return a > b;
-    case KN_BINARY_GE: return a >= b;
-    default: return 0;
-    }
-}
-
 __device__ __forceinline__ float binary_f32(int f, float a, float b) {
     switch (f) {
     case KN_BINARY_ADD: return a + b;
@@ -368,7 +268,7 @@ __device__ __forceinline__ float binary_f32(int f, float a, float b) {
     case KN_BINARY_DIV: return a / b;
     case KN_BINARY_MAX: return a != a || b != b ? NAN : a > b ? a : b;
     case KN_BINARY_MIN: return a != a || b != b ? NAN : a < b ? a : b;
-    default: return (float)binary_eval(f, a, b);
+    default: return (float)kn__binary_eval(f, a, b);
     }
 }
 
@@ -381,9 +281,9 @@ __global__ void binary_kernel(const __grid_constant__ kc_iter it, char *out, int
         if (mode == MODE_F32)
             ((float *)out)[o[0]] = binary_f32(f, ((const float *)a)[o[1]], ((const float *)b)[o[2]]);
         else if (mode == MODE_INT)
-            kc_store_i(out + o[0] * os, odt, binary_int(f, kc_load_i(a + o[1] * is, idt), kc_load_i(b + o[2] * is, idt)));
+            kc_store_i(out + o[0] * os, odt, kn__binary_i64(f, kc_load_i(a + o[1] * is, idt), kc_load_i(b + o[2] * is, idt)));
         else
-            kc_store(out + o[0] * os, odt, binary_eval(f, kc_load(a + o[1] * is, idt), kc_load(b + o[2] * is, idt)));
+            kc_store(out + o[0] * os, odt, kn__binary_eval(f, kc_load(a + o[1] * is, idt), kc_load(b + o[2] * is, idt)));
     }
 }
 
