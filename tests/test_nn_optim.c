@@ -118,7 +118,11 @@ static void test_adamw_and_sgd(void) {
 
     /* SGD with momentum 0.9 and Nesterov, gradient 1: buf1 = 1, update 1 + 0.9;
      * buf2 = 0.9 + 1 = 1.9, update 1 + 0.9 * 1.9. */
+    CHECK(kn_fill_(p, 0) != KN_OK, "fill_ into a leaf that requires grad is refused while recording");
+    CHECK_ERROR("fill_: in-place write into a leaf");
+    kn_no_grad_begin();
     kn_fill_(p, 0);
+    kn_no_grad_end();
     kn_sgd_opts so = kn_sgd_defaults(0.1);
     so.momentum = 0.9;
     so.nesterov = true;

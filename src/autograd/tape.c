@@ -76,6 +76,7 @@ void kn__save(kn_node *node, int k, kn_tensor *t) {
     /* An alias, not t itself: saving an op's own output must not make a cycle. */
     kn_release(node->saved[k]);
     node->saved[k] = kn__alias(t, t->ndim, t->shape, t->stride, t->offset);
+    node->saved_version[k] = t->storage->version;
 }
 
 static void drop_saved(kn_node *n) {
@@ -101,7 +102,11 @@ static kn_tensor *accumulate(kn_tensor *acc, kn_tensor *g, kn_dtype dt, bool lea
     kn_scope s = kn_scope_begin();
     kn_tensor *r = g->dtype == dt ? g : kn_cast(g, dt);
     if (acc) r = kn_add(acc, r);
-    if (leaf && r && !kn__is_contiguous(r)) r = kn_contiguous(r);
+    /* A leaf's gradient must be its own: not a view, and not a tensor that
+     * another leaf or the caller also holds (pass-through rules such as add
+     * hand the same gradient to several inputs). */
+    if (leaf && r && (!kn__is_contiguous(r) || (r == g && (g->refcount > 1 || g->storage->refcount > 1))))
+        r = kn_clone(r);
     kn_retain(r);
     kn_scope_end(s);
     kn_release(acc);
@@ -202,6 +207,11 @@ kn_status kn_backward_with(kn_tensor *root, kn_tensor *grad) {
             s = kn__err(KN_ERR_AUTOGRAD, "backward: '%s' is not differentiable", n->name);
             break;
         }
+        for (int k = 0; k < KN_NODE_MAX_SAVED && s == KN_OK; k++)
+            if (n->saved[k] && n->saved[k]->storage->version != n->saved_version[k])
+                s = kn__err(KN_ERR_AUTOGRAD, "backward: a tensor that '%s' saved for its gradient was modified in place (copy_/fill_) after the op ran; write into a copy instead",
+                            n->name);
+        if (s != KN_OK) break;
         kn_tensor *gin[KN_NODE_MAX_IN] = {0};
         kn_scope sc = kn_scope_begin();
         s = n->backward(n, n->grad_acc, gin);
@@ -216,8 +226,10 @@ kn_status kn_backward_with(kn_tensor *root, kn_tensor *grad) {
             if (!g) continue;
             if (in->grad_fn) {
                 in->grad_fn->grad_acc = accumulate(in->grad_fn->grad_acc, g, in->dtype, false);
+                if (!in->grad_fn->grad_acc && s == KN_OK) s = kn_error_code();
             } else if (in->requires_grad) {
                 in->grad = accumulate(in->grad, g, in->dtype, true);
+                if (!in->grad && s == KN_OK) s = kn_error_code();
             } else {
                 kn_release(g);
             }

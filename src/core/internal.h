@@ -29,6 +29,7 @@ typedef struct kn_storage {
     size_t nbytes;
     kn_device device;
     bool external;  /* memory not ours: not freed */
+    uint32_t version; /* bumped by every public in-place write (copy_, fill_) */
 } kn_storage;
 
 struct kn_node;
@@ -305,6 +306,7 @@ struct kn_node {
     kn_tensor *in[KN_NODE_MAX_IN];     /* retained; grads flow to these */
     bool needs[KN_NODE_MAX_IN];
     kn_tensor *saved[KN_NODE_MAX_SAVED]; /* retained detached aliases */
+    uint32_t saved_version[KN_NODE_MAX_SAVED]; /* storage versions when saved */
     int64_t out_ndim;
     int64_t out_shape[KN_MAX_DIMS];
     kn_dtype out_dtype;

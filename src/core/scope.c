@@ -40,7 +40,7 @@ static void maybe_free_lists(void) {
 kn_scope kn_scope_begin(void) {
     if (depth >= MAX_DEPTH) {
         kn__err(KN_ERR_INVALID, "kn_scope_begin: more than %d nested scopes", MAX_DEPTH);
-        return (kn_scope){depth};
+        return (kn_scope){-1}; /* a handle kn_scope_end ignores: ending it frees nothing */
     }
     depth++;
     marks[depth] = owned.len;
@@ -49,6 +49,7 @@ kn_scope kn_scope_begin(void) {
 }
 
 void kn_scope_end(kn_scope s) {
+    if (s.depth <= 0) return;
     while (depth >= s.depth && depth > 0) {
         int64_t mark = marks[depth];
         /* Release in reverse creation order: later tensors may view earlier ones. */

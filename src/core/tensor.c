@@ -289,7 +289,8 @@ kn_tensor *kn_full_like(const kn_tensor *t, double v) {
 
 kn_tensor *kn_from_data(const void *data, kn_dtype dt, int ndim, const int64_t *shape,
                         kn_device dev) {
-    if (!data && ndim && kn__numel_shape(ndim, shape)) {
+    if (!check_shape("from_data", ndim, shape)) return NULL;
+    if (!data && kn__numel_shape(ndim, shape) > 0) {
         kn__err(KN_ERR_INVALID, "from_data: data is NULL");
         return NULL;
     }
@@ -412,6 +413,7 @@ double kn_item(const kn_tensor *t) {
 
 double kn_get(const kn_tensor *t, const int64_t *index) {
     if (!t) return kn__err_null("get"), NAN;
+    if (!index && t->ndim) return kn__err(KN_ERR_INVALID, "get: index is NULL"), NAN;
     int64_t off = t->offset;
     for (int d = 0; d < t->ndim; d++) {
         if (index[d] < 0 || index[d] >= t->shape[d]) {

@@ -27,14 +27,19 @@ static kn_tensor *as3d(kn_tensor *t, int nb, const int64_t *bshape, int64_t B) {
     shape[nb + 1] = t->shape[t->ndim - 1];
     kn_tensor *e = kn__expand(t, nb + 2, shape);
     if (!e) return NULL;
+    /* The batch dims (size-1 ones aside) merge into one stride when each is
+     * the next one's stride times its size, or when all are broadcast (0). */
     int64_t bstride = 0;
-    bool mergeable = true;
-    for (int d = nb - 1, first = 1; d >= 0; d--) {
+    bool mergeable = true, all_zero = true;
+    int prev = -1;
+    for (int d = nb - 1; d >= 0; d--) {
         if (shape[d] == 1) continue;
-        if (first) bstride = e->stride[d], first = 0;
-        else if (e->stride[d] != e->stride[d + 1] * shape[d + 1] && !(e->stride[d] == 0 && bstride == 0))
-            mergeable = false;
+        if (e->stride[d] != 0) all_zero = false;
+        if (prev < 0) bstride = e->stride[d];
+        else if (e->stride[d] != e->stride[prev] * shape[prev]) mergeable = false;
+        prev = d;
     }
+    mergeable = mergeable || all_zero;
     if (!mergeable) {
         kn_tensor *c = kn__contiguous_raw(e);
         kn_release(e);

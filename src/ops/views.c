@@ -253,8 +253,8 @@ kn_tensor *kn_slice(kn_tensor *t, int dim, int64_t start, int64_t end, int64_t s
     int64_t shape[KN_MAX_DIMS], stride[KN_MAX_DIMS];
     memcpy(shape, t->shape, sizeof shape);
     memcpy(stride, t->stride, sizeof stride);
-    shape[d] = (end - start + step - 1) / step;
-    stride[d] *= step;
+    shape[d] = end == start ? 0 : (end - start - 1) / step + 1; /* no overflow for huge steps */
+    if (shape[d] > 1) stride[d] *= step;
     kn_node *node = NULL;
     kn_tensor *v = make_view("slice", t, t->ndim, shape, stride, t->offset + start * t->stride[d],
                              slice_backward, &node);
@@ -321,6 +321,11 @@ kn_tensor *kn_expand(kn_tensor *t, int nd, const int64_t *shape) {
     for (int d = 0; d < nd; d++) {
         int64_t have = d < lead ? 1 : t->shape[d - lead];
         full[d] = shape[d] == -1 && d >= lead ? have : shape[d];
+        if (full[d] < 0) {
+            kn__err(KN_ERR_INVALID, "expand: invalid size %lld for dim %d (-1 keeps an existing size only)",
+                    (long long)shape[d], d);
+            return NULL;
+        }
         if (have != full[d] && have != 1) {
             char a[128], b[128];
             kn__err(KN_ERR_SHAPE, "expand: cannot expand shape %s to %s",
@@ -403,6 +408,24 @@ kn_tensor *kn_contiguous(kn_tensor *t) {
     return convert("contiguous", t, t->storage->device, t->dtype, identity_backward);
 }
 
+/* In-place writes are not recorded on the tape, so while gradients are being
+ * recorded they are refused where autograd would be misled: into a leaf that
+ * requires grad, or into an op's result. (Saved tensors written later are
+ * caught at backward time by their storage version.) */
+static bool inplace_ok(const char *op, const kn_tensor *dst) {
+    if (!kn_grad_enabled()) return true;
+    if (dst->grad_fn) {
+        kn__err(KN_ERR_AUTOGRAD, "%s: in-place write into a tensor made by '%s' while gradients are recorded (use kn_detach, or kn_no_grad_begin)",
+                op, dst->grad_fn->name);
+        return false;
+    }
+    if (dst->requires_grad) {
+        kn__err(KN_ERR_AUTOGRAD, "%s: in-place write into a leaf that requires grad (use kn_no_grad_begin)", op);
+        return false;
+    }
+    return true;
+}
+
 kn_status kn_copy_(kn_tensor *dst, kn_tensor *src) {
     if (!dst || !src) return kn__err_null("copy_"), KN_ERR_NULL;
     int64_t shape[KN_MAX_DIMS];
@@ -414,8 +437,7 @@ kn_status kn_copy_(kn_tensor *dst, kn_tensor *src) {
                        kn__shape_str(src->ndim, src->shape, a, sizeof a),
                        kn__shape_str(dst->ndim, dst->shape, b, sizeof b));
     }
-    if (dst->requires_grad && kn_grad_enabled() && !dst->grad_fn)
-        return kn__err(KN_ERR_AUTOGRAD, "copy_: in-place write into a leaf that requires grad (use kn_no_grad_begin)");
+    if (!inplace_ok("copy_", dst)) return KN_ERR_AUTOGRAD;
     kn_scope sc = kn_scope_begin();
     kn_tensor *s = src;
     if (!kn_device_equal(src->storage->device, dst->storage->device)) {
@@ -426,11 +448,15 @@ kn_status kn_copy_(kn_tensor *dst, kn_tensor *src) {
     kn_call c = {.op = KN_OP_COPY, .device = dst->storage->device, .in = {s}, .out = {dst}};
     kn_status st = s ? kn__run(&c) : kn_error_code();
     kn_scope_end(sc);
+    if (st == KN_OK) dst->storage->version++;
     return st;
 }
 
 kn_status kn_fill_(kn_tensor *dst, double v) {
     if (!dst) return kn__err_null("fill_"), KN_ERR_NULL;
+    if (!inplace_ok("fill_", dst)) return KN_ERR_AUTOGRAD;
     kn_call c = {.op = KN_OP_FILL, .device = dst->storage->device, .out = {dst}, .f = {v}};
-    return kn__run(&c);
+    kn_status st = kn__run(&c);
+    if (st == KN_OK) dst->storage->version++;
+    return st;
 }

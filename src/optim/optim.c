@@ -122,6 +122,22 @@ kn_optim *kn_adamw_params(int n, kn_tensor *const *p, kn_adam_opts opts) {
     return adam_common(NULL, n, p, opts, OPT_ADAMW);
 }
 
+/* Moves optimizer state to where its parameter now lives (the model moved). */
+static kn_status follow(kn_tensor **state, const kn_tensor *p) {
+    kn_tensor *t = *state;
+    if (!t || (kn_device_equal(t->storage->device, p->storage->device) && t->dtype == p->dtype)) return KN_OK;
+    kn_scope s = kn_scope_begin();
+    kn_no_grad_begin();
+    kn_tensor *m = kn_to_dtype(t, p->storage->device, p->dtype);
+    kn_no_grad_end();
+    kn_retain(m);
+    kn_scope_end(s);
+    if (!m) return kn_error_code();
+    kn_release(t);
+    *state = m;
+    return KN_OK;
+}
+
 /* Optimizer state lives beside the parameter, in its dtype, in no scope. */
 static kn_tensor *state_like(kn_tensor *p) {
     kn_tensor *t = kn__new_like(p);
@@ -167,6 +183,9 @@ kn_status kn_optim_step(kn_optim *o) {
         if (!kn_device_equal(p->storage->device, g->storage->device) ||
             g->ndim != p->ndim || !kn__is_contiguous(g))
             return kn__err(KN_ERR_INVALID, "optim_step: gradient of parameter %d does not match it", i);
+        kn_status fs = follow(&o->state_a[i], p);
+        if (fs == KN_OK) fs = follow(&o->state_b[i], p);
+        if (fs != KN_OK) return fs;
         kn_call c = {.device = p->storage->device, .in = {g}};
         bool fresh = false;
         if (o->kind == OPT_SGD) {

@@ -184,6 +184,7 @@ kn_status kn__cpu_reduce(const kn_call *c) {
         return argreduce(c, dim);
     }
     int64_t n_out = kn__numel_shape(out->ndim, out->shape), R = 1;
+    if (n_out == 0) return KN_OK; /* nothing to write (e.g. a batch of 0 rows) */
     for (int d = 0; d < x->ndim; d++)
         if (mask >> d & 1) R *= x->shape[d];
     double *acc = malloc((size_t)(n_out ? n_out : 1) * sizeof *acc);
