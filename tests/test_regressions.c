@@ -111,6 +111,19 @@ static void optimizer_follows_model(void) {
     kn_module_free(m);
 }
 
+/* A 0-d operand does not widen a tensor of its kind (PyTorch's rule). */
+static void scalar_promotion(void) {
+    kn_scope s = kn_scope_begin();
+    kn_tensor *x = kn_ones(KN_SHAPE(3), KN_F32, KN_CPU), *i = kn_ones(KN_SHAPE(3), KN_I32, KN_CPU);
+    CHECK(kn_dtype_of(kn_mul(x, kn_scalar(2, KN_F64, KN_CPU))) == KN_F32, "f32 * f64 scalar stays f32");
+    CHECK(kn_dtype_of(kn_add(i, kn_scalar(2, KN_I64, KN_CPU))) == KN_I32, "i32 + i64 scalar stays i32");
+    CHECK(kn_dtype_of(kn_mul(i, kn_scalar(0.5, KN_F64, KN_CPU))) == KN_F32, "int tensor * float scalar is f32");
+    CHECK(kn_get(kn_mul(i, kn_scalar(0.5, KN_F64, KN_CPU)), (int64_t[]){0}) == 0.5, "and computes in float");
+    CHECK(kn_dtype_of(kn_mul(x, kn_ones(KN_SHAPE(3), KN_F64, KN_CPU))) == KN_F64, "tensors still promote");
+    CHECK(kn_dtype_of(kn_mul(kn_scalar(2, KN_F32, KN_CPU), kn_scalar(2, KN_F64, KN_CPU))) == KN_F64, "two scalars promote");
+    kn_scope_end(s);
+}
+
 int main(void) {
     setenv("KILN_QUIET_FALLBACK", "1", 1);
     matmul_broadcast_batches();
@@ -120,6 +133,7 @@ int main(void) {
     inplace_and_autograd();
     argument_checks();
     optimizer_follows_model();
+    scalar_promotion();
     kn_error_clear();
     CHECK(kn_live_tensors() == 0, "no tensor leaked (%lld alive)", (long long)kn_live_tensors());
     return kt_finish("regressions");

@@ -47,6 +47,18 @@ kn_tensor *kn__contiguous_raw(kn_tensor *t) {
     return kn__run_ok(&c) ? out : NULL;
 }
 
+kn_dtype kn__result_dtype(const kn_tensor *a, const kn_tensor *b) {
+    if ((a->ndim == 0) == (b->ndim == 0)) return kn_dtype_promote(a->dtype, b->dtype);
+    const kn_tensor *t = a->ndim ? a : b, *s = a->ndim ? b : a;
+    bool tf = kn_dtype_is_float(t->dtype), sf = kn_dtype_is_float(s->dtype);
+    if (tf == sf) {
+        /* bool is its own kind: a bool tensor with an integer scalar is integer. */
+        if (t->dtype == KN_BOOL && s->dtype != KN_BOOL) return kn_dtype_promote(t->dtype, s->dtype);
+        return t->dtype;
+    }
+    return tf ? t->dtype : KN_F32;
+}
+
 kn_tensor *kn__view_raw(kn_tensor *t, int ndim, const int64_t *shape) {
     int64_t stride[KN_MAX_DIMS];
     kn__contiguous_strides(ndim, shape, stride);

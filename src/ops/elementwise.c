@@ -135,7 +135,7 @@ static kn_tensor *binary(kn_binary_fn f, kn_tensor *a, kn_tensor *b) {
     if (!a || !b) return kn__err_null(name), NULL;
     kn_tensor *ab[2] = {a, b};
     if (!kn__same_device(name, 2, ab)) return NULL;
-    kn_dtype dt = kn_dtype_promote(a->dtype, b->dtype);
+    kn_dtype dt = kn__result_dtype(a, b);
     if (f == KN_BINARY_DIV) dt = kn__float_dtype(dt);
     if (dt == KN_BOOL && (f <= KN_BINARY_POW)) dt = KN_I64; /* bool arithmetic: as integers */
     int64_t shape[KN_MAX_DIMS];

@@ -18,6 +18,12 @@ void kn__release_outs(kn_call *c);
 /* Reshapes a contiguous raw tensor (a raw alias). */
 kn_tensor *kn__view_raw(kn_tensor *t, int ndim, const int64_t *shape);
 
+/* Result dtype of an elementwise op on a and b, as PyTorch: a 0-d operand
+ * (a scalar) does not widen a dimensioned one of the same kind (float32 *
+ * a float64 scalar stays float32); a float scalar makes an integer tensor
+ * float32. Otherwise kn_dtype_promote. */
+kn_dtype kn__result_dtype(const kn_tensor *a, const kn_tensor *b);
+
 /* Floating dtype an op computes in for input dt (ints become float32). */
 static inline kn_dtype kn__float_dtype(kn_dtype dt) { return kn_dtype_is_float(dt) ? dt : KN_F32; }
 
