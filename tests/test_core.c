@@ -146,9 +146,10 @@ static void test_errors(void) {
     CHECK(kn_sum(a, KN_DIMS(2), false) == NULL, "bad dim");
     CHECK_ERROR("sum: dim 2 out of range for a 2-d tensor");
     CHECK(kn_zeros(KN_SHAPE(1, 2, 3, 4, 5, 6, 7, 8, 9), KN_F32, KN_CPU) == NULL, "too many dims");
-    CHECK_ERROR("at most 8");
+    CHECK_ERROR("zeros: 9 dimensions (at most 8)");
     CHECK(kn_zeros(KN_SHAPE((int64_t)1 << 50, (int64_t)1 << 20), KN_F32, KN_CPU) == NULL, "huge alloc fails cleanly");
     CHECK(kn_error_code() == KN_ERR_OOM, "out of memory status");
+    CHECK_ERROR("zeros: out of memory");
     kn_scope_end(s);
 }
 

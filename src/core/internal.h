@@ -53,6 +53,8 @@ void kn__storage_release(kn_storage *s);
 /* A new contiguous tensor (refcount 1, in no scope: internal use). Data is
  * uninitialised. NULL (with an error) on bad shape or out of memory. */
 kn_tensor *kn__new(int ndim, const int64_t *shape, kn_dtype dt, kn_device dev);
+/* The same, naming `op` in its error messages (public creation functions). */
+kn_tensor *kn__new_named(const char *op, int ndim, const int64_t *shape, kn_dtype dt, kn_device dev);
 kn_tensor *kn__new_like(const kn_tensor *t);
 /* A view sharing t's storage with the given geometry (refcount 1, no scope). */
 kn_tensor *kn__alias(const kn_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,

@@ -28,13 +28,12 @@ static kn_tensor *random_tensor(const char *op, int ndim, const int64_t *shape, 
                                 kn_device dev, kn_generator *gen, kn_random_kind kind, double a,
                                 double b) {
     if (!gen) gen = &global;
-    kn_tensor *t = kn__new(ndim, shape, dt, dev);
+    kn_tensor *t = kn__new_named(op, ndim, shape, dt, dev);
     if (!t) return NULL;
     int64_t n = kn__numel_shape(ndim, shape);
     kn_call c = {.op = KN_OP_RANDOM, .device = dev, .out = {t},
                  .i = {kind, (int64_t)gen->seed, (int64_t)kn__generator_take(gen, n, kind == KN_RANDOM_NORMAL ? 2 : 4)},
                  .f = {a, b}};
-    (void)op;
     if (kn__run(&c) != KN_OK) {
         kn_release(t);
         return NULL;

@@ -135,9 +135,13 @@ static bool check_shape(const char *op, int ndim, const int64_t *shape) {
 }
 
 kn_tensor *kn__new(int ndim, const int64_t *shape, kn_dtype dt, kn_device dev) {
-    if (!check_shape("tensor", ndim, shape)) return NULL;
+    return kn__new_named("tensor", ndim, shape, dt, dev);
+}
+
+kn_tensor *kn__new_named(const char *op, int ndim, const int64_t *shape, kn_dtype dt, kn_device dev) {
+    if (!check_shape(op, ndim, shape)) return NULL;
     if ((unsigned)dt >= KN_DTYPE_COUNT) {
-        kn__err(KN_ERR_DTYPE, "tensor: invalid dtype %d", (int)dt);
+        kn__err(KN_ERR_DTYPE, "%s: invalid dtype %d", op, (int)dt);
         return NULL;
     }
     int64_t n = 1;
@@ -145,14 +149,21 @@ kn_tensor *kn__new(int ndim, const int64_t *shape, kn_dtype dt, kn_device dev) {
         /* Overflow-safe: a product past 2^56 bytes is refused before it wraps. */
         if (shape[i] && n > (((int64_t)1 << 56) / (int64_t)kn_dtype_size(dt)) / shape[i]) {
             char b[160];
-            kn__err(KN_ERR_OOM, "out of memory: a tensor of shape %s (%s) is too large",
+            kn__err(KN_ERR_OOM, "%s: out of memory: a tensor of shape %s (%s) is too large", op,
                     kn__shape_str(ndim, shape, b, sizeof b), kn_dtype_name(dt));
             return NULL;
         }
         n *= shape[i];
     }
     kn_storage *s = kn__storage_new((size_t)n * kn_dtype_size(dt), dev);
-    if (!s) return NULL;
+    if (!s) {
+        if (strcmp(op, "tensor")) { /* say which op asked */
+            char msg[900];
+            snprintf(msg, sizeof msg, "%s", kn_error());
+            kn__err(kn_error_code(), "%s: %s", op, msg);
+        }
+        return NULL;
+    }
     kn_tensor *t = alloc_struct();
     if (!t) {
         kn__storage_release(s);
@@ -249,11 +260,12 @@ const char *kn_shape_str(const kn_tensor *t, char *buf, size_t cap) {
 
 /* ---- creation ------------------------------------------------------------------------ */
 kn_tensor *kn_empty(int ndim, const int64_t *shape, kn_dtype dt, kn_device dev) {
-    return kn__scoped(kn__new(ndim, shape, dt, dev));
+    return kn__scoped(kn__new_named("empty", ndim, shape, dt, dev));
 }
 
-static kn_tensor *filled(int ndim, const int64_t *shape, double v, kn_dtype dt, kn_device dev) {
-    kn_tensor *t = kn__new(ndim, shape, dt, dev);
+static kn_tensor *filled_named(const char *op, int ndim, const int64_t *shape, double v, kn_dtype dt,
+                               kn_device dev) {
+    kn_tensor *t = kn__new_named(op, ndim, shape, dt, dev);
     if (!t) return NULL;
     kn_call c = {.op = KN_OP_FILL, .device = dev, .out = {t}, .f = {v}};
     if (kn__run(&c) != KN_OK) {
@@ -264,27 +276,27 @@ static kn_tensor *filled(int ndim, const int64_t *shape, double v, kn_dtype dt, 
 }
 
 kn_tensor *kn_zeros(int ndim, const int64_t *shape, kn_dtype dt, kn_device dev) {
-    return filled(ndim, shape, 0, dt, dev);
+    return filled_named("zeros", ndim, shape, 0, dt, dev);
 }
 kn_tensor *kn_ones(int ndim, const int64_t *shape, kn_dtype dt, kn_device dev) {
-    return filled(ndim, shape, 1, dt, dev);
+    return filled_named("ones", ndim, shape, 1, dt, dev);
 }
 kn_tensor *kn_full(int ndim, const int64_t *shape, double v, kn_dtype dt, kn_device dev) {
-    return filled(ndim, shape, v, dt, dev);
+    return filled_named("full", ndim, shape, v, dt, dev);
 }
-kn_tensor *kn_scalar(double v, kn_dtype dt, kn_device dev) { return filled(0, NULL, v, dt, dev); }
+kn_tensor *kn_scalar(double v, kn_dtype dt, kn_device dev) { return filled_named("scalar", 0, NULL, v, dt, dev); }
 
 kn_tensor *kn_zeros_like(const kn_tensor *t) {
     if (!t) return kn__err_null("zeros_like"), NULL;
-    return filled(t->ndim, t->shape, 0, t->dtype, t->storage->device);
+    return filled_named("zeros_like", t->ndim, t->shape, 0, t->dtype, t->storage->device);
 }
 kn_tensor *kn_ones_like(const kn_tensor *t) {
     if (!t) return kn__err_null("ones_like"), NULL;
-    return filled(t->ndim, t->shape, 1, t->dtype, t->storage->device);
+    return filled_named("ones_like", t->ndim, t->shape, 1, t->dtype, t->storage->device);
 }
 kn_tensor *kn_full_like(const kn_tensor *t, double v) {
     if (!t) return kn__err_null("full_like"), NULL;
-    return filled(t->ndim, t->shape, v, t->dtype, t->storage->device);
+    return filled_named("full_like", t->ndim, t->shape, v, t->dtype, t->storage->device);
 }
 
 kn_tensor *kn_from_data(const void *data, kn_dtype dt, int ndim, const int64_t *shape,
@@ -294,7 +306,7 @@ kn_tensor *kn_from_data(const void *data, kn_dtype dt, int ndim, const int64_t *
         kn__err(KN_ERR_INVALID, "from_data: data is NULL");
         return NULL;
     }
-    kn_tensor *t = kn__new(ndim, shape, dt, dev);
+    kn_tensor *t = kn__new_named("from_data", ndim, shape, dt, dev);
     if (!t) return NULL;
     size_t n = t->storage->nbytes;
     if (n && kn__copy_bytes(dev, t->storage->data, KN_CPU, data, n) != KN_OK) {
@@ -306,10 +318,9 @@ kn_tensor *kn_from_data(const void *data, kn_dtype dt, int ndim, const int64_t *
 
 static kn_tensor *ramp(const char *op, int64_t n, double start, double step, kn_dtype dt,
                        kn_device dev) {
-    kn_tensor *t = kn__new(1, &n, dt, dev);
+    kn_tensor *t = kn__new_named(op, 1, &n, dt, dev);
     if (!t) return NULL;
     kn_call c = {.op = KN_OP_ARANGE, .device = dev, .out = {t}, .f = {start, step}};
-    (void)op;
     if (kn__run(&c) != KN_OK) {
         kn_release(t);
         return NULL;
