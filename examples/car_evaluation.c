@@ -59,10 +59,10 @@ static kn_tensor *model_forward(kn_module *self, int n, kn_tensor *const *in) {
     (void)n;
     kn_tensor *x = in[0]; /* [N, 6] int64 codes */
     kn_module *embs = kn_module_child(self, "all_embeddings");
-    kn_tensor *parts[N_CAT];
-    for (int i = 0; i < N_CAT; i++)
-        parts[i] = kn_module_forward(kn_module_child_at(embs, i), kn_select(x, 1, i));
-    kn_tensor *h = kn_concat(N_CAT, parts, 1);
+    /* torch.cat([emb(x[:, i]) for i, emb in enumerate(all_embeddings)], 1), as one op */
+    kn_tensor *tables[N_CAT];
+    for (int i = 0; i < N_CAT; i++) tables[i] = kn_module_get(kn_module_child_at(embs, i), "weight");
+    kn_tensor *h = kn_embedding_cat(N_CAT, tables, x);
     h = kn_module_forward(kn_module_child(self, "embedding_dropout"), h);
     return kn_module_forward(kn_module_child(self, "layers"), h);
 }

@@ -1,6 +1,7 @@
 /* Every backward rule against central finite differences in float64, on
  * every device present (the kernel-less test device included). */
 #include "kn_test.h"
+#include "ops/fused.h"
 
 typedef kn_tensor *(*fn1)(kn_tensor **, void *);
 
@@ -126,6 +127,46 @@ static kn_tensor *g_dropout(kn_tensor **x, void *ctx) {
     return kn_dropout(x[0], 0.3, true, &g);
 }
 
+static kn_tensor *g_embedding_cat(kn_tensor **x, void *ctx) {
+    (void)ctx;
+    int64_t idx[] = {1, 2, 1, 0, 3, 2, 0, 0, 1, 1}; /* [5, 2]: rows of x[0] [4, 3] and of x[1] [3, 2] */
+    kn_tensor *i = kn_to(kn_from_data(idx, KN_I64, KN_SHAPE(5, 2), KN_CPU), kn_device_of(x[0]));
+    return kn_mul(kn_embedding_cat(2, x, i), kn_embedding_cat(2, x, i)); /* squared: gradients depend on values */
+}
+static kn_tensor *g_ce_sum(kn_tensor **x, void *ctx) {
+    (void)ctx;
+    kn_loss_opts o = kn_loss_opts_default();
+    o.reduction = KN_REDUCTION_SUM;
+    o.label_smoothing = 0.2;
+    return kn_cross_entropy_ex(x[0], targets(x[0]), &o);
+}
+static kn_tensor *g_ce_none(kn_tensor **x, void *ctx) {
+    (void)ctx;
+    kn_loss_opts o = kn_loss_opts_default();
+    o.reduction = KN_REDUCTION_NONE;
+    o.ignore_index = 0;
+    return kn_cross_entropy_ex(x[0], targets(x[0]), &o);
+}
+F(g_linear_relu, kn__linear_act(x[0], kn_narrow(x[1], 0, 0, 3), kn_select(x[1], 0, 3), KN_ACT_RELU))
+/* x[0] [4, 3] input; x[1] [6, 3]: the Linear's weight (rows 0-2), its bias
+ * (row 3), the norm's weight and bias (rows 4, 5). Dropout with a fixed
+ * generator: the same mask at every evaluation. */
+static kn_tensor *linear_bn_case(kn_tensor **x, kn_activation act, bool training, double p) {
+    kn_generator g = kn_generator_make(11);
+    double m[] = {0.1, -0.2, 0.3}, v[] = {0.5, 1.5, 2.0};
+    kn_device d = kn_device_of(x[0]);
+    kn__bn_opts o = {.weight = kn_select(x[1], 0, 4), .bias = kn_select(x[1], 0, 5), .training = training,
+                     .momentum = 0.1, .eps = 1e-5, .dropout = p, .gen = &g};
+    if (!training) { /* eval: fixed running statistics */
+        o.running_mean = kn_to(kn_from_data(m, KN_F64, KN_SHAPE(3), KN_CPU), d);
+        o.running_var = kn_to(kn_from_data(v, KN_F64, KN_SHAPE(3), KN_CPU), d);
+    }
+    return kn__linear_bn(x[0], kn_narrow(x[1], 0, 0, 3), kn_select(x[1], 0, 3), act, &o);
+}
+static kn_tensor *g_lbn_relu_drop(kn_tensor **x, void *c) { (void)c; return linear_bn_case(x, KN_ACT_RELU, true, 0.3); }
+static kn_tensor *g_lbn_plain(kn_tensor **x, void *c) { (void)c; return linear_bn_case(x, KN_ACT_NONE, true, 0); }
+static kn_tensor *g_lbn_eval(kn_tensor **x, void *c) { (void)c; return linear_bn_case(x, KN_ACT_RELU, false, 0); }
+
 typedef struct {
     const char *name;
     fn1 f;
@@ -162,6 +203,11 @@ static const grad_case cases[] = {
     {"nll sum", g_nll_sum, 1, {{4, 3}}},   {"mse", g_mse, 2, {{4, 3}, {4, 3}}},
     {"batch_norm train", g_bn_train, 2, {{4, 3}, {3, 3}}}, {"batch_norm eval", g_bn_eval, 2, {{4, 3}, {3, 3}}},
     {"layer_norm", g_ln, 2, {{4, 3}, {4, 2}}}, {"dropout", g_dropout, 1, {{4, 3}}},
+    {"embedding_cat", g_embedding_cat, 2, {{4, 3}, {3, 2}}}, {"cross_entropy sum, smoothing", g_ce_sum, 1, {{4, 3}}},
+    {"cross_entropy none, ignore", g_ce_none, 1, {{4, 3}}}, {"linear+relu", g_linear_relu, 2, {{4, 3}, {4, 3}}},
+    {"linear+relu+batch_norm+dropout", g_lbn_relu_drop, 2, {{4, 3}, {6, 3}}},
+    {"linear+batch_norm", g_lbn_plain, 2, {{4, 3}, {6, 3}}},
+    {"linear+relu+batch_norm eval", g_lbn_eval, 2, {{4, 3}, {6, 3}}},
 };
 
 int main(void) {

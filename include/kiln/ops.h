@@ -80,6 +80,12 @@ kn_tensor *kn_gather(kn_tensor *a, int dim, kn_tensor *index);
 kn_tensor *kn_index_add(kn_tensor *a, int dim, kn_tensor *index, kn_tensor *src);
 /* weight[indices]: indices of any shape, result shape indices.shape + [dim]. */
 kn_tensor *kn_embedding(kn_tensor *weight, kn_tensor *indices);
+/* n tables looked up and joined: indices [N, n] (column k indexes
+ * weights[k] [V_k, D_k]), result [N, D_0 + ... + D_{n-1}]. The same as
+ * concatenating kn_embedding(weights[k], column k) along dim 1, as one op
+ * (a tabular model's categorical columns, as in fastai or the PyTorch
+ * tabular tutorial). */
+kn_tensor *kn_embedding_cat(int n, kn_tensor *const *weights, kn_tensor *indices);
 /* Rows where mask is true, as a 1-D tensor of a's elements (no autograd). */
 kn_tensor *kn_masked_select(kn_tensor *a, kn_tensor *mask);
 

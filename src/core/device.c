@@ -243,11 +243,13 @@ void kn_fallback_stats_reset(void) {
 }
 
 /* ---- dispatch --------------------------------------------------------------------------------- */
-static const char *op_names[KN_OP_COUNT] = {
+static const char *op_names[] = {
     "copy", "fill", "arange", "unary", "unary_backward", "binary", "where", "reduce", "matmul",
-    "index_select", "gather", "index_add", "softmax", "softmax_backward", "nll", "nll_backward",
+    "index_select", "gather", "index_add", "embedding_cat", "embedding_cat_backward", "softmax",
+    "softmax_backward", "nll", "nll_backward", "cross_entropy", "cross_entropy_backward",
     "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward", "random", "dropout",
     "adam", "sgd"};
+_Static_assert(sizeof op_names / sizeof *op_names == KN_OP_COUNT, "one name per op");
 
 const char *kn__op_name(kn_op op) { return (unsigned)op < KN_OP_COUNT ? op_names[op] : "?"; }
 

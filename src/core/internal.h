@@ -128,8 +128,10 @@ typedef enum {
      * dims of size 1 (keepdim shape; the op layer reshapes afterwards).
      * ARGMAX/ARGMIN reduce exactly one dim and write KN_I64. */
     KN_OP_REDUCE,
-    /* out[0] [B, M, N] = in[0] [B, M, K] @ in[1] [B, K, N] (+ in[2] [N] if
-     * not NULL). Batch stride may be 0 (broadcast). Any strides; floats only. */
+    /* out[0] [B, M, N] = act(in[0] [B, M, K] @ in[1] [B, K, N] (+ in[2] [N] if
+     * not NULL)), act = i[0]: KN_ACT_NONE or KN_ACT_RELU (a GEMM epilogue
+     * where the backend has one). Batch stride may be 0 (broadcast). Any
+     * strides; floats only. */
     KN_OP_MATMUL,
     /* out[0] = in[0] selected at in[1] (1-D integer) along dim i[0]. */
     KN_OP_INDEX_SELECT,
@@ -138,6 +140,15 @@ typedef enum {
     /* In place: out[0] (a strided tensor) += in[0] (src) at in[1] (1-D index)
      * along dim i[0]. Must be correct with repeated indices. */
     KN_OP_INDEX_ADD,
+    /* Embeddings of i[0] = T tables, joined: out[0] [N, sum D_k] (may be a
+     * strided view) row n = concat over k of table k's row codes[n, k]; in[0]
+     * codes [N, T] (integer, any strides), in[1 + k] table k [V_k, D_k]
+     * (contiguous, out's dtype). A code outside [0, V_k) is an error. */
+    KN_OP_EMBEDDING_CAT,
+    /* Its backward: out[k] [V_k, D_k] (contiguous, written whole: zero where
+     * no row refers) = the sum of grad rows in[0] [N, sum D_k] (any strides)
+     * over the rows whose code for table k is that row; in[1] codes; i[0] = T. */
+    KN_OP_EMBEDDING_CAT_BACKWARD,
     /* out[0] = softmax (i[1] = 0) or log_softmax (i[1] = 1) of in[0] along
      * dim i[0]. */
     KN_OP_SOFTMAX,
@@ -146,24 +157,43 @@ typedef enum {
     KN_OP_SOFTMAX_BACKWARD,
     /* Negative log-likelihood of log-probabilities in[0] [N, C] at targets
      * in[1] [N] (integer), with class weights in[2] [C] or NULL, label
-     * smoothing f[0], ignore_index i[0], i[1] = 1 when called by
-     * cross_entropy (names the op in errors). out[0] [N]: per-row loss (already
+     * smoothing f[0], ignore_index i[0]. out[0] [N]: per-row loss (already
      * weighted); out[1] [N]: per-row weight (0 for ignored rows). Smoothed
      * loss: (1-s) * w[t] * -lp[t] + s/C * sum_c w[c] * -lp[c]. */
     KN_OP_NLL,
     /* out[0] [N, C] = d loss / d lp, for per-row loss grads in[0] [N],
      * targets in[1], weights in[2] or NULL, same f[0]/i[0] as NLL. */
     KN_OP_NLL_BACKWARD,
+    /* Cross-entropy of logits in[0] [N, C] (contiguous) at targets in[1] [N]
+     * (integer), class weights in[2] [C] or NULL, label smoothing f[0],
+     * ignore_index i[0], reduction i[1] (kn_reduction). Row loss as NLL's on
+     * log_softmax(logits); out[0] the loss (0-d for mean and sum, [N] for
+     * none), out[1] [N] each row's log-sum-exp, out[2] 0-d the sum of the
+     * rows' weights (mean divides by it). All in the logits' dtype. */
+    KN_OP_CROSS_ENTROPY,
+    /* out[0] [N, C] = d loss / d logits for the grad in[0] of out[0] above
+     * (0-d, or [N] for none); in[1] logits, in[2] targets, in[3] weights or
+     * NULL, in[4] log-sum-exp [N], in[5] weight sum (0-d); same f[0], i[0],
+     * i[1]. Ignored rows get zeros. */
+    KN_OP_CROSS_ENTROPY_BACKWARD,
     /* Batch norm of in[0] [N, C, L] (L = 1 for 2-D input, viewed as 3-D),
      * weight in[1] [C] or NULL, bias in[2] [C] or NULL, running mean in[3]
-     * and var in[4] [C] or NULL (updated in place when training: the call
-     * marks them in `inout`), i[0] =
-     * training, f[0] = momentum, f[1] = eps. out[0] y; out[1] mean [C] and
-     * out[2] invstd [C] (the statistics used, saved for backward). */
+     * and var in[4] [C] or NULL, and the integer 0-d batch count in[5] or
+     * NULL (updated in place when training: running stats move with
+     * momentum, the count goes up by one; the call marks them in `inout`),
+     * i[0] = training, f[0] = momentum, f[1] = eps. out[0] y; out[1] mean
+     * [C] and out[2] invstd [C] (the statistics used, saved for backward).
+     * Fused dropout: f[2] = p > 0 applies dropout to y (Philox seed i[1],
+     * offset i[2], element k of y in contiguous order, as KN_OP_DROPOUT). */
     KN_OP_BATCH_NORM,
     /* in[0] grad of y, in[1] x, in[2] weight or NULL, in[3] mean, in[4]
      * invstd; i[0] training. out[0] grad x, out[1] grad weight [C] (may be
-     * NULL), out[2] grad bias [C] (may be NULL). */
+     * NULL), out[2] grad bias [C] (may be NULL). Fused neighbours: f[0] = p
+     * > 0: in[0] is the grad of a dropout of y (seed i[1], offset i[2]), so
+     * it is first passed back through it; i[3] = 1: x is a ReLU's output and
+     * grad x is passed back through the ReLU (zero where x <= 0); out[3] [C]
+     * (or NULL, and only with out[0]): the sums of grad x over N and L (after
+     * the ReLU): the bias gradient of a Linear before it. */
     KN_OP_BATCH_NORM_BACKWARD,
     /* Layer norm over the trailing i[0] elements (in[0] viewed as [R, i[0]]),
      * weight in[1], bias in[2] (i[0] elements, or NULL), eps f[0]. out[0] y,
@@ -216,13 +246,18 @@ typedef enum {
 
 typedef enum { KN_RANDOM_UNIFORM = 0, KN_RANDOM_NORMAL, KN_RANDOM_INT, KN_RANDOM_BITS } kn_random_kind;
 
+/* Activations a GEMM applies in its epilogue (KN_OP_MATMUL i[0]). */
+typedef enum { KN_ACT_NONE = 0, KN_ACT_RELU } kn_activation;
+
 const char *kn__unary_name(kn_unary_fn f);
 const char *kn__binary_name(kn_binary_fn f);
 const char *kn__reduce_name(kn_reduce_fn f);
 const char *kn__op_name(kn_op op);
 
-#define KN_CALL_MAX_IN 6
-#define KN_CALL_MAX_OUT 4
+/* Room for KN_EMBEDDING_CAT_MAX tables (and the codes) in one call. */
+#define KN_EMBEDDING_CAT_MAX 16
+#define KN_CALL_MAX_IN (KN_EMBEDDING_CAT_MAX + 1)
+#define KN_CALL_MAX_OUT KN_EMBEDDING_CAT_MAX
 typedef struct {
     kn_op op;
     kn_device device;
@@ -295,7 +330,7 @@ typedef void (*kn_range_fn)(int64_t begin, int64_t end, void *ctx);
 void kn__parallel_for(int64_t n, int64_t grain, kn_range_fn fn, void *ctx);
 
 /* ---- autograd (src/autograd) ----------------------------------------------- */
-#define KN_NODE_MAX_IN 6
+#define KN_NODE_MAX_IN KN_EMBEDDING_CAT_MAX
 #define KN_NODE_MAX_SAVED 6
 typedef struct kn_node kn_node;
 /* Computes grad_in[k] (a new tensor, or NULL for "no gradient") for each input

@@ -1,8 +1,10 @@
 /* The standard layers, built on the module API like a user's own would be. */
 #include "nn_internal.h"
+#include "ops/fused.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Parameters are raw references (in no scope): the module will own them. */
 static kn_tensor *param_uniform(int ndim, const int64_t *shape, double bound) {
@@ -88,25 +90,22 @@ kn_module *kn_nn_embedding(int64_t num, int64_t dim) {
 /* ---- BatchNorm1d ------------------------------------------------------------------------------ */
 typedef struct {
     double eps, momentum;
-    int64_t batches;
 } bn_state;
 
+/* num_batches_tracked counts on the device, inside the norm's kernel. */
 static kn_tensor *batch_norm_forward(kn_module *m, int n, kn_tensor *const *x) {
     (void)n;
     bn_state *s = kn_module_state(m);
-    bool training = kn_module_training(m);
-    kn_tensor *y = kn_batch_norm(x[0], kn_module_get(m, "running_mean"), kn_module_get(m, "running_var"),
-                                 kn_module_get(m, "weight"), kn_module_get(m, "bias"), training,
-                                 s->momentum, s->eps);
-    if (y && training) kn_fill_(kn_module_get(m, "num_batches_tracked"), (double)++s->batches);
-    return y;
+    return kn__batch_norm_ex(x[0], kn_module_get(m, "running_mean"), kn_module_get(m, "running_var"),
+                             kn_module_get(m, "weight"), kn_module_get(m, "bias"),
+                             kn_module_get(m, "num_batches_tracked"), kn_module_training(m), s->momentum, s->eps);
 }
 
 kn_module *kn_nn_batch_norm1d(int64_t c) {
     if (!positive("BatchNorm1d", "num_features", c)) return NULL;
     kn_module *m = kn_module_new("BatchNorm1d", batch_norm_forward, sizeof(bn_state), NULL);
     if (!m) return NULL;
-    *(bn_state *)kn_module_state(m) = (bn_state){1e-5, 0.1, 0};
+    *(bn_state *)kn_module_state(m) = (bn_state){1e-5, 0.1};
     kn__module_set_repr(m, "%lld, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True", (long long)c);
     m = with_param(m, "weight", own_full(c, 1, KN_F32));
     if (m) m = with_param(m, "bias", own_full(c, 0, KN_F32));
@@ -180,11 +179,72 @@ kn_module *kn_nn_leaky_relu(double slope) {
 }
 
 /* ---- Sequential -------------------------------------------------------------------------------- */
+/* Runs of built-in layers that have a fused form run as one op (src/ops/fused.h):
+ *   Linear, ReLU                          -> one GEMM with ReLU in its epilogue
+ *   Linear [, ReLU], BatchNorm1d [, Dropout] -> GEMM + one norm kernel, and back
+ * with the same results (and random draws) as the layers one by one. Only the
+ * library's own layer types are fused (a user's module never is), on 2-D
+ * input. KILN_FUSE=0 turns it off. */
+static int fusion = -1; /* -1: not read yet */
+
+void kn__nn_set_fusion(bool on) { fusion = on; }
+
+static bool fusion_on(void) {
+    if (fusion < 0) {
+        const char *e = getenv("KILN_FUSE");
+        fusion = !(e && !strcmp(e, "0"));
+    }
+    return fusion;
+}
+
+static bool is(kn_module *m, kn_forward_fn f) { return m && kn__module_forward_fn(m) == f; }
+
+/* Children [i, *next) fused, when they start with a Linear that fuses with
+ * what follows; NULL with *next == i when they do not (no error then). */
+static kn_tensor *fused_run(kn_module *seq, int i, int *next, kn_tensor *x) {
+    int nc = kn_module_num_children(seq), j = i + 1;
+    *next = i;
+    kn_module *lin = kn_module_child_at(seq, i);
+    if (!fusion_on() || !is(lin, linear_forward) || !x || kn_ndim(x) != 2 || j >= nc) return NULL;
+    bool relu = is(kn_module_child_at(seq, j), relu_forward);
+    if (relu) j++;
+    kn_module *bn = j < nc && is(kn_module_child_at(seq, j), batch_norm_forward) ? kn_module_child_at(seq, j) : NULL;
+    if (!bn && !relu) return NULL;
+    kn_tensor *w = kn_module_get(lin, "weight"), *b = kn_module_get(lin, "bias");
+    kn_activation act = relu ? KN_ACT_RELU : KN_ACT_NONE;
+    if (!bn) {
+        *next = j;
+        return kn__linear_act(x, w, b, act);
+    }
+    j++;
+    const bn_state *st = kn_module_state(bn);
+    kn__bn_opts o = {.running_mean = kn_module_get(bn, "running_mean"), .running_var = kn_module_get(bn, "running_var"),
+                     .weight = kn_module_get(bn, "weight"), .bias = kn_module_get(bn, "bias"),
+                     .num_batches = kn_module_get(bn, "num_batches_tracked"), .training = kn_module_training(bn),
+                     .momentum = st->momentum, .eps = st->eps};
+    kn_module *drop = j < nc && is(kn_module_child_at(seq, j), dropout_forward) ? kn_module_child_at(seq, j) : NULL;
+    double p = drop ? ((scalar_state *)kn_module_state(drop))->p : 0;
+    if (drop && (!kn_module_training(drop) || p == 0 || (p > 0 && p < 1))) { /* p = 1 stays a layer of its own */
+        o.dropout = kn_module_training(drop) ? p : 0;
+        j++;
+    }
+    *next = j;
+    return kn__linear_bn(x, w, b, act, &o);
+}
+
 static kn_tensor *sequential_forward(kn_module *m, int n, kn_tensor *const *x) {
     kn_tensor *h = NULL;
-    for (int i = 0; i < kn_module_num_children(m); i++) {
-        kn_module *c = kn_module_child_at(m, i);
-        h = i == 0 ? kn_module_forward_n(c, n, x) : kn_module_forward(c, h);
+    for (int i = 0; i < kn_module_num_children(m);) {
+        int next = i;
+        kn_tensor *f = n == 1 || i > 0 ? fused_run(m, i, &next, i == 0 ? x[0] : h) : NULL;
+        if (next > i) {
+            h = f;
+            i = next;
+        } else {
+            kn_module *c = kn_module_child_at(m, i);
+            h = i == 0 ? kn_module_forward_n(c, n, x) : kn_module_forward(c, h);
+            i++;
+        }
         if (!h) return NULL;
     }
     return n == 1 && !h ? kn__scoped(kn_retain(x[0])) : h;

@@ -54,6 +54,7 @@ kn_module *kn_module_new(const char *type, kn_forward_fn forward, size_t state_s
 }
 
 void *kn_module_state(kn_module *m) { return m ? m->state : NULL; }
+kn_forward_fn kn__module_forward_fn(const kn_module *m) { return m ? m->forward : NULL; }
 const char *kn_module_type(const kn_module *m) { return m ? m->type : NULL; }
 
 void kn__module_set_repr(kn_module *m, const char *fmt, ...) {

@@ -72,7 +72,8 @@ static const char *open_shape(const kn_tensor *t, int d, char *buf, size_t cap) 
 }
 
 /* ---- concat ------------------------------------------------------------------------------------ */
-/* i[0] = dim, i[1 + k] = size of input k along dim. */
+/* i[0] = dim, i[1 + k] = size of input k along dim: a node joins at most 7. */
+#define CONCAT_MAX_IN 7
 static kn_status concat_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
     int dim = (int)n->i[0];
     int64_t off = 0;
@@ -112,7 +113,7 @@ static kn_tensor *concat_run(int n, kn_tensor *const *ts, int d, kn_dtype dt) {
         }
         off += len;
     }
-    if (n <= KN_NODE_MAX_IN) {
+    if (n <= CONCAT_MAX_IN) {
         kn_node *node = kn__record(out, "concat", concat_backward, n, ts);
         if (node) {
             node->i[0] = d;
@@ -152,9 +153,9 @@ kn_tensor *kn_concat(int n, kn_tensor *const *ts, int dim) {
         dt = kn_dtype_promote(dt, t->dtype);
         grad = grad || t->requires_grad;
     }
-    if (n <= KN_NODE_MAX_IN || !grad || !kn_grad_enabled()) return kn__scoped(concat_run(n, ts, d, dt));
+    if (n <= CONCAT_MAX_IN || !grad || !kn_grad_enabled()) return kn__scoped(concat_run(n, ts, d, dt));
     /* Too many inputs for one tape node: join groups, then the groups (a tree). */
-    int ng = (n + KN_NODE_MAX_IN - 1) / KN_NODE_MAX_IN;
+    int ng = (n + CONCAT_MAX_IN - 1) / CONCAT_MAX_IN;
     kn_tensor **parts = malloc((size_t)ng * sizeof *parts);
     if (!parts) {
         kn__err(KN_ERR_OOM, "concat: out of host memory");
@@ -163,8 +164,8 @@ kn_tensor *kn_concat(int n, kn_tensor *const *ts, int dim) {
     kn_scope s = kn_scope_begin();
     bool ok = true;
     for (int g = 0; g < ng && ok; g++) {
-        int m = n - g * KN_NODE_MAX_IN < KN_NODE_MAX_IN ? n - g * KN_NODE_MAX_IN : KN_NODE_MAX_IN;
-        ok = (parts[g] = kn__scoped(concat_run(m, ts + g * KN_NODE_MAX_IN, d, dt))) != NULL;
+        int m = n - g * CONCAT_MAX_IN < CONCAT_MAX_IN ? n - g * CONCAT_MAX_IN : CONCAT_MAX_IN;
+        ok = (parts[g] = kn__scoped(concat_run(m, ts + g * CONCAT_MAX_IN, d, dt))) != NULL;
     }
     kn_tensor *r = ok ? kn_keep(kn_concat(ng, parts, d)) : NULL;
     kn_scope_end(s);
@@ -450,6 +451,100 @@ kn_tensor *kn_embedding(kn_tensor *weight, kn_tensor *indices) {
     }
     kn_release(flat);
     return kn__scoped(out);
+}
+
+/* ---- embedding_cat ---------------------------------------------------------------------------------
+ * Many tables, one lookup each, joined: one kernel each way instead of a
+ * lookup per table, a copy per table into the join, and a zeroing and a
+ * scatter per table backward. saved[0] = the codes [N, T]; i[0] = T. */
+static kn_status embedding_cat_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    int T = (int)n->i[0];
+    kn_device dev = g->storage->device;
+    kn_call c = {.op = KN_OP_EMBEDDING_CAT_BACKWARD, .device = dev, .in = {g, n->saved[0]}, .i = {T}};
+    for (int k = 0; k < T; k++)
+        if (!(c.out[k] = kn__new(2, n->in[k]->shape, g->dtype, dev))) {
+            kn__release_outs(&c);
+            return kn_error_code();
+        }
+    if (!kn__run_ok(&c)) return kn_error_code();
+    for (int k = 0; k < T; k++) gin[k] = kn__scoped(c.out[k]);
+    return KN_OK;
+}
+
+/* At most KN_EMBEDDING_CAT_MAX checked tables (dtype dt) into a new [N, sum D] (raw). */
+static kn_tensor *embedding_cat_run(int T, kn_tensor *const *w, kn_tensor *codes, kn_dtype dt) {
+    int64_t D = 0;
+    for (int k = 0; k < T; k++) D += w[k]->shape[1];
+    kn_device dev = codes->storage->device;
+    kn_tensor *out = kn__new(2, (int64_t[]){codes->shape[0], D}, dt, dev);
+    kn_call c = {.op = KN_OP_EMBEDDING_CAT, .device = dev, .in = {codes}, .out = {out}, .i = {T}};
+    bool ok = out != NULL;
+    for (int k = 0; k < T && ok; k++) {
+        kn_tensor *cw = kn__cast_raw(w[k], dt);
+        ok = cw && (c.in[1 + k] = kn__contiguous_raw(cw)) != NULL;
+        kn_release(cw);
+    }
+    ok = ok && kn__run_ok(&c);
+    for (int k = 0; k < T; k++) kn_release(c.in[1 + k]);
+    if (!ok) {
+        if (c.out[0]) kn_release(out);
+        return NULL;
+    }
+    kn_node *node = kn__record(out, "embedding_cat", embedding_cat_backward, T, w);
+    if (node) {
+        kn__save(node, 0, codes);
+        node->i[0] = T;
+    }
+    return out;
+}
+
+kn_tensor *kn_embedding_cat(int n, kn_tensor *const *weights, kn_tensor *indices) {
+    const char *op = "embedding_cat";
+    if (n <= 0 || !weights) {
+        kn__err(KN_ERR_INVALID, "%s: expected at least one table, got %d", op, n);
+        return NULL;
+    }
+    if (!indices) return kn__err_null(op), NULL;
+    for (int k = 0; k < n; k++)
+        if (!weights[k]) return kn__err_null(op), NULL;
+    if (!kn__same_device(op, n, weights) || !kn__same_device(op, 2, (kn_tensor *[]){weights[0], indices}) ||
+        !index_dtype_ok(op, indices))
+        return NULL;
+    char s[128];
+    if (indices->ndim != 2 || indices->shape[1] != n) {
+        kn__err(KN_ERR_SHAPE, "%s: indices must be [N, %d] (one column per table), got %s", op, n,
+                kn__shape_str(indices->ndim, indices->shape, s, sizeof s));
+        return NULL;
+    }
+    kn_dtype dt = weights[0]->dtype;
+    for (int k = 0; k < n; k++) {
+        const kn_tensor *w = weights[k];
+        if (w->ndim != 2 || !kn_dtype_is_float(w->dtype)) {
+            kn__err(KN_ERR_SHAPE, "%s: table %d must be a 2-D floating [num_embeddings, embedding_dim], got %s %s", op,
+                    k, kn_dtype_name(w->dtype), kn__shape_str(w->ndim, w->shape, s, sizeof s));
+            return NULL;
+        }
+        dt = kn_dtype_promote(dt, w->dtype);
+    }
+    if (n <= KN_EMBEDDING_CAT_MAX) return kn__scoped(embedding_cat_run(n, weights, indices, dt));
+    /* More tables than one call takes: groups, joined. */
+    int ng = (n + KN_EMBEDDING_CAT_MAX - 1) / KN_EMBEDDING_CAT_MAX;
+    kn_tensor **parts = malloc((size_t)ng * sizeof *parts);
+    if (!parts) {
+        kn__err(KN_ERR_OOM, "%s: out of host memory", op);
+        return NULL;
+    }
+    kn_scope sc = kn_scope_begin();
+    bool ok = true;
+    for (int g = 0; g < ng && ok; g++) {
+        int k0 = g * KN_EMBEDDING_CAT_MAX, m = n - k0 < KN_EMBEDDING_CAT_MAX ? n - k0 : KN_EMBEDDING_CAT_MAX;
+        kn_tensor *codes = kn_narrow(indices, 1, k0, m);
+        ok = codes && (parts[g] = kn__scoped(embedding_cat_run(m, weights + k0, codes, dt))) != NULL;
+    }
+    kn_tensor *r = ok ? kn_keep(kn_concat(ng, parts, 1)) : NULL;
+    kn_scope_end(sc);
+    free(parts);
+    return r;
 }
 
 /* ---- masked_select --------------------------------------------------------------------------------- */

@@ -10,11 +10,13 @@ static bool float_check(const char *op, kn_dtype dt) {
     return false;
 }
 
-/* out [B, M, N] = a3 [B, M, K] @ b3 [B, K, N] (+ bias [N]); raw. */
-static kn_tensor *gemm3(kn_tensor *a3, kn_tensor *b3, kn_tensor *bias, int64_t B, int64_t M, int64_t N) {
+/* out [B, M, N] = act(a3 [B, M, K] @ b3 [B, K, N] (+ bias [N])); raw. */
+static kn_tensor *gemm3(kn_tensor *a3, kn_tensor *b3, kn_tensor *bias, int64_t B, int64_t M, int64_t N,
+                        kn_activation act) {
     kn_tensor *out = kn__new(KN_SHAPE(B, M, N), a3->dtype, a3->storage->device);
     if (!out) return NULL;
-    kn_call c = {.op = KN_OP_MATMUL, .device = a3->storage->device, .in = {a3, b3, bias}, .out = {out}};
+    kn_call c = {.op = KN_OP_MATMUL, .device = a3->storage->device, .in = {a3, b3, bias}, .out = {out},
+                 .i = {act}};
     return kn__run_ok(&c) ? out : NULL;
 }
 
@@ -76,7 +78,7 @@ static kn_tensor *matmul_nd(kn_tensor *a, kn_tensor *b) {
     kn_dtype dt = kn_dtype_promote(a->dtype, b->dtype);
     kn_tensor *ca = kn__cast_raw(a, dt), *cb = ca ? kn__cast_raw(b, dt) : NULL;
     kn_tensor *a3 = cb ? as3d(ca, nb, bshape, B) : NULL, *b3 = a3 ? as3d(cb, nb, bshape, B) : NULL;
-    kn_tensor *o3 = b3 ? gemm3(a3, b3, NULL, B, M, N) : NULL;
+    kn_tensor *o3 = b3 ? gemm3(a3, b3, NULL, B, M, N, KN_ACT_NONE) : NULL;
     kn_release(ca);
     kn_release(cb);
     kn_release(a3);
@@ -121,9 +123,37 @@ kn_tensor *kn_matmul(kn_tensor *a, kn_tensor *b) {
     return r;
 }
 
-/* ---- linear -------------------------------------------------------------------------- */
+/* ---- linear ------------------------------------------------------------------------------ */
+/* x2 [R, in] @ w^T [in, out] (+ bias) through act, as one GEMM with a
+ * batch-1 3-D view and the bias and activation in its epilogue; operands
+ * already of one dtype and device. Raw [R, out]; no tape node. */
+kn_tensor *kn__linear_raw(kn_tensor *x2, kn_tensor *w, kn_tensor *bias, kn_activation act) {
+    int64_t R = x2->shape[0], in = w->shape[1], outf = w->shape[0];
+    kn_tensor *a3 = kn__alias(x2, 3, (int64_t[]){1, R, in}, (int64_t[]){0, x2->stride[0], x2->stride[1]}, x2->offset);
+    kn_tensor *b3 = kn__alias(w, 3, (int64_t[]){1, in, outf}, (int64_t[]){0, w->stride[1], w->stride[0]}, w->offset);
+    kn_tensor *o3 = a3 && b3 ? gemm3(a3, b3, bias, 1, R, outf, act) : NULL;
+    kn_release(a3);
+    kn_release(b3);
+    kn_tensor *r = o3 ? kn__view_raw(o3, 2, (int64_t[]){R, outf}) : NULL;
+    kn_release(o3);
+    return r;
+}
+
+/* d relu(h) / dh * g from the output y = relu(h): g where y > 0 (new, scoped). */
+kn_tensor *kn__relu_grad(kn_tensor *g, kn_tensor *y) {
+    kn_tensor *gc = kn__cast_raw(g, y->dtype);
+    kn_tensor *out = gc ? kn__new(y->ndim, y->shape, y->dtype, y->storage->device) : NULL;
+    kn_call c = {.op = KN_OP_UNARY_BACKWARD, .device = y->storage->device, .in = {gc, y}, .out = {out},
+                 .i = {KN_UNARY_RELU}};
+    bool ok = out && kn__run_ok(&c);
+    kn_release(gc);
+    return ok ? kn__scoped(out) : NULL;
+}
+
+/* saved[0] x [R, in], [1] w, [2] the output when i[0] (the activation) is relu. */
 static kn_status linear_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
     kn_tensor *x = n->saved[0], *w = n->saved[1];
+    if (n->i[0] == KN_ACT_RELU && !(g = kn__relu_grad(g, n->saved[2]))) return kn_error_code();
     if (n->needs[0]) gin[0] = kn_matmul(g, w);
     if (n->needs[1]) gin[1] = kn_matmul(kn_transpose(g, 0, 1), x);
     if (n->n_in > 2 && n->needs[2]) gin[2] = kn_sum(g, KN_DIMS(0), false);
@@ -132,44 +162,40 @@ static kn_status linear_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
     return KN_OK;
 }
 
-kn_tensor *kn_linear(kn_tensor *x, kn_tensor *w, kn_tensor *bias) {
-    if (!x || !w) return kn__err_null("linear"), NULL;
+bool kn__linear_check(const char *op, kn_tensor *x, kn_tensor *w, kn_tensor *bias) {
     kn_tensor *all[3] = {x, w, bias};
-    if (!kn__same_device("linear", 3, all) || !float_check("linear", x->dtype)) return NULL;
+    if (!kn__same_device(op, 3, all) || !float_check(op, x->dtype)) return false;
     char sx[128], sw[128];
     if (w->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1] ||
         (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0]))) {
-        kn__err(KN_ERR_SHAPE, "linear: input %s, weight %s%s do not match (weight is [out, in])",
+        kn__err(KN_ERR_SHAPE, "%s: input %s, weight %s%s do not match (weight is [out, in])", op,
                 kn__shape_str(x->ndim, x->shape, sx, sizeof sx), kn__shape_str(w->ndim, w->shape, sw, sizeof sw),
                 bias ? " and bias" : "");
-        return NULL;
+        return false;
     }
+    return true;
+}
+
+kn_tensor *kn__linear_act(kn_tensor *x, kn_tensor *w, kn_tensor *bias, kn_activation act) {
+    if (!x || !w) return kn__err_null("linear"), NULL;
+    if (!kn__linear_check("linear", x, w, bias)) return NULL;
     kn_scope s = kn_scope_begin();
     int64_t in = w->shape[1], outf = w->shape[0];
     kn_tensor *x2 = x->ndim == 2 ? x : kn_reshape(x, KN_SHAPE(-1, in));
     kn_tensor *cx = x2 ? kn__cast_raw(x2, x->dtype) : NULL;
     kn_tensor *cw = cx ? kn__cast_raw(w, x->dtype) : NULL, *cb = NULL;
     if (cw && bias) cb = kn__cast_raw(bias, x->dtype);
-    kn_tensor *r = NULL;
-    if (cw && (!bias || cb)) {
-        int64_t R = x2->shape[0];
-        /* x2 [R, in] @ w^T [in, out], as batch-1 3-D views; bias fused in. */
-        kn_tensor *a3 = kn__alias(cx, 3, (int64_t[]){1, R, in}, (int64_t[]){0, cx->stride[0], cx->stride[1]}, cx->offset);
-        kn_tensor *b3 = kn__alias(cw, 3, (int64_t[]){1, in, outf}, (int64_t[]){0, cw->stride[1], cw->stride[0]}, cw->offset);
-        kn_tensor *o3 = a3 && b3 ? gemm3(a3, b3, cb, 1, R, outf) : NULL;
-        kn_release(a3);
-        kn_release(b3);
-        r = o3 ? kn__view_raw(o3, 2, (int64_t[]){R, outf}) : NULL;
-        kn_release(o3);
-        if (r) {
-            kn_tensor *ins[3] = {x2, w, bias};
-            kn_node *n = kn__record(r, "linear", linear_backward, bias ? 3 : 2, ins);
-            if (n) {
-                kn__save(n, 0, x2);
-                kn__save(n, 1, w);
-            }
-            kn__scoped(r);
+    kn_tensor *r = cw && (!bias || cb) ? kn__linear_raw(cx, cw, cb, act) : NULL;
+    if (r) {
+        kn_tensor *ins[3] = {x2, w, bias};
+        kn_node *n = kn__record(r, act == KN_ACT_RELU ? "linear_relu" : "linear", linear_backward, bias ? 3 : 2, ins);
+        if (n) {
+            kn__save(n, 0, x2);
+            kn__save(n, 1, w);
+            if (act == KN_ACT_RELU) kn__save(n, 2, r);
+            n->i[0] = act;
         }
+        kn__scoped(r);
     }
     kn_release(cx);
     kn_release(cw);
@@ -184,3 +210,5 @@ kn_tensor *kn_linear(kn_tensor *x, kn_tensor *w, kn_tensor *bias) {
     kn_scope_end(s);
     return r;
 }
+
+kn_tensor *kn_linear(kn_tensor *x, kn_tensor *w, kn_tensor *bias) { return kn__linear_act(x, w, bias, KN_ACT_NONE); }

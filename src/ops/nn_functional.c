@@ -2,6 +2,7 @@
  * their backward rules. Statistics-heavy parts run as fused kernels
  * (KN_OP_SOFTMAX, NLL, BATCH_NORM, LAYER_NORM, DROPOUT); loss reductions and
  * the simple compositions use public ops, so autograd covers them for free. */
+#include "fused.h"
 #include "ops_internal.h"
 
 #include <math.h>
@@ -124,7 +125,7 @@ static bool nll_check(const char *op, const char *what, kn_tensor *in, kn_tensor
 }
 
 /* saved[0] target, saved[1] weights (lp's dtype) or NULL; f[0] smoothing,
- * i[0] ignore_index, i[1] 1 for cross_entropy (error messages). */
+ * i[0] ignore_index. */
 static kn_status nll_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
     kn_tensor *lp = n->in[0];
     kn_device dev = lp->storage->device;
@@ -144,8 +145,7 @@ static kn_status nll_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
 }
 
 /* Checked inputs; returns the reduced loss (scoped). */
-static kn_tensor *nll_core(const char *op, kn_tensor *lp, kn_tensor *target, const kn_loss_opts *o,
-                           bool is_ce) {
+static kn_tensor *nll_core(const char *op, kn_tensor *lp, kn_tensor *target, const kn_loss_opts *o) {
     int64_t N = lp->shape[0];
     kn_device dev = lp->storage->device;
     bool ok = true;
@@ -158,7 +158,7 @@ static kn_tensor *nll_core(const char *op, kn_tensor *lp, kn_tensor *target, con
         return NULL;
     }
     kn_call c = {.op = KN_OP_NLL, .device = dev, .in = {lp, target, w}, .out = {loss, rw},
-                 .i = {o->ignore_index, is_ce}, .f = {o->label_smoothing}};
+                 .i = {o->ignore_index}, .f = {o->label_smoothing}};
     if (!kn__run_ok(&c)) {
         kn_release(w);
         return NULL;
@@ -169,7 +169,6 @@ static kn_tensor *nll_core(const char *op, kn_tensor *lp, kn_tensor *target, con
         kn__save(n, 1, w);
         n->f[0] = o->label_smoothing;
         n->i[0] = o->ignore_index;
-        n->i[1] = is_ce;
     }
     kn_release(w);
     kn_scope s = kn_scope_begin();
@@ -188,19 +187,66 @@ kn_tensor *kn_nll_loss(kn_tensor *lp, kn_tensor *target, const kn_loss_opts *opt
     if (!lp || !target) return kn__err_null("nll_loss"), NULL;
     kn_loss_opts o = opts ? *opts : kn_loss_opts_default();
     if (!nll_check("nll_loss", "input", lp, target, &o)) return NULL;
-    return nll_core("nll_loss", lp, target, &o, false);
+    return nll_core("nll_loss", lp, target, &o);
+}
+
+/* Cross-entropy is one kernel each way (KN_OP_CROSS_ENTROPY): the loss with
+ * its reduction, and the logits' gradient from the saved log-sum-exp.
+ * saved[0] logits (contiguous), [1] target, [2] weights (logits' dtype) or
+ * NULL, [3] log-sum-exp, [4] the weight sum; f[0] smoothing, i[0]
+ * ignore_index, i[1] reduction. */
+static kn_status cross_entropy_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    kn_tensor *z = n->saved[0];
+    kn_device dev = z->storage->device;
+    kn_tensor *gc = kn__cast_raw(g, z->dtype);
+    kn_tensor *out = gc ? kn__new(2, z->shape, z->dtype, dev) : NULL;
+    kn_call c = {.op = KN_OP_CROSS_ENTROPY_BACKWARD, .device = dev,
+                 .in = {gc, z, n->saved[1], n->saved[2], n->saved[3], n->saved[4]}, .out = {out},
+                 .i = {n->i[0], n->i[1]}, .f = {n->f[0]}};
+    bool ok = out && kn__run_ok(&c);
+    kn_release(gc);
+    if (!ok) return kn_error_code();
+    gin[0] = kn__scoped(out);
+    return KN_OK;
 }
 
 kn_tensor *kn_cross_entropy_ex(kn_tensor *logits, kn_tensor *target, const kn_loss_opts *opts) {
-    if (!logits || !target) return kn__err_null("cross_entropy"), NULL;
+    const char *op = "cross_entropy";
+    if (!logits || !target) return kn__err_null(op), NULL;
     kn_loss_opts o = opts ? *opts : kn_loss_opts_default();
-    if (!nll_check("cross_entropy", "logits", logits, target, &o)) return NULL;
-    kn_scope s = kn_scope_begin();
-    kn_tensor *lp = kn__scoped(softmax_raw("cross_entropy", logits, 1, true));
-    kn_tensor *r = lp ? nll_core("cross_entropy", lp, target, &o, true) : NULL;
-    kn_keep(r);
-    kn_scope_end(s);
-    return r;
+    if (!nll_check(op, "logits", logits, target, &o)) return NULL;
+    int64_t N = logits->shape[0];
+    kn_device dev = logits->storage->device;
+    bool ok = true;
+    kn_tensor *z = prep(logits, logits->dtype, &ok);
+    kn_tensor *w = ok ? prep(o.weight, logits->dtype, &ok) : NULL;
+    kn_tensor *loss = ok ? kn__new(o.reduction == KN_REDUCTION_NONE ? 1 : 0, &N, logits->dtype, dev) : NULL;
+    kn_tensor *lse = loss ? kn__new(1, &N, logits->dtype, dev) : NULL;
+    kn_tensor *wsum = lse ? kn__new(0, NULL, logits->dtype, dev) : NULL;
+    if (!wsum) {
+        kn_release(z), kn_release(w), kn_release(loss), kn_release(lse);
+        return NULL;
+    }
+    kn_call c = {.op = KN_OP_CROSS_ENTROPY, .device = dev, .in = {z, target, w}, .out = {loss, lse, wsum},
+                 .i = {o.ignore_index, o.reduction}, .f = {o.label_smoothing}};
+    if (kn__run_ok(&c)) {
+        kn_node *n = kn__record(loss, op, cross_entropy_backward, 1, &logits);
+        if (n) {
+            kn__save(n, 0, z);
+            kn__save(n, 1, target);
+            kn__save(n, 2, w);
+            kn__save(n, 3, lse);
+            kn__save(n, 4, wsum);
+            n->f[0] = o.label_smoothing;
+            n->i[0] = o.ignore_index;
+            n->i[1] = o.reduction;
+        }
+        kn_release(lse), kn_release(wsum);
+    } else {
+        loss = NULL;
+    }
+    kn_release(z), kn_release(w);
+    return kn__scoped(loss);
 }
 
 kn_tensor *kn_cross_entropy(kn_tensor *logits, kn_tensor *target) {
@@ -266,39 +312,61 @@ static kn_status batch_norm_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) 
     return n->needs[0] && !gin[0] ? kn_error_code() : KN_OK;
 }
 
-kn_tensor *kn_batch_norm(kn_tensor *x, kn_tensor *running_mean, kn_tensor *running_var,
-                         kn_tensor *weight, kn_tensor *bias, bool training, double momentum,
-                         double eps) {
-    const char *op = "batch_norm";
-    if (!x) return kn__err_null(op), NULL;
-    kn_tensor *all[5] = {x, running_mean, running_var, weight, bias};
-    if (!kn__same_device(op, 5, all) || !float_check(op, "input", x)) return NULL;
+/* The checks of batch_norm over x (2-D or 3-D) with its parameters. */
+static bool batch_norm_check(const char *op, kn_tensor *x, kn_tensor *running_mean, kn_tensor *running_var,
+                             kn_tensor *weight, kn_tensor *bias, kn_tensor *count, bool training) {
+    kn_tensor *all[6] = {x, running_mean, running_var, weight, bias, count};
+    if (!kn__same_device(op, 6, all) || !float_check(op, "input", x)) return false;
     char s[128];
     if (x->ndim != 2 && x->ndim != 3) {
         kn__err(KN_ERR_SHAPE, "%s: expected a 2-D [N, C] or 3-D [N, C, L] input, got %s", op,
                 kn__shape_str(x->ndim, x->shape, s, sizeof s));
-        return NULL;
+        return false;
     }
     int64_t N = x->shape[0], C = x->shape[1], L = x->ndim == 3 ? x->shape[2] : 1;
     if (!vec_check(op, "running_mean", running_mean, C) || !vec_check(op, "running_var", running_var, C) ||
         !vec_check(op, "weight", weight, C) || !vec_check(op, "bias", bias, C))
-        return NULL;
+        return false;
     if (!running_mean != !running_var) {
         kn__err(KN_ERR_INVALID, "%s: running_mean and running_var must be given together", op);
-        return NULL;
+        return false;
     }
     if ((running_mean && !float_check(op, "running_mean", running_mean)) ||
         (running_var && !float_check(op, "running_var", running_var)))
-        return NULL;
+        return false;
+    if (count && (count->ndim != 0 || kn_dtype_is_float(count->dtype) || count->dtype == KN_BOOL)) {
+        kn__err(KN_ERR_INVALID, "%s: num_batches_tracked must be an integer 0-d tensor", op);
+        return false;
+    }
     if (!training && !running_mean) {
         kn__err(KN_ERR_INVALID, "%s: running_mean and running_var are needed when not training", op);
-        return NULL;
+        return false;
     }
     if (training && N * L == 1) {
         kn__err(KN_ERR_SHAPE, "%s: expected more than 1 value per channel when training, got input of shape %s",
                 op, kn__shape_str(x->ndim, x->shape, s, sizeof s));
-        return NULL;
+        return false;
     }
+    return true;
+}
+
+/* Bits of the updated-in-place inputs of a BATCH_NORM call. */
+static unsigned bn_inout(bool training, const kn_tensor *count) {
+    return training ? 3u << 3 | (count ? 1u << 5 : 0u) : 0u;
+}
+
+kn_tensor *kn_batch_norm(kn_tensor *x, kn_tensor *running_mean, kn_tensor *running_var,
+                         kn_tensor *weight, kn_tensor *bias, bool training, double momentum,
+                         double eps) {
+    return kn__batch_norm_ex(x, running_mean, running_var, weight, bias, NULL, training, momentum, eps);
+}
+
+kn_tensor *kn__batch_norm_ex(kn_tensor *x, kn_tensor *running_mean, kn_tensor *running_var, kn_tensor *weight,
+                             kn_tensor *bias, kn_tensor *count, bool training, double momentum, double eps) {
+    const char *op = "batch_norm";
+    if (!x) return kn__err_null(op), NULL;
+    if (!batch_norm_check(op, x, running_mean, running_var, weight, bias, count, training)) return NULL;
+    int64_t N = x->shape[0], C = x->shape[1], L = x->ndim == 3 ? x->shape[2] : 1;
     kn_device dev = x->storage->device;
     int64_t shape3[3] = {N, C, L};
     bool ok = true;
@@ -316,8 +384,8 @@ kn_tensor *kn_batch_norm(kn_tensor *x, kn_tensor *running_mean, kn_tensor *runni
     } else {
         /* Running statistics are updated in place by the kernel: no tape. */
         kn_call c = {.op = KN_OP_BATCH_NORM, .device = dev,
-                     .in = {x3, w, b, running_mean, running_var}, .out = {y3, mean, invstd},
-                     .i = {training}, .f = {momentum, eps}, .inout = training ? 3u << 3 : 0u};
+                     .in = {x3, w, b, running_mean, running_var, count}, .out = {y3, mean, invstd},
+                     .i = {training}, .f = {momentum, eps}, .inout = bn_inout(training, count)};
         if (kn__run_ok(&c)) { /* on failure it released the outputs */
             y = kn__view_raw(y3, x->ndim, x->shape);
             kn_tensor *ins[3] = {x, weight, bias};
@@ -333,6 +401,114 @@ kn_tensor *kn_batch_norm(kn_tensor *x, kn_tensor *running_mean, kn_tensor *runni
         }
     }
     kn_release(x3), kn_release(w), kn_release(b);
+    return kn__scoped(y);
+}
+
+/* ---- linear (+ ReLU) -> batch_norm (+ dropout), fused ------------------------------------------
+ * saved[0] x [N, in], [1] w (x's dtype), [2] a = act(x w^T + b) [N, C, 1]
+ * (the norm's input), [3] the norm's weight (x's dtype) or NULL, [4] mean,
+ * [5] invstd; i[0] training, i[1] seed, i[2] offset, i[3] act; f[0] the
+ * dropout's p (0: none). Inputs: x, w, bias, weight, bias of the norm. */
+static kn_status linear_bn_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    kn_tensor *x = n->saved[0], *w = n->saved[1], *a3 = n->saved[2];
+    kn_device dev = a3->storage->device;
+    int64_t N = a3->shape[0], C = a3->shape[1];
+    kn_tensor *gc = kn__cast_raw(g, a3->dtype);
+    kn_tensor *g3 = gc ? kn__alias(gc, 3, a3->shape, (int64_t[]){gc->stride[0], gc->stride[1], 1}, gc->offset) : NULL;
+    kn_release(gc);
+    kn_tensor *gpre = g3 ? kn__new(3, a3->shape, a3->dtype, dev) : NULL;
+    kn_tensor *gw = gpre && n->needs[3] ? kn__new(1, &C, a3->dtype, dev) : NULL;
+    kn_tensor *gb = gpre && n->needs[4] ? kn__new(1, &C, a3->dtype, dev) : NULL;
+    kn_tensor *glb = gpre && n->n_in > 2 && n->in[2] && n->needs[2] ? kn__new(1, &C, a3->dtype, dev) : NULL;
+    bool want_glb = n->in[2] && n->needs[2];
+    if (!gpre || (n->needs[3] && !gw) || (n->needs[4] && !gb) || (want_glb && !glb)) {
+        kn_release(g3), kn_release(gpre), kn_release(gw), kn_release(gb), kn_release(glb);
+        return kn_error_code();
+    }
+    kn_call c = {.op = KN_OP_BATCH_NORM_BACKWARD, .device = dev,
+                 .in = {g3, a3, n->saved[3], n->saved[4], n->saved[5]}, .out = {gpre, gw, gb, glb},
+                 .i = {n->i[0], n->i[1], n->i[2], n->i[3] == KN_ACT_RELU}, .f = {n->f[0]}};
+    bool ok = kn__run_ok(&c);
+    kn_release(g3);
+    if (!ok) return kn_error_code();
+    kn_tensor *g2 = kn__scoped(kn__view_raw(gpre, 2, (int64_t[]){N, C}));
+    kn_release(gpre);
+    gin[2] = kn__scoped(glb);
+    gin[3] = kn__scoped(gw);
+    gin[4] = kn__scoped(gb);
+    if (!g2) return kn_error_code();
+    if (n->needs[1] && !(gin[1] = kn_matmul(kn_transpose(g2, 0, 1), x))) return kn_error_code();
+    if (n->needs[0] && !(gin[0] = kn_matmul(g2, w))) return kn_error_code();
+    return KN_OK;
+}
+
+kn_tensor *kn__linear_bn(kn_tensor *x, kn_tensor *w, kn_tensor *bias, kn_activation act, const kn__bn_opts *o) {
+    const char *op = "linear_batch_norm";
+    if (!x || !w || !o) return kn__err_null(op), NULL;
+    if (!kn__linear_check("linear", x, w, bias)) return NULL; /* errors name the layer at fault */
+    char s[128];
+    if (x->ndim != 2) {
+        kn__err(KN_ERR_SHAPE, "%s: expected a 2-D [N, in] input, got %s", op, kn__shape_str(x->ndim, x->shape, s, sizeof s));
+        return NULL;
+    }
+    if (!(o->dropout >= 0 && o->dropout < 1)) {
+        kn__err(KN_ERR_INVALID, "%s: dropout probability must be in [0, 1), got %g", op, o->dropout);
+        return NULL;
+    }
+    int64_t N = x->shape[0], C = w->shape[0];
+    kn_device dev = x->storage->device;
+    bool ok = true;
+    kn_tensor *cw = kn__cast_raw(w, x->dtype), *cb = cw && bias ? kn__cast_raw(bias, x->dtype) : NULL;
+    kn_tensor *a = cw && (!bias || cb) ? kn__linear_raw(x, cw, cb, act) : NULL;
+    /* The norm's checks, on the GEMM's output. */
+    if (a && !batch_norm_check("batch_norm", a, o->running_mean, o->running_var, o->weight, o->bias, o->num_batches,
+                               o->training)) {
+        kn_release(a);
+        a = NULL;
+    }
+    kn_tensor *nw = a ? prep(o->weight, x->dtype, &ok) : NULL;
+    kn_tensor *nb = a && ok ? prep(o->bias, x->dtype, &ok) : NULL;
+    kn_tensor *a3 = a && ok ? kn__view_raw(a, 3, (int64_t[]){N, C, 1}) : NULL;
+    kn_release(a);
+    kn_tensor *y3 = a3 ? kn__new(3, a3->shape, x->dtype, dev) : NULL;
+    kn_tensor *mean = y3 ? kn__new(1, &C, stat_dtype(x->dtype), dev) : NULL;
+    kn_tensor *invstd = mean ? kn__new(1, &C, stat_dtype(x->dtype), dev) : NULL;
+    kn_tensor *y = NULL;
+    if (invstd) {
+        double p = o->dropout;
+        uint64_t seed = 0, offset = 0;
+        if (p > 0) {
+            kn_generator *gen = o->gen ? o->gen : kn_default_generator();
+            seed = gen->seed;
+            offset = kn__generator_take(gen, N * C, 4);
+        }
+        kn_call c = {.op = KN_OP_BATCH_NORM, .device = dev,
+                     .in = {a3, nw, nb, o->running_mean, o->running_var, o->num_batches}, .out = {y3, mean, invstd},
+                     .i = {o->training, (int64_t)seed, (int64_t)offset}, .f = {o->momentum, o->eps, p},
+                     .inout = bn_inout(o->training, o->num_batches)};
+        if (kn__run_ok(&c)) {
+            y = kn__view_raw(y3, 2, (int64_t[]){N, C});
+            kn_tensor *ins[5] = {x, w, bias, o->weight, o->bias};
+            kn_node *n = kn__record(y, op, linear_bn_backward, 5, ins);
+            if (n) {
+                kn__save(n, 0, x);
+                kn__save(n, 1, cw);
+                kn__save(n, 2, a3);
+                kn__save(n, 3, nw);
+                kn__save(n, 4, mean);
+                kn__save(n, 5, invstd);
+                n->i[0] = o->training;
+                n->i[1] = (int64_t)seed;
+                n->i[2] = (int64_t)offset;
+                n->i[3] = act;
+                n->f[0] = p;
+            }
+            kn_release(y3), kn_release(mean), kn_release(invstd);
+        }
+    } else {
+        kn_release(y3), kn_release(mean);
+    }
+    kn_release(cw), kn_release(cb), kn_release(nw), kn_release(nb), kn_release(a3);
     return kn__scoped(y);
 }
 

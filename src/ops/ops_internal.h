@@ -24,6 +24,15 @@ kn_tensor *kn__view_raw(kn_tensor *t, int ndim, const int64_t *shape);
  * float32. Otherwise kn_dtype_promote. */
 kn_dtype kn__result_dtype(const kn_tensor *a, const kn_tensor *b);
 
+/* Linear pieces shared by the linear ops (linalg.c) and the fused blocks
+ * (nn_functional.c). kn__linear_check: devices, dtype and shapes of
+ * x [..., in], w [out, in], bias [out] or NULL. kn__linear_raw: act(x2 [R,
+ * in] @ w^T + bias) as one GEMM, operands of one dtype; raw, no tape node.
+ * kn__relu_grad: g where y = relu(h) > 0 (scoped). */
+bool kn__linear_check(const char *op, kn_tensor *x, kn_tensor *w, kn_tensor *bias);
+kn_tensor *kn__linear_raw(kn_tensor *x2, kn_tensor *w, kn_tensor *bias, kn_activation act);
+kn_tensor *kn__relu_grad(kn_tensor *g, kn_tensor *y);
+
 /* Floating dtype an op computes in for input dt (ints become float32). */
 static inline kn_dtype kn__float_dtype(kn_dtype dt) { return kn_dtype_is_float(dt) ? dt : KN_F32; }
 

@@ -26,12 +26,11 @@ static kn_tensor *tab_forward(kn_module *self, int n, kn_tensor *const *in) {
     int np = 0;
     if (st->n_cat > 0) {
         kn_module *embs = kn_module_child(self, "all_embeddings");
-        kn_tensor **e = malloc((size_t)st->n_cat * sizeof *e);
-        if (!e) return NULL;
-        for (int i = 0; i < st->n_cat; i++)
-            e[i] = kn_module_forward(kn_module_child_at(embs, i), kn_select(in[0], 1, i));
-        kn_tensor *h = st->n_cat == 1 ? e[0] : kn_concat(st->n_cat, e, 1);
-        free(e);
+        kn_tensor **tables = malloc((size_t)st->n_cat * sizeof *tables);
+        if (!tables) return NULL;
+        for (int i = 0; i < st->n_cat; i++) tables[i] = kn_module_get(kn_module_child_at(embs, i), "weight");
+        kn_tensor *h = kn_embedding_cat(st->n_cat, tables, in[0]); /* every column's embedding, joined */
+        free(tables);
         parts[np++] = kn_module_forward(kn_module_child(self, "embedding_dropout"), h);
     }
     if (st->n_num > 0) parts[np++] = in[1];

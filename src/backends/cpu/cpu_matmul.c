@@ -1,6 +1,7 @@
 /* CPU matmul: each batch goes to GEMM with the operands' own strides when
  * they are row- or column-major (no copy), else through a packed copy.
- * float16/bfloat16 compute in float32. */
+ * float16/bfloat16 compute in float32. The activation (i[0]) is applied to
+ * each batch's block while it is still in cache. */
 #include "cpu_internal.h"
 #include "gemm.h"
 
@@ -82,6 +83,12 @@ kn_status kn__cpu_matmul(const kn_call *c) {
             kn__dgemm(A.trans, Bo.trans, M, N, K, 1.0, A.p, A.ld, Bo.p, Bo.ld, beta, (double *)C, N);
         free(A.owned);
         free(Bo.owned);
+        if (c->i[0] == KN_ACT_RELU) { /* the epilogue; NaN stays NaN, as kn_relu keeps it */
+            if (wt == KN_F32)
+                for (int64_t k = 0; k < M * N; k++) ((float *)C)[k] = ((float *)C)[k] <= 0 ? 0.0f : ((float *)C)[k];
+            else
+                for (int64_t k = 0; k < M * N; k++) ((double *)C)[k] = ((double *)C)[k] <= 0 ? 0.0 : ((double *)C)[k];
+        }
         if (cbuf) {
             char *o = (char *)kn__data(out) + (size_t)(bi * M * N) * es;
             for (int64_t k = 0; k < M * N; k++) kn__store(o + (size_t)k * es, dt, kn__load(cbuf + (size_t)k * ws, wt));

@@ -233,6 +233,12 @@ static float *bn_floats(bn_ctx *s) {
     return f;
 }
 
+/* Dropout of t (contiguous) into out (may be t itself): KN_OP_DROPOUT's mask. */
+static void bn_dropout(kn_tensor *t, kn_tensor *out, double p, int64_t seed, int64_t offset) {
+    kn_call d = {.op = KN_OP_DROPOUT, .device = KN_CPU, .in = {t}, .out = {out}, .i = {0, seed, offset}, .f = {p}};
+    kn__cpu_dropout(&d);
+}
+
 kn_status kn__cpu_batch_norm(const kn_call *c) {
     kn_tensor *x = contig(c->in[0]);
     if (!x) return kn_error_code();
@@ -288,10 +294,14 @@ kn_status kn__cpu_batch_norm(const kn_call *c) {
     if (s.dt == KN_F32 && !(fbuf = bn_floats(&s))) st = oom("batch_norm");
     if (st == KN_OK) {
         bn_apply(&s);
+        if (c->f[2] > 0) bn_dropout(c->out[0], c->out[0], c->f[2], c->i[1], c->i[2]);
         for (int64_t ch = 0; ch < C; ch++) {
             if (c->out[1]) vset(c->out[1], ch, mean[ch]);
             if (c->out[2]) vset(c->out[2], ch, invstd[ch]);
         }
+        kn_tensor *count = c->in[5];
+        if (training && count)
+            kn__store_i64(kn__data(count), count->dtype, kn__load_i64(kn__data(count), count->dtype) + 1);
     }
     free(fbuf);
     free(buf);
@@ -299,11 +309,69 @@ kn_status kn__cpu_batch_norm(const kn_call *c) {
     return st;
 }
 
+/* After the backward pass: grad x through the ReLU that made x (zero where
+ * x <= 0) and its per-channel sums (a Linear's bias gradient). */
+static kn_status bn_backward_tail(const kn_call *c, const kn_tensor *x) {
+    kn_tensor *gx = c->out[0], *sums = c->out[3];
+    int64_t N = x->shape[0], C = x->shape[1], L = x->shape[2];
+    size_t es = kn_dtype_size(x->dtype);
+    double *acc = sums ? calloc((size_t)(C > 0 ? C : 1), sizeof *acc) : NULL;
+    if (sums && !acc) return oom("batch_norm");
+    const char *xp = kn__data(x);
+    char *gp = kn__data(gx);
+    if (x->dtype == KN_F32) { /* the hot case: one pass in float, sums in double */
+        const float *xf = (const float *)xp;
+        float *gf = (float *)gp;
+        bool relu = c->i[3] != 0;
+        for (int64_t r = 0; r < N * C; r += L == 1 ? C : 1) {
+            const float *xr = xf + r * L;
+            float *gr = gf + r * L;
+            if (L == 1) { /* a row of channels: two loops that vectorize */
+                if (relu)
+                    for (int64_t ch = 0; ch < C; ch++) gr[ch] = xr[ch] > 0 ? gr[ch] : 0.0f;
+                if (acc)
+                    for (int64_t ch = 0; ch < C; ch++) acc[ch] += (double)gr[ch];
+                continue;
+            }
+            double a = 0;
+            for (int64_t l = 0; l < L; l++) {
+                float v = relu && !(xr[l] > 0) ? 0.0f : gr[l];
+                gr[l] = v;
+                a += v;
+            }
+            if (acc) acc[r % C] += a;
+        }
+        for (int64_t ch = 0; acc && ch < C; ch++) vset(sums, ch, acc[ch]);
+        free(acc);
+        return KN_OK;
+    }
+    for (int64_t i = 0; i < N * C * L; i++) {
+        double v = kn__load(gp + (size_t)i * es, x->dtype);
+        if (c->i[3] && !(kn__load(xp + (size_t)i * es, x->dtype) > 0)) {
+            v = 0;
+            kn__store(gp + (size_t)i * es, x->dtype, 0);
+        }
+        if (acc) acc[i / L % C] += v;
+    }
+    for (int64_t ch = 0; acc && ch < C; ch++) vset(sums, ch, acc[ch]);
+    free(acc);
+    return KN_OK;
+}
+
 kn_status kn__cpu_batch_norm_backward(const kn_call *c) {
     kn_tensor *g = contig(c->in[0]), *x = g ? contig(c->in[1]) : NULL;
     if (!x) {
         kn_release(g);
         return kn_error_code();
+    }
+    if (c->f[0] > 0) { /* the grad of a dropout of y: back through its mask first */
+        kn_tensor *gd = kn__new(g->ndim, g->shape, g->dtype, KN_CPU);
+        if (gd) bn_dropout(g, gd, c->f[0], c->i[1], c->i[2]);
+        kn_release(g);
+        if (!(g = gd)) {
+            kn_release(x);
+            return kn_error_code();
+        }
     }
     const kn_tensor *w = c->in[2];
     bool training = c->i[0] != 0;
@@ -338,6 +406,7 @@ kn_status kn__cpu_batch_norm_backward(const kn_call *c) {
             s.y = kn__data(c->out[0]);
             if (s.dt == KN_F32 && !(fbuf = bn_floats(&s))) st = oom("batch_norm");
             else bn_apply(&s);
+            if (st == KN_OK && (c->i[3] || c->out[3])) st = bn_backward_tail(c, x);
         }
     }
     free(fbuf);

@@ -199,7 +199,6 @@ kn_status kn__cpu_softmax(const kn_call *c) { return softmax_run(c, false); }
 kn_status kn__cpu_softmax_backward(const kn_call *c) { return softmax_run(c, true); }
 
 /* ---- nll ----------------------------------------------------------------------------------- */
-static const char *nll_name(const kn_call *c) { return c->i[1] ? "cross_entropy" : "nll_loss"; }
 
 static int64_t target_at(const kn_tensor *t, int64_t n) {
     return kn__load_i64((const char *)kn__data(t) + (size_t)(n * t->stride[0]) * kn_dtype_size(t->dtype),
@@ -212,13 +211,13 @@ static double lp_at(const kn_tensor *lp, int64_t n, int64_t k) {
                     lp->dtype);
 }
 
-/* Checks every target; an error names the first bad one. */
-static kn_status nll_check_targets(const kn_call *c, int64_t N, int64_t C) {
+/* Checks every target but ignore; an error names the first bad one. */
+static kn_status check_targets(const char *op, const kn_tensor *tg, int64_t ignore, int64_t N, int64_t C) {
     for (int64_t n = 0; n < N; n++) {
-        int64_t t = target_at(c->in[1], n);
-        if (t != c->i[0] && (t < 0 || t >= C))
-            return kn__err(KN_ERR_INVALID, "%s: target %lld is out of range for %lld classes",
-                           nll_name(c), (long long)t, (long long)C);
+        int64_t t = target_at(tg, n);
+        if (t != ignore && (t < 0 || t >= C))
+            return kn__err(KN_ERR_INVALID, "%s: target %lld is out of range for %lld classes", op, (long long)t,
+                           (long long)C);
     }
     return KN_OK;
 }
@@ -228,10 +227,10 @@ kn_status kn__cpu_nll(const kn_call *c) {
     kn_tensor *loss = c->out[0], *wout = c->out[1];
     int64_t N = lp->shape[0], C = lp->shape[1];
     double s = c->f[0];
-    kn_status st = nll_check_targets(c, N, C);
+    kn_status st = check_targets("nll_loss", tg, c->i[0], N, C);
     if (st != KN_OK) return st;
     double *wv = vload(w, C, 1.0);
-    if (!wv) return oom(nll_name(c));
+    if (!wv) return oom("nll_loss");
     bool f32_rows = lp->dtype == KN_F32 && lp->stride[1] == 1;
     for (int64_t n = 0; n < N; n++) {
         int64_t t = target_at(tg, n);
@@ -262,10 +261,10 @@ kn_status kn__cpu_nll_backward(const kn_call *c) {
     kn_tensor *out = c->out[0];
     int64_t N = out->shape[0], C = out->shape[1];
     double s = c->f[0];
-    kn_status st = nll_check_targets(c, N, C);
+    kn_status st = check_targets("nll_loss", tg, c->i[0], N, C);
     if (st != KN_OK) return st;
     double *wv = vload(w, C, 1.0);
-    if (!wv) return oom(nll_name(c));
+    if (!wv) return oom("nll_loss");
     size_t es = kn_dtype_size(out->dtype);
     char *o = kn__data(out);
     memset(o, 0, (size_t)(N * C) * es); /* all-zero bits are 0.0 in every float dtype */
@@ -288,3 +287,88 @@ kn_status kn__cpu_nll_backward(const kn_call *c) {
     return KN_OK;
 }
 
+
+/* ---- cross-entropy on logits, fused ----------------------------------------------------------
+ * Rows in double: lse = max + log(sum exp(z - max)), lp = z - lse, and the
+ * NLL row loss of lp. The backward needs only the saved lse:
+ * d loss_n / d z_j = p_j * A_n - B_nj with p_j = exp(z_j - lse_n),
+ * A_n = (1 - s) w_t + s / C * sum_c w_c, B_nj = (1 - s) w_t [j == t] + s / C * w_j. */
+static double ce_z(const kn_tensor *z, int64_t n, int64_t j, int64_t C) {
+    if (z->dtype == KN_F32) return ((const float *)kn__data(z))[n * C + j];
+    return kn__load((const char *)kn__data(z) + (size_t)(n * C + j) * kn_dtype_size(z->dtype), z->dtype);
+}
+
+kn_status kn__cpu_cross_entropy(const kn_call *c) {
+    const kn_tensor *z = c->in[0], *tg = c->in[1], *w = c->in[2];
+    int64_t N = z->shape[0], C = z->shape[1];
+    double s = c->f[0];
+    kn_reduction red = (kn_reduction)c->i[1];
+    kn_status st = check_targets("cross_entropy", tg, c->i[0], N, C);
+    if (st != KN_OK) return st;
+    double *wv = vload(w, C, 1.0);
+    if (!wv) return oom("cross_entropy");
+    double total = 0, wsum = 0;
+    for (int64_t n = 0; n < N; n++) {
+        double mx = -INFINITY, e = 0, lse, l = 0;
+        for (int64_t j = 0; j < C; j++) {
+            double v = ce_z(z, n, j, C);
+            mx = v > mx || v != v ? v : mx;
+        }
+        for (int64_t j = 0; j < C; j++) e += exp(ce_z(z, n, j, C) - mx);
+        lse = mx + log(e);
+        int64_t t = target_at(tg, n);
+        if (t != c->i[0]) {
+            l = -(1 - s) * wv[t] * (ce_z(z, n, t, C) - lse);
+            if (s != 0) {
+                double acc = 0;
+                for (int64_t j = 0; j < C; j++) acc += wv[j] * (ce_z(z, n, j, C) - lse);
+                l -= s / (double)C * acc;
+            }
+            wsum += wv[t];
+        }
+        total += l;
+        if (red == KN_REDUCTION_NONE) vset(c->out[0], n, l);
+        vset(c->out[1], n, lse);
+    }
+    if (red != KN_REDUCTION_NONE) {
+        double v = red == KN_REDUCTION_SUM ? total : total / wsum;
+        kn__store(kn__data(c->out[0]), c->out[0]->dtype, v);
+    }
+    kn__store(kn__data(c->out[2]), c->out[2]->dtype, wsum);
+    free(wv);
+    return KN_OK;
+}
+
+kn_status kn__cpu_cross_entropy_backward(const kn_call *c) {
+    const kn_tensor *g = c->in[0], *z = c->in[1], *tg = c->in[2], *w = c->in[3], *lse = c->in[4];
+    kn_tensor *out = c->out[0];
+    int64_t N = out->shape[0], C = out->shape[1];
+    double s = c->f[0];
+    kn_reduction red = (kn_reduction)c->i[1];
+    kn_status st = check_targets("cross_entropy", tg, c->i[0], N, C);
+    if (st != KN_OK) return st;
+    double *wv = vload(w, C, 1.0);
+    if (!wv) return oom("cross_entropy");
+    double wall = 0;
+    for (int64_t j = 0; j < C; j++) wall += wv[j];
+    double G = red == KN_REDUCTION_NONE ? 0 : kn__load(kn__data(g), g->dtype);
+    if (red == KN_REDUCTION_MEAN) G /= kn__load(kn__data(c->in[5]), c->in[5]->dtype);
+    size_t es = kn_dtype_size(out->dtype);
+    char *o = kn__data(out);
+    for (int64_t n = 0; n < N; n++) {
+        int64_t t = target_at(tg, n);
+        char *row = o + (size_t)(n * C) * es;
+        if (t == c->i[0]) {
+            memset(row, 0, (size_t)C * es); /* all-zero bits are 0.0 in every float dtype */
+            continue;
+        }
+        double Gn = red == KN_REDUCTION_NONE ? vget(g, n) : G, ln = vget(lse, n);
+        double A = (1 - s) * wv[t] + s / (double)C * wall;
+        for (int64_t j = 0; j < C; j++) {
+            double B = (j == t ? (1 - s) * wv[t] : 0) + s / (double)C * wv[j];
+            kn__store(row + (size_t)j * es, out->dtype, Gn * (exp(ce_z(z, n, j, C) - ln) * A - B));
+        }
+    }
+    free(wv);
+    return KN_OK;
+}
