@@ -4,6 +4,7 @@
  * device addressing, graph capture against eager execution, and gradient
  * checks on the GPU. Skipped (exit 77) where there is no CUDA device. */
 #include "kn_test.h"
+#include "ops/fused.h"
 
 static kn_device cuda0;
 static uint64_t rng = 0x2545f4914f6cdd1dull;
@@ -341,6 +342,17 @@ static void test_reduce(void) {
     kn_tensor *e = kn_zeros(KN_SHAPE(0, 4), KN_F32, KN_CPU);
     CHECK_SAME(kn_sum(e, KN_DIMS(0), false), kn_sum(kn_to(e, cuda0), KN_DIMS(0), false), KN_F32, "sum over empty");
     CHECK_SAME(kn_mean(e, KN_DIMS(0), false), kn_mean(kn_to(e, cuda0), KN_DIMS(0), false), KN_F32, "mean over empty");
+    /* Column sums of contiguous rows (bias gradients): the fast kernel, over its edges. */
+    int64_t rs[] = {1, 31, 32, 33, 1382, 5000}, cs[] = {1, 7, 200, 1000};
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 4; j++) {
+            kn_tensor *m = rnd(KN_SHAPE(rs[i], cs[j]), KN_F32, -1, 1);
+            CHECK_SAME(kn_sum(m, KN_DIMS(0), false), kn_sum(kn_to(m, cuda0), KN_DIMS(0), false), KN_F32,
+                       WHAT("column sums of [%lld, %lld]", (long long)rs[i], (long long)cs[j]));
+        }
+    kn_tensor *rows = kn_narrow(rnd(KN_SHAPE(300, 50), KN_F32, -1, 1), 1, 3, 40); /* row stride 50 */
+    CHECK_SAME(kn_sum(rows, KN_DIMS(0), false), kn_sum(kn_to(kn_contiguous(kn_narrow(rows, 1, 0, 40)), cuda0), KN_DIMS(0), false),
+               KN_F32, "column sums, strided rows (reference)");
     double nv[] = {1, NAN, 3, 7, 7, 2};
     kn_tensor *n = kn_from_data(nv, KN_F32, KN_SHAPE(2, 3), KN_CPU), *gn = kn_to(n, cuda0);
     CHECK_SAME(kn_max(n, KN_DIMS(1), false), kn_max(gn, KN_DIMS(1), false), KN_F32, "max with NaN");
@@ -415,6 +427,37 @@ static void test_index(void) {
     kn_backward(kn_sum_all(kn_mul(kn_embedding(w, ids), kn_embedding(w, ids))));
     kn_backward(kn_sum_all(kn_mul(kn_embedding(gw, kn_to(ids, cuda0)), kn_embedding(gw, kn_to(ids, cuda0)))));
     CHECK_SAME(kn_grad(w), kn_grad(gw), KN_F32, "embedding backward");
+    /* Joined embeddings, every float dtype, shared-memory and atomic backward paths. */
+    for (size_t di = 0; di < 4; di++)
+        for (int big_table = 0; big_table < 2; big_table++) {
+            kn_dtype dt = floats[di];
+            int64_t V[3] = {4, big_table ? 3000 : 7, 2}, D[3] = {3, 2, 5};
+            kn_tensor *tc[3], *tg[3];
+            for (int k = 0; k < 3; k++) {
+                tc[k] = kn_requires_grad_(rnd(KN_SHAPE(V[k], D[k]), dt, -1, 1), true);
+                tg[k] = kn_requires_grad_(kn_to(kn_detach(tc[k]), cuda0), true);
+            }
+            int64_t codes[500 * 3];
+            for (int n = 0; n < 500; n++)
+                for (int k = 0; k < 3; k++) codes[n * 3 + k] = (n * 131 + k * 7 + n / 3) % V[k];
+            kn_tensor *cc = kn_from_data(codes, KN_I64, KN_SHAPE(500, 3), KN_CPU), *cg = kn_to(cc, cuda0);
+            kn_tensor *yc = kn_embedding_cat(3, tc, cc), *yg = kn_embedding_cat(3, tg, cg);
+            CHECK_SAME(yc, yg, dt, WHAT("embedding_cat %s", kn_dtype_name(dt)));
+            kn_tensor *wt = rnd(KN_SHAPE(500, 10), dt, -1, 1);
+            kn_backward(kn_sum_all(kn_mul(yc, wt)));
+            kn_backward(kn_sum_all(kn_mul(yg, kn_to(wt, cuda0))));
+            for (int k = 0; k < 3; k++)
+                CHECK_SAME(kn_grad(tc[k]), kn_grad(tg[k]), dt,
+                           WHAT("embedding_cat grad %d %s%s", k, kn_dtype_name(dt), big_table ? " (atomics)" : ""));
+        }
+    int64_t badc[] = {0, 1, 3, 0};
+    kn_tensor *t2[2] = {kn_to(kn_ones(KN_SHAPE(2, 2), KN_F32, KN_CPU), cuda0), kn_to(kn_ones(KN_SHAPE(3, 1), KN_F32, KN_CPU), cuda0)};
+    kn_error_clear();
+    kn_tensor *ec = kn_embedding_cat(2, t2, kn_to(kn_from_data(badc, KN_I64, KN_SHAPE(2, 2), KN_CPU), cuda0));
+    double ev = ec ? kn_item(kn_sum_all(ec)) : NAN;
+    CHECK(ev != ev, "a bad code makes the read fail");
+    CHECK_ERROR("embedding_cat: index 3 is out of range for table 0 of 2 rows");
+    kn_error_clear();
     /* A bad index: recorded by the kernel, reported at the next read. */
     int64_t bad[] = {1, 12, 0};
     kn_tensor *bidx = kn_to(kn_from_data(bad, KN_I64, KN_SHAPE(3), KN_CPU), cuda0);
@@ -436,7 +479,7 @@ typedef kn_tensor *(*nn_fn)(kn_tensor **in, void *ctx);
 static void compare_fn(const char *name, nn_fn f, void *ctx, int n, int ngrad, kn_tensor **cpu, kn_tensor **gpu,
                        kn_dtype dt) {
     kn_scope s = kn_scope_begin();
-    kn_tensor *xc[6], *xg[6];
+    kn_tensor *xc[8], *xg[8];
     for (int k = 0; k < n; k++) {
         xc[k] = k < ngrad ? kn_requires_grad_(kn_clone(cpu[k]), true) : cpu[k];
         xg[k] = k < ngrad ? kn_requires_grad_(kn_clone(gpu[k]), true) : gpu[k];
@@ -473,7 +516,45 @@ static kn_tensor *f_ln(kn_tensor **in, void *ctx) {
     return kn_layer_norm(in[0], 1, in[1], in[2], 1e-5);
 }
 
+/* The fused Linear [+ ReLU] -> BatchNorm [+ Dropout] block (in: x, w, b, gamma, beta, rm, rv, count). */
+static kn_tensor *f_linear_bn(kn_tensor **in, void *ctx) {
+    int mode = *(int *)ctx; /* bit 0: relu, bit 1: dropout, bit 2: eval */
+    kn_generator g = kn_generator_make(21);
+    kn__bn_opts o = {.running_mean = in[5], .running_var = in[6], .weight = in[3], .bias = in[4], .num_batches = in[7],
+                     .training = !(mode & 4), .momentum = 0.1, .eps = 1e-5, .dropout = mode & 2 ? 0.3 : 0, .gen = &g};
+    return kn__linear_bn(in[0], in[1], in[2], mode & 1 ? KN_ACT_RELU : KN_ACT_NONE, &o);
+}
+static kn_tensor *f_linear_relu(kn_tensor **in, void *ctx) {
+    (void)ctx;
+    return kn__linear_act(in[0], in[1], in[2], KN_ACT_RELU);
+}
+
 static void test_nn(void) {
+    /* Fused blocks against the CPU: rows that fit the registers (300) and that do not (3000). */
+    for (size_t di = 0; di < 4; di++)
+        for (int mode = 0; mode < 8; mode++)
+            for (int big = 0; big < 2; big++) {
+                kn_dtype dt = floats[di];
+                if (big && dt != KN_F32) continue;
+                kn_scope s = kn_scope_begin();
+                int64_t N = big ? 3000 : 300, C = 45;
+                kn_tensor *c[8], *g[8];
+                make_pair(mode % 2 ? TRANSPOSED : CONTIG, KN_SHAPE(N, 13), dt, -2, 2, &c[0], &g[0]);
+                c[1] = rnd(KN_SHAPE(C, 13), dt, -0.5, 0.5), c[2] = rnd(KN_SHAPE(C), dt, -0.5, 0.5);
+                c[3] = rnd(KN_SHAPE(C), dt, 0.5, 1.5), c[4] = rnd(KN_SHAPE(C), dt, -1, 1);
+                c[5] = rnd(KN_SHAPE(C), KN_F32, -1, 1), c[6] = rnd(KN_SHAPE(C), KN_F32, 0.5, 2);
+                c[7] = kn_zeros(0, NULL, KN_I64, KN_CPU);
+                for (int k = 1; k < 8; k++) g[k] = kn_to(c[k], cuda0);
+                char name[64];
+                snprintf(name, sizeof name, "linear_batch_norm mode %d%s", mode, big ? " (3000 rows)" : "");
+                compare_fn(name, f_linear_bn, &mode, 8, 5, c, g, dt);
+                CHECK_SAME(c[5], g[5], KN_F32, WHAT("fused running mean %s mode %d", kn_dtype_name(dt), mode));
+                CHECK_SAME(c[6], g[6], KN_F32, WHAT("fused running var %s mode %d", kn_dtype_name(dt), mode));
+                CHECK(kn_item(c[7]) == kn_item(g[7]), "batch count %g on the CPU, %g on the GPU", kn_item(c[7]), kn_item(g[7]));
+                if (mode == 0) compare_fn("linear_relu", f_linear_relu, NULL, 3, 3, c, g, dt);
+                kn_scope_end(s);
+            }
+
     for (size_t di = 0; di < 4; di++) {
         kn_dtype dt = floats[di];
         for (int dim = 0; dim < 3; dim++)

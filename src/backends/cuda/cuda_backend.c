@@ -117,6 +117,7 @@ static const char *fault_op_name(long long op) {
     case KC_OP_INDEX_ADD: return "index_add";
     case KC_OP_NLL: return "nll_loss";
     case KC_OP_CROSS_ENTROPY: return "cross_entropy";
+    case KC_OP_EMBEDDING_CAT: return "embedding_cat";
     default: return "kernel";
     }
 }
@@ -127,6 +128,9 @@ kn_status kc_fault_check(kc_dev *d) {
     long long code = e[KC_ERR_CODE], op = e[KC_ERR_OP], v = e[KC_ERR_VALUE], lim = e[KC_ERR_LIMIT],
               dim = e[KC_ERR_DIM];
     for (int k = 0; k < KC_ERR_WORDS; k++) e[k] = 0;
+    if (op == KC_OP_EMBEDDING_CAT)
+        return kn__err(KN_ERR_INVALID, "embedding_cat: index %lld is out of range for table %lld of %lld rows (found on cuda:%d)",
+                       v, dim, lim, d->index);
     if (code == KC_FAULT_TARGET)
         return kn__err(KN_ERR_INVALID, "%s: target %lld is out of range for %lld classes (found on cuda:%d)",
                        fault_op_name(op), v, lim, d->index);
@@ -214,10 +218,14 @@ static kn_backend cuda = {
             [KN_OP_INDEX_SELECT] = kn__cuda_index_select,
             [KN_OP_GATHER] = kn__cuda_gather,
             [KN_OP_INDEX_ADD] = kn__cuda_index_add,
+            [KN_OP_EMBEDDING_CAT] = kn__cuda_embedding_cat,
+            [KN_OP_EMBEDDING_CAT_BACKWARD] = kn__cuda_embedding_cat_backward,
             [KN_OP_SOFTMAX] = kn__cuda_softmax,
             [KN_OP_SOFTMAX_BACKWARD] = kn__cuda_softmax_backward,
             [KN_OP_NLL] = kn__cuda_nll,
             [KN_OP_NLL_BACKWARD] = kn__cuda_nll_backward,
+            [KN_OP_CROSS_ENTROPY] = kn__cuda_cross_entropy,
+            [KN_OP_CROSS_ENTROPY_BACKWARD] = kn__cuda_cross_entropy_backward,
             [KN_OP_BATCH_NORM] = kn__cuda_batch_norm,
             [KN_OP_BATCH_NORM_BACKWARD] = kn__cuda_batch_norm_backward,
             [KN_OP_LAYER_NORM] = kn__cuda_layer_norm,

@@ -192,6 +192,58 @@ __device__ __forceinline__ void kc_fault(long long *err, int code, int op, long 
     __threadfence_system();
 }
 
+/* ---- Philox 4x32-10, bit-exact with src/core/random.c -------------------------------------- */
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+
+__device__ __forceinline__ void philox_block(unsigned long long seed, unsigned long long counter, uint32_t w[4]) {
+    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+#pragma unroll
+    for (int r = 0; r < 10; r++) {
+        uint32_t h0 = __umulhi(PHILOX_M0, c0), l0 = PHILOX_M0 * c0;
+        uint32_t h1 = __umulhi(PHILOX_M1, c2), l1 = PHILOX_M1 * c2;
+        uint32_t n0 = h1 ^ c1 ^ k0, n2 = h0 ^ c3 ^ k1;
+        c1 = l1;
+        c3 = l0;
+        c0 = n0;
+        c2 = n2;
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
+    }
+    w[0] = c0, w[1] = c1, w[2] = c2, w[3] = c3;
+}
+
+/* Dropout's decision for element k (KN_OP_DROPOUT): word k % 4 of counter
+ * offset + k / 4, kept when (word >> 8) >= thresh = ceil(p * 2^24). The word
+ * is picked by selects, so the block stays in registers. */
+__device__ __forceinline__ bool kc_keep(unsigned long long seed, unsigned long long offset, long long k,
+                                        uint32_t thresh) {
+    uint32_t w[4];
+    philox_block(seed, offset + (unsigned long long)(k >> 2), w);
+    int q = (int)(k & 3);
+    uint32_t x = q == 0 ? w[0] : q == 1 ? w[1] : q == 2 ? w[2] : w[3];
+    return (x >> 8) >= thresh;
+}
+
+/* ---- partial sums finished by the last block -------------------------------------------------- */
+/* sum over k < n of p[k * stride], loads issued 8 at a time (a loop of
+ * dependent adds would wait for each load in turn: n memory round trips). */
+template <typename A>
+__device__ __forceinline__ A kc_sum_strided(const A *p, long long stride, long long n) {
+    A t = 0;
+    for (long long k = 0; k < n; k += 8) {
+        A v[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) v[u] = k + u < n ? __ldcg(p + (k + u) * stride) : A(0);
+#pragma unroll
+        for (int u = 0; u < 8; u++) t += v[u];
+    }
+    return t;
+}
+
 /* ---- warp and block sums ------------------------------------------------------------------ */
 template <typename T>
 __device__ __forceinline__ T kc_warp_sum(T v) {

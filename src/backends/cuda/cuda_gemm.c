@@ -13,7 +13,9 @@
  * the fastest of cuBLASLt's heuristic candidates, timed once on the real
  * operands when the plan is made (the heuristic's first pick is often a
  * split-K kernel plus a reduction, slower for the small GEMMs of a step);
- * during a graph capture nothing can run, so the first pick is taken. */
+ * small GEMMs are timed inside a graph, as a replayed step runs them; during
+ * a graph capture nothing can run, so the first pick is taken. A ReLU
+ * (KN_ACT_RELU) runs in the epilogue, bias and all. */
 #include "cuda_internal.h"
 
 #include <cublasLt.h>
@@ -26,7 +28,7 @@
 #define SPLIT_VARIANTS 8 /* split-K versions of the first candidates, for small outputs over long K */
 
 typedef struct {
-    int dtype, tf32, bias;
+    int dtype, tf32, bias, act;
     int opa, opb;
     long long m, n, k, lda, ldb, ldc, batch, sa, sb, sc;
     int align_a, align_b, align_c, align_bias;
@@ -122,6 +124,42 @@ typedef struct {
     const void *alpha, *beta;
 } gemm_ptrs;
 
+static bool run_algo(kc_dev *d, const plan *p, const cublasLtMatmulAlgo_t *algo, const gemm_ptrs *g) {
+    return cublasLtMatmul(d->lt, p->op, g->alpha, g->a, p->la, g->b, p->lb, g->beta, g->c, p->lc, g->c, p->lc, algo,
+                          d->workspace, d->workspace_size, d->stream) == CUBLAS_STATUS_SUCCESS;
+}
+
+/* Milliseconds per call of algo, back to back: small GEMMs inside a graph of
+ * GRAPH_REPS calls (as a training step replays them: eager timing would
+ * measure the host's launch rate), large ones eagerly. Negative on failure. */
+#define GRAPH_REPS 8
+static float time_algo(kc_dev *d, const plan *p, const cublasLtMatmulAlgo_t *algo, const gemm_ptrs *g, bool graph,
+                       cudaEvent_t e0, cudaEvent_t e1) {
+    cudaGraph_t gr = NULL;
+    cudaGraphExec_t ge = NULL;
+    bool ok = true;
+    int calls = 3;
+    if (graph) {
+        ok = cudaStreamBeginCapture(d->stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+        for (int rep = 0; rep < GRAPH_REPS && ok; rep++) ok = run_algo(d, p, algo, g);
+        bool ended = cudaStreamEndCapture(d->stream, &gr) == cudaSuccess; /* ends the capture whatever happened */
+        ok = ok && ended && cudaGraphInstantiate(&ge, gr, 0) == cudaSuccess && cudaGraphLaunch(ge, d->stream) == cudaSuccess;
+        calls = 2 * GRAPH_REPS;
+    } else {
+        ok = run_algo(d, p, algo, g); /* warm-up */
+    }
+    ok = ok && cudaEventRecord(e0, d->stream) == cudaSuccess;
+    for (int rep = 0; rep < (graph ? 2 : calls) && ok; rep++)
+        ok = graph ? cudaGraphLaunch(ge, d->stream) == cudaSuccess : run_algo(d, p, algo, g);
+    float ms = -1;
+    ok = ok && cudaEventRecord(e1, d->stream) == cudaSuccess && cudaEventSynchronize(e1) == cudaSuccess &&
+         cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess;
+    if (ge) (void)cudaGraphExecDestroy(ge);
+    if (gr) (void)cudaGraphDestroy(gr);
+    (void)cudaGetLastError();
+    return ok ? ms / (float)calls : -1;
+}
+
 /* The fastest candidate on these operands (index into res), or 0. */
 static int fastest(kc_dev *d, plan *p, const cublasLtMatmulHeuristicResult_t *res, int n, const gemm_ptrs *g) {
     if (n < 2 || d->capture) return 0;
@@ -131,20 +169,14 @@ static int fastest(kc_dev *d, plan *p, const cublasLtMatmulHeuristicResult_t *re
         cudaEventDestroy(e0);
         return 0;
     }
+    /* Under ~0.1 GFLOP a GEMM takes microseconds, like a launch. */
+    bool graph = 2.0 * (double)p->key.m * (double)p->key.n * (double)p->key.k * (double)p->key.batch < 1e8;
     int best = 0;
     float best_ms = 1e30f;
     for (int i = 0; i < n; i++) {
         if (res[i].workspaceSize > d->workspace_size) continue;
-        bool ok = true;
-        for (int rep = 0; rep < 4 && ok; rep++) {
-            if (rep == 1) ok = cudaEventRecord(e0, d->stream) == cudaSuccess;
-            ok = ok && cublasLtMatmul(d->lt, p->op, g->alpha, g->a, p->la, g->b, p->lb, g->beta, g->c, p->lc, g->c, p->lc,
-                                      &res[i].algo, d->workspace, d->workspace_size, d->stream) == CUBLAS_STATUS_SUCCESS;
-        }
-        float ms = 0;
-        ok = ok && cudaEventRecord(e1, d->stream) == cudaSuccess && cudaEventSynchronize(e1) == cudaSuccess &&
-             cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess;
-        if (ok && ms < best_ms) best_ms = ms, best = i;
+        float ms = time_algo(d, p, &res[i].algo, g, graph, e0, e1);
+        if (ms >= 0 && ms < best_ms) best_ms = ms, best = i;
     }
     (void)cudaGetLastError();
     cudaEventDestroy(e0);
@@ -161,6 +193,7 @@ static plan *get_plan(kc_dev *d, const plan_key *key, const gemm_ptrs *g) {
     plan *p = &ps[plan_next[d->index]];
     plan_next[d->index] = (plan_next[d->index] + 1) % PLANS;
     plan_destroy(p);
+    p->key = *key; /* used = false until the plan is whole */
     cudaDataType_t t = key->dtype == KN_F64 ? CUDA_R_64F : key->dtype == KN_F16 ? CUDA_R_16F
                        : key->dtype == KN_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     cublasComputeType_t ct = key->dtype == KN_F64 ? CUBLAS_COMPUTE_64F
@@ -172,10 +205,11 @@ static plan *get_plan(kc_dev *d, const plan_key *key, const gemm_ptrs *g) {
     s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "descriptor");
     if (s == KN_OK)
         s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "descriptor");
-    if (s == KN_OK && key->bias) {
-        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    if (s == KN_OK && (key->bias || key->act)) {
+        cublasLtEpilogue_t epi = key->act ? (key->bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU)
+                                          : CUBLASLT_EPILOGUE_BIAS;
         s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "epilogue");
-        if (s == KN_OK)
+        if (s == KN_OK && key->bias)
             s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
                          "epilogue");
     }
@@ -254,7 +288,8 @@ static bool prepare(const kn_tensor *t, long long rows, long long cols, bool for
     return true;
 }
 
-static kn_status run_gemm(kc_dev *d, const kn_call *c, bool force_copy, bool *retry) {
+/* act: the epilogue's activation (KN_ACT_NONE when the caller applies it). */
+static kn_status run_gemm(kc_dev *d, const kn_call *c, bool force_copy, int act, bool *retry) {
     kn_tensor *a = c->in[0], *b = c->in[1], *bias = c->in[2], *out = c->out[0];
     long long B = out->shape[0], M = out->shape[1], N = out->shape[2], K = a->shape[2];
     kn_tensor *ta = NULL, *tb = NULL, *tbias = NULL;
@@ -267,7 +302,7 @@ static kn_status run_gemm(kc_dev *d, const kn_call *c, bool force_copy, bool *re
         const char *tf = getenv("KILN_ALLOW_TF32");
         /* cuBLAS's A is our B (N x K as stored transposed), its B our A. */
         plan_key key = {.dtype = out->dtype, .tf32 = out->dtype == KN_F32 && tf && !strcmp(tf, "1"),
-                        .bias = tbias != NULL, .opa = Bo.kind == 'c', .opb = A.kind == 'c', .m = N, .n = M, .k = K,
+                        .bias = tbias != NULL, .act = act, .opa = Bo.kind == 'c', .opb = A.kind == 'c', .m = N, .n = M, .k = K,
                         .lda = Bo.ld, .ldb = A.ld, .ldc = N, .batch = B, .sa = Bo.bstride, .sb = A.bstride,
                         .sc = M * N, .align_a = alignment(Bo.p), .align_b = alignment(A.p),
                         .align_c = alignment(kn__data(out)), .align_bias = tbias ? alignment(kn__data(tbias)) : 0};
@@ -280,7 +315,7 @@ static kn_status run_gemm(kc_dev *d, const kn_call *c, bool force_copy, bool *re
         plan *p = get_plan(d, &key, &gp);
         if (!p) {
             s = kn_error_code();
-            *retry = !force_copy;
+            *retry = true; /* no plan: another layout or epilogue may have one */
         } else {
             if (bp)
                 cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp);
@@ -302,21 +337,35 @@ kn_status kn__cuda_matmul(const kn_call *c) {
     kn_tensor *a = c->in[0], *bias = c->in[2], *out = c->out[0];
     long long B = out->shape[0], M = out->shape[1], N = out->shape[2], K = a->shape[2];
     if (B * M * N == 0) return KN_OK;
-    if (K == 0) { /* an empty sum: the bias, or zeros */
+    if (K == 0) { /* an empty sum: the bias (through the activation), or zeros */
         kn_tensor *e = bias ? kn__expand(bias, 3, out->shape) : NULL;
         kn_call f = {.op = bias ? KN_OP_COPY : KN_OP_FILL, .device = c->device, .in = {e}, .out = {out}};
         kn_status s = bias && !e ? kn_error_code() : bias ? kn__cuda_copy(&f) : kn__cuda_fill(&f);
         kn_release(e);
+        kn_call r = {.op = KN_OP_UNARY, .device = c->device, .in = {out}, .out = {out}, .i = {KN_UNARY_RELU}};
+        if (s == KN_OK && c->i[0] == KN_ACT_RELU) s = kn__cuda_unary(&r);
         return s;
     }
     kn_status s = ensure_lt(d);
     if (s != KN_OK) return s;
+    int act = (int)c->i[0];
     bool retry;
-    s = run_gemm(d, c, false, &retry);
-    /* Odd leading dimensions can leave cuBLASLt without an algorithm: copy. */
+    s = run_gemm(d, c, false, act, &retry);
+    /* Odd leading dimensions can leave cuBLASLt without an algorithm: copy;
+     * an epilogue it has none for: a ReLU kernel after. */
     if (s != KN_OK && retry) {
         kn_error_clear();
-        s = run_gemm(d, c, true, &retry);
+        s = run_gemm(d, c, true, act, &retry);
+    }
+    if (s != KN_OK && retry && act) {
+        kn_error_clear();
+        s = run_gemm(d, c, false, KN_ACT_NONE, &retry);
+        if (s != KN_OK && retry) {
+            kn_error_clear();
+            s = run_gemm(d, c, true, KN_ACT_NONE, &retry);
+        }
+        kn_call r = {.op = KN_OP_UNARY, .device = c->device, .in = {out}, .out = {out}, .i = {KN_UNARY_RELU}};
+        if (s == KN_OK) s = kn__cuda_unary(&r);
     }
     return s;
 }

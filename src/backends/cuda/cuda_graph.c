@@ -64,9 +64,10 @@ void *kc_graph_end(int index, kn_status *status) {
         return NULL;
     }
     kc_pool *pool = d->capture;
-    /* Queued fused work and the shift advance belong to the graph. */
-    kn_status s = kc_adam_flush(d);
-    if (s == KN_OK && d->rng_slots) s = kc_rng_shift_advance(d);
+    /* The shift advance (joined to queued Adam work, when there is some) and
+     * the queued fused work belong to the graph. */
+    kn_status s = d->rng_slots ? kc_rng_shift_advance(d) : KN_OK;
+    if (s == KN_OK) s = kc_adam_flush(d);
     cudaGraph_t graph = NULL;
     kn_status es = kc_check(cudaStreamEndCapture(d->stream, &graph), op);
     if (s == KN_OK) s = es;

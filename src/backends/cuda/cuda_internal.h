@@ -70,7 +70,7 @@ bool kc_sync_mode(void); /* KILN_CUDA_SYNC=1 */
 int kc_device_count(void);
 
 /* Names for kernel-recorded errors. */
-enum { KC_OP_INDEX_SELECT = 1, KC_OP_GATHER, KC_OP_INDEX_ADD, KC_OP_NLL, KC_OP_CROSS_ENTROPY };
+enum { KC_OP_INDEX_SELECT = 1, KC_OP_GATHER, KC_OP_INDEX_ADD, KC_OP_NLL, KC_OP_CROSS_ENTROPY, KC_OP_EMBEDDING_CAT };
 
 /* KILN_CUDA_PROFILE=1: wraps the kernel slots with timing (cuda_profile.c). */
 void kc_profile_install(kn_backend *b);
@@ -128,10 +128,14 @@ kn_status kn__cuda_matmul(const kn_call *c);
 kn_status kn__cuda_index_select(const kn_call *c);
 kn_status kn__cuda_gather(const kn_call *c);
 kn_status kn__cuda_index_add(const kn_call *c);
+kn_status kn__cuda_embedding_cat(const kn_call *c);
+kn_status kn__cuda_embedding_cat_backward(const kn_call *c);
 kn_status kn__cuda_softmax(const kn_call *c);
 kn_status kn__cuda_softmax_backward(const kn_call *c);
 kn_status kn__cuda_nll(const kn_call *c);
 kn_status kn__cuda_nll_backward(const kn_call *c);
+kn_status kn__cuda_cross_entropy(const kn_call *c);
+kn_status kn__cuda_cross_entropy_backward(const kn_call *c);
 kn_status kn__cuda_batch_norm(const kn_call *c);
 kn_status kn__cuda_batch_norm_backward(const kn_call *c);
 kn_status kn__cuda_layer_norm(const kn_call *c);
@@ -144,6 +148,11 @@ kn_status kn__cuda_sgd(const kn_call *c);
 /* Fused Adam: consecutive float32 Adam calls are queued and run as one kernel
  * over all of them when anything else touches the device (cuda_train.cu). */
 kn_status kc_adam_flush(kc_dev *d);
+/* Random kernels under capture: the shift slot of the generator `seed` in the
+ * graph being captured (NULL when not capturing), widening the span of
+ * offsets the capture uses by the n elements (per per counter) at offset. */
+kn_status kc_capture_shift(kc_dev *d, unsigned long long seed, unsigned long long offset, long long n, int per,
+                           const unsigned long long **shift);
 /* Adds each generator's span to its shift slot, on the stream (end of a capture). */
 kn_status kc_rng_shift_advance(kc_dev *d);
 

@@ -1,6 +1,7 @@
-/* Softmax / log_softmax (+ backward) and the negative log-likelihood (+
- * backward). float32 computes in float, other float dtypes in double, as the
- * CPU kernels do; bulk inputs are made contiguous first. */
+/* Softmax / log_softmax (+ backward), the negative log-likelihood (+
+ * backward) and cross-entropy on logits, fused (+ backward). float32
+ * computes in float, other float dtypes in double, as the CPU kernels do;
+ * bulk inputs are made contiguous first. */
 #include "cuda_common.cuh"
 
 #include <math.h>
@@ -247,7 +248,7 @@ static nll_args nll_setup(const kn_call *c, const kn_tensor *x, kn_tensor *out, 
     a.C = C;
     a.ignore = c->i[0];
     a.smooth = c->f[0];
-    a.op = c->i[1] ? KC_OP_CROSS_ENTROPY : KC_OP_NLL;
+    a.op = KC_OP_NLL;
     return a;
 }
 
@@ -258,7 +259,7 @@ extern "C" kn_status kn__cuda_nll(const kn_call *c) {
     nll_args a = nll_setup(c, lp, c->out[0], c->out[1], lp->shape[0], lp->shape[1]);
     if (a.N == 0) return KN_OK;
     KC_LAUNCH(d, nll_kernel, (unsigned)((a.N + 7) / 8), dim3(32, 8), a, d->err_dev);
-    return kc_after(d, c->i[1] ? "cross_entropy" : "nll_loss");
+    return kc_after(d, "nll_loss");
 }
 
 extern "C" kn_status kn__cuda_nll_backward(const kn_call *c) {
@@ -268,5 +269,199 @@ extern "C" kn_status kn__cuda_nll_backward(const kn_call *c) {
     nll_args a = nll_setup(c, c->in[0], out, NULL, out->shape[0], out->shape[1]);
     if (a.N * a.C == 0) return KN_OK;
     KC_LAUNCH(d, nll_backward_kernel, kc_blocks(a.N * a.C), KC_THREADS, a, d->err_dev);
-    return kc_after(d, c->i[1] ? "cross_entropy" : "nll_loss");
+    return kc_after(d, "nll_loss");
+}
+
+/* ---- cross-entropy on logits: one kernel each way ---------------------------------------------
+ * Forward: a warp per row (max, log-sum-exp, the row's NLL with smoothing),
+ * the rows' losses and weights summed per block, and the last block to
+ * finish adds the blocks' sums and writes the reduced loss. Backward: a
+ * thread per logit, d loss_n / d z_j = G_n (p_j A_n - B_nj) (see
+ * src/backends/cpu/cpu_softmax.c), from the saved log-sum-exp. */
+typedef struct {
+    const char *z; /* logits [N, C], contiguous */
+    int dt;
+    long long N, C;
+    const char *tg;
+    long long ts;
+    int tdt;
+    const char *w; /* [C] or NULL */
+    long long ws;
+    int wdt;
+    char *loss, *lse, *wsum; /* forward outputs; backward: lse and wsum are inputs */
+    long long ls;            /* loss stride (reduction none) */
+    const char *g;           /* backward: the loss's gradient (0-d, or [N] with stride gs) */
+    long long gs;
+    int gdt;
+    char *out;               /* backward: [N, C] contiguous */
+    long long ignore;
+    double smooth;
+    int red;
+    double *partial; /* [blocks][2] */
+    unsigned int *ticket;
+} ce_args;
+
+__device__ __forceinline__ double ce_w(const ce_args &a, long long k) {
+    return a.w ? kc_load(a.w + k * a.ws * kc_dsize(a.wdt), a.wdt) : 1.0;
+}
+
+__device__ void ce_finish(const ce_args &a, double total, double wsum) {
+    if (a.red != KN_REDUCTION_NONE) kc_store(a.loss, a.dt, a.red == KN_REDUCTION_SUM ? total : total / wsum);
+    kc_store(a.wsum, a.dt, wsum);
+}
+
+/* blockDim 256: a warp per row. */
+template <typename C>
+__global__ void ce_forward(const __grid_constant__ ce_args a, long long *err) {
+    kc_pdl_wait();
+    typedef elt<C> E;
+    __shared__ double sl[8], sw[8];
+    __shared__ bool last;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    double tl = 0, tw = 0;
+    for (long long r = (long long)blockIdx.x * 8 + warp; r < a.N; r += (long long)gridDim.x * 8) {
+        long long base = r * a.C;
+        C mx = -INFINITY, se = 0;
+        for (long long j = lane; j < a.C; j += 32) mx = nanmax(mx, E::ld(a.z, base + j, a.dt));
+        mx = warp_max(mx);
+        for (long long j = lane; j < a.C; j += 32) se += kexp(E::ld(a.z, base + j, a.dt) - mx);
+        C lse = mx + klog(kc_warp_sum(se));
+        long long t = kc_load_i(a.tg + r * a.ts * kc_dsize(a.tdt), a.tdt);
+        bool valid = t != a.ignore && t >= 0 && t < a.C;
+        if (t != a.ignore && !valid && lane == 0) kc_fault(err, KC_FAULT_TARGET, KC_OP_CROSS_ENTROPY, t, a.C, 1);
+        double l = 0, rw = 0;
+        if (valid) {
+            double acc = 0;
+            if (a.smooth != 0) {
+                for (long long j = lane; j < a.C; j += 32) acc += ce_w(a, j) * (double)(E::ld(a.z, base + j, a.dt) - lse);
+                acc = kc_warp_sum(acc);
+            }
+            rw = ce_w(a, t);
+            l = -(1 - a.smooth) * rw * (double)(E::ld(a.z, base + t, a.dt) - lse) - a.smooth / (double)a.C * acc;
+        }
+        if (lane == 0) {
+            if (a.red == KN_REDUCTION_NONE) kc_store(a.loss + r * a.ls * kc_dsize(a.dt), a.dt, l);
+            E::st(a.lse, r, a.dt, lse);
+            tl += l;
+            tw += rw;
+        }
+    }
+    if (lane == 0) sl[warp] = tl, sw[warp] = tw;
+    __syncthreads();
+    if (warp == 0) {
+        tl = kc_warp_sum(lane < 8 ? sl[lane] : 0.0);
+        tw = kc_warp_sum(lane < 8 ? sw[lane] : 0.0);
+    }
+    if (gridDim.x == 1) {
+        if (threadIdx.x == 0) ce_finish(a, tl, tw);
+        return;
+    }
+    if (threadIdx.x == 0) a.partial[2 * blockIdx.x] = tl, a.partial[2 * blockIdx.x + 1] = tw;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(a.ticket, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last || warp) return;
+    __threadfence();
+    /* lane l folds blocks l, l + 32, ...: loss sums at even, weights at odd places */
+    long long mine = ((long long)gridDim.x - lane + 31) / 32;
+    double x = kc_warp_sum(kc_sum_strided(a.partial + 2 * lane, 64, mine));
+    double y = kc_warp_sum(kc_sum_strided(a.partial + 2 * lane + 1, 64, mine));
+    if (lane == 0) {
+        ce_finish(a, x, y);
+        *a.ticket = 0;
+    }
+}
+
+template <typename C>
+__global__ void ce_backward(const __grid_constant__ ce_args a) {
+    kc_pdl_wait();
+    typedef elt<C> E;
+    __shared__ double part[32];
+    double wall = (double)a.C; /* the sum of the class weights */
+    if (a.smooth != 0 && a.w) {
+        double v = 0;
+        for (long long k = threadIdx.x; k < a.C; k += blockDim.x) v += ce_w(a, k);
+        wall = kc_block_sum(v, part);
+    }
+    double G = 0;
+    if (a.red != KN_REDUCTION_NONE) {
+        G = kc_load(a.g, a.gdt);
+        if (a.red == KN_REDUCTION_MEAN) G /= kc_load(a.wsum, a.dt);
+    }
+    double sc = a.smooth / (double)a.C;
+    KC_LOOP(i, a.N * a.C) {
+        long long n = i / a.C, j = i - n * a.C;
+        long long t = kc_load_i(a.tg + n * a.ts * kc_dsize(a.tdt), a.tdt);
+        if (t == a.ignore || t < 0 || t >= a.C) { /* ignored (a bad target was reported forward) */
+            E::st(a.out, i, a.dt, C(0));
+            continue;
+        }
+        double Gn = a.red == KN_REDUCTION_NONE ? kc_load(a.g + n * a.gs * kc_dsize(a.gdt), a.gdt) : G;
+        double p = (double)kexp(E::ld(a.z, i, a.dt) - E::ld(a.lse, n, a.dt)), wt = ce_w(a, t);
+        double A = (1 - a.smooth) * wt + sc * wall, B = (j == t ? (1 - a.smooth) * wt : 0.0) + sc * ce_w(a, j);
+        E::st(a.out, i, a.dt, (C)(Gn * (p * A - B)));
+    }
+}
+
+static ce_args ce_setup(const kn_call *c, const kn_tensor *z, const kn_tensor *tg, const kn_tensor *w) {
+    ce_args a;
+    memset(&a, 0, sizeof a);
+    a.z = (const char *)kn__data(z);
+    a.dt = z->dtype;
+    a.N = z->shape[0];
+    a.C = z->shape[1];
+    a.tg = (const char *)kn__data(tg);
+    a.ts = tg->ndim ? tg->stride[0] : 0;
+    a.tdt = tg->dtype;
+    if (w) {
+        a.w = (const char *)kn__data(w);
+        a.ws = w->ndim ? w->stride[0] : 0;
+        a.wdt = w->dtype;
+    }
+    a.ignore = c->i[0];
+    a.red = (int)c->i[1];
+    a.smooth = c->f[0];
+    return a;
+}
+
+extern "C" kn_status kn__cuda_cross_entropy(const kn_call *c) {
+    kc_dev *d = kc_enter(c, false);
+    if (!d) return kn_error_code();
+    ce_args a = ce_setup(c, c->in[0], c->in[1], c->in[2]);
+    a.loss = (char *)kn__data(c->out[0]);
+    a.ls = c->out[0]->ndim ? c->out[0]->stride[0] : 0;
+    a.lse = (char *)kn__data(c->out[1]);
+    a.wsum = (char *)kn__data(c->out[2]);
+    a.ticket = d->tickets;
+    long long blocks = (a.N + 7) / 8;
+    if (blocks < 1) blocks = 1;
+    if (blocks > KC_TICKETS) blocks = KC_TICKETS;
+    kn_tensor *scratch = NULL;
+    if (blocks > 1) {
+        int64_t n = 2 * blocks;
+        if (!(scratch = kc_scratch(1, &n, KN_F64, c->device))) return kn_error_code();
+        a.partial = (double *)kn__data(scratch);
+    }
+    if (a.dt == KN_F32) KC_LAUNCH(d, ce_forward<float>, (unsigned)blocks, 256, a, d->err_dev);
+    else KC_LAUNCH(d, ce_forward<double>, (unsigned)blocks, 256, a, d->err_dev);
+    kn_release(scratch); /* stream order keeps it alive for the kernel queued */
+    return kc_after(d, "cross_entropy");
+}
+
+extern "C" kn_status kn__cuda_cross_entropy_backward(const kn_call *c) {
+    kc_dev *d = kc_enter(c, false);
+    if (!d) return kn_error_code();
+    kn_tensor *out = c->out[0];
+    ce_args a = ce_setup(c, c->in[1], c->in[2], c->in[3]);
+    a.g = (const char *)kn__data(c->in[0]);
+    a.gs = c->in[0]->ndim ? c->in[0]->stride[0] : 0;
+    a.gdt = c->in[0]->dtype;
+    a.lse = (char *)kn__data(c->in[4]);
+    a.wsum = (char *)kn__data(c->in[5]);
+    a.out = (char *)kn__data(out);
+    if (a.N * a.C == 0) return KN_OK;
+    if (a.dt == KN_F32) KC_LAUNCH(d, ce_backward<float>, kc_blocks(a.N * a.C), KC_THREADS, a);
+    else KC_LAUNCH(d, ce_backward<double>, kc_blocks(a.N * a.C), KC_THREADS, a);
+    return kc_after(d, "cross_entropy");
 }

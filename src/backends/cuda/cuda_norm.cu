@@ -1,7 +1,7 @@
-/* Batch norm and layer norm, forward and backward. Statistics accumulate in
+/* Batch norm and layer norm, forward and backward. Statistics combine in
  * double with the CPU's formulas (batch norm shifts by the channel's first
- * element, so one pass gives an accurate variance); the elementwise pass is
- * float for float32 and double otherwise.
+ * element, so one pass gives an accurate variance); per-thread partial sums
+ * and the elementwise pass are float for float32 and double otherwise.
  *
  * Batch norm is one kernel per call: a block owns a few channels, reduces
  * their statistics, finishes them (running stats, saved mean and invstd) and
@@ -44,7 +44,16 @@ __device__ __forceinline__ void st(char *p, long long k, int dt, C v) {
     else kc_store(p + k * kc_dsize(dt), dt, (double)v);
 }
 
-/* ---- batch norm ------------------------------------------------------------------------ */
+/* ---- batch norm ------------------------------------------------------------------------
+ * One kernel per call each way. A block owns BN_CPB channels (L == 1: x is
+ * [N, C], a warp reads 8 rows of 4 channels) or one channel (L > 1). Each
+ * thread keeps its elements in registers when they fit (N <= BN_RPB *
+ * BN_CACHE), so x and the gradient are read once; the per-channel sums fold
+ * in shuffles, then one warp per channel, whose lane 0 (the finisher)
+ * finishes the statistics. Fused neighbours (KN_OP_BATCH_NORM's contract):
+ * dropout on y forward and on the incoming gradient backward (the mask
+ * regenerated from Philox), the ReLU before the norm (backward: grad x is
+ * zero where x <= 0) and the sums of grad x (a Linear's bias gradient). */
 typedef struct {
     const char *x, *g; /* contiguous [N, C, L]; g only backward */
     char *y;           /* y (forward) or grad x (backward), may be NULL backward */
@@ -52,143 +61,296 @@ typedef struct {
     long long N, C, L;
     vec w, b, rm, rv;  /* forward: weight, bias, running stats */
     vec mean, invstd;  /* forward: outputs; backward: inputs */
-    vec gw, gb;        /* backward outputs */
-    bool training;
+    vec gw, gb, gsum;  /* backward outputs */
+    char *count;       /* forward: the batch count (integer 0-d) or NULL */
+    int count_dt;
+    bool training, relu;
     double momentum, eps;
+    /* dropout after the norm: p > 0 */
+    double p, scale;
+    uint32_t thresh;
+    unsigned long long seed, offset;
+    const unsigned long long *shift;
 } bn_args;
 
-#define BN_CPB 4   /* channels per block when L == 1 */
-#define BN_RPB 256 /* rows per block when L == 1 (BN_CPB * BN_RPB threads) */
+#define BN_CPB 4    /* channels per block when L == 1 */
+#define BN_RPB 256  /* rows per block when L == 1 (BN_CPB * BN_RPB threads) */
+#define BN_CACHE 8  /* elements a thread keeps in registers */
+#define BN_THREADS 256 /* threads per block (one channel) when L > 1 */
 
-/* Sums (s1, s2) over the block for its channel(s). ROWS: blockDim (BN_CPB,
- * BN_RPB), a warp holds 8 rows of BN_CPB channels: shuffles fold the rows,
- * then warp 0 folds the 32 warps. Otherwise: one channel, a block sum. */
+/* Element m of channel ch (m = n * L + l): its index in the contiguous [N, C, L]. */
 template <bool ROWS>
-__device__ __forceinline__ void bn_block_sums(double *s1, double *s2) {
-    __shared__ double w1[32][BN_CPB], w2[32][BN_CPB];
-    if (!ROWS) {
-        *s1 = kc_block_sum(*s1, &w1[0][0]);
-        *s2 = kc_block_sum(*s2, &w2[0][0]);
-        return;
-    }
-    __shared__ double fin[2 * BN_CPB];
-    double a = *s1, b = *s2;
-#pragma unroll
-    for (int o = BN_CPB; o < 32; o <<= 1) {
-        a += __shfl_xor_sync(0xffffffffu, a, o);
-        b += __shfl_xor_sync(0xffffffffu, b, o);
-    }
-    int tid = threadIdx.y * BN_CPB + threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    if (lane < BN_CPB) w1[warp][lane] = a, w2[warp][lane] = b;
-    __syncthreads();
-    if (tid < 2 * BN_CPB) { /* one thread per (channel, sum) folds the 32 warps */
-        const double *src = tid < BN_CPB ? &w1[0][tid] : &w2[0][tid - BN_CPB];
-        double p[4] = {0, 0, 0, 0};
-#pragma unroll
-        for (int w = 0; w < 32; w++) p[w & 3] += src[w * BN_CPB];
-        fin[tid] = (p[0] + p[1]) + (p[2] + p[3]);
-    }
-    __syncthreads();
-    *s1 = fin[threadIdx.x];
-    *s2 = fin[BN_CPB + threadIdx.x];
+__device__ __forceinline__ long long bn_at(const bn_args &a, long long ch, long long m) {
+    return ROWS ? m * a.C + ch : (m / a.L * a.C + ch) * a.L + m % a.L;
 }
 
-/* Per channel: statistics (or their gradients), then the elementwise pass.
- * ROWS (L == 1): blockDim (BN_CPB, BN_RPB), channel c0 + x, rows y, y + RPB, ...
- * otherwise: blockDim (256, 1), one channel, elements strided by the block. */
-template <typename C, bool BACKWARD, bool ROWS>
-__global__ void bn_kernel(bn_args a) {
-    kc_pdl_wait();
-    __shared__ double k[4][BN_CPB]; /* mean, k0, k1, k2 */
-    int cx = ROWS ? threadIdx.x : 0, ry = ROWS ? threadIdx.y : threadIdx.x;
-    int nthreads = ROWS ? BN_RPB : blockDim.x;
-    long long c = ROWS ? (long long)blockIdx.x * BN_CPB + cx : blockIdx.x;
-    bool live = c < a.C;
-    long long M = a.N * a.L;
-    /* element m of channel c (m = n * L + l) */
-#define AT(m) (ROWS ? (m) * a.C + c : ((m) / a.L * a.C + c) * a.L + (m) % a.L)
-    bool stats = BACKWARD || a.training;
-    /* The finishing thread's parameters, loaded now so their latency hides
-     * behind the statistics pass. */
-    double pw = 1, pb = 0, p1 = 0, p2 = 0;
-    if (ry == 0 && live) {
-        pw = vget(a.w, c, 1);
-        if (BACKWARD) {
-            p1 = vget(a.invstd, c, 0);
-        } else {
-            pb = vget(a.b, c, 0);
-            p1 = vget(a.rm, c, 0);
-            p2 = vget(a.rv, c, 0);
+/* Folds (v1, v2) over the threads of each channel. The result is in the
+ * channel's finisher: lane 0 of warp k (channel k of the block, L == 1) or of
+ * warp 0 (L > 1). Every thread must call it. */
+template <bool ROWS>
+__device__ __forceinline__ void bn_fold(double *v1, double *v2) {
+    __shared__ double r1[32][BN_CPB], r2[32][BN_CPB];
+    int tid = threadIdx.y * blockDim.x + threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int nw = (blockDim.x * blockDim.y + 31) >> 5;
+    double a = *v1, b = *v2;
+    if (ROWS) { /* lanes l, l + 4, ... hold channel l % 4 */
+#pragma unroll
+        for (int o = BN_CPB; o < 32; o <<= 1) {
+            a += __shfl_xor_sync(0xffffffffu, a, o);
+            b += __shfl_xor_sync(0xffffffffu, b, o);
         }
-    }
-    if (stats) {
-        double K = 0, s1 = 0, s2 = 0;
-        if (live) K = BACKWARD ? vget(a.mean, c, 0) : (M ? kc_load(a.x + AT(0) * kc_dsize(a.dt), a.dt) : 0);
-        if (live) {
-#pragma unroll 4
-            for (long long m = ry; m < M; m += nthreads) {
-                double xv = (double)ld<C>(a.x, AT(m), a.dt) - K;
-                if (!BACKWARD) {
-                    s1 += xv;
-                    s2 += xv * xv;
-                } else {
-                    double gv = ld<C>(a.g, AT(m), a.dt);
-                    s1 += gv;
-                    s2 += gv * xv;
-                }
-            }
-        }
-        bn_block_sums<ROWS>(&s1, &s2);
-        if (ry == 0 && live) {
-            double mean, invstd, k0, k1, k2 = 0, Md = (double)M;
-            if (!BACKWARD) {
-                double dm = s1 / Md, var = s2 / Md - dm * dm;
-                if (var < 0) var = 0;
-                mean = K + dm;
-                invstd = 1 / sqrt(var + a.eps);
-                /* Running stats take the unbiased variance, as in PyTorch. */
-                if (a.rm.p) vset(a.rm, c, (1 - a.momentum) * p1 + a.momentum * mean);
-                if (a.rv.p) vset(a.rv, c, (1 - a.momentum) * p2 + a.momentum * (M > 1 ? var * Md / (Md - 1) : NAN));
-                k1 = invstd * pw;
-                k0 = pb;
-                vset(a.mean, c, mean);
-                vset(a.invstd, c, invstd);
-            } else {
-                mean = K;
-                invstd = p1;
-                k1 = invstd * pw;
-                k0 = a.training ? s1 / Md : 0;
-                k2 = a.training ? invstd * invstd * s2 / Md : 0;
-                vset(a.gw, c, s2 * invstd);
-                vset(a.gb, c, s1);
-            }
-            k[0][cx] = mean, k[1][cx] = k0, k[2][cx] = k1, k[3][cx] = k2;
-        }
-    } else if (ry == 0 && live) { /* evaluation: the running statistics */
-        double mean = p1, invstd = 1 / sqrt(p2 + a.eps);
-        vset(a.mean, c, mean);
-        vset(a.invstd, c, invstd);
-        k[0][cx] = mean, k[1][cx] = pb, k[2][cx] = invstd * pw, k[3][cx] = 0;
+        if (lane < BN_CPB) r1[warp][lane] = a, r2[warp][lane] = b;
+    } else {
+        a = kc_warp_sum(a);
+        b = kc_warp_sum(b);
+        if (lane == 0) r1[warp][0] = a, r2[warp][0] = b;
     }
     __syncthreads();
-    if (!live || !a.y) return;
-    C mean = (C)k[0][cx], k0 = (C)k[1][cx], k1 = (C)k[2][cx], k2 = (C)k[3][cx];
-#pragma unroll 4
-    for (long long m = ry; m < M; m += nthreads) {
-        long long i = AT(m);
-        C xv = ld<C>(a.x, i, a.dt) - mean;
-        if (!BACKWARD) st<C>(a.y, i, a.dt, xv * k1 + k0);
-        else st<C>(a.y, i, a.dt, k1 * (ld<C>(a.g, i, a.dt) - k0 - xv * k2));
+    bool fin = ROWS ? warp < BN_CPB : warp == 0;
+    if (fin) {
+        int ch = ROWS ? warp : 0;
+        a = kc_warp_sum(lane < nw ? r1[lane][ch] : 0.0);
+        b = kc_warp_sum(lane < nw ? r2[lane][ch] : 0.0);
     }
-#undef AT
+    __syncthreads(); /* r1, r2 free for the next fold */
+    *v1 = a, *v2 = b;
+}
+
+/* v rounded to dtype dt, where a fused step stands for an op whose output
+ * the unfused sequence stores (float32 computes in float already). */
+template <typename C>
+__device__ __forceinline__ C bn_round(C v, int dt) {
+    if (sizeof(C) == 4 || dt == KN_F64) return v;
+    uint16_t h;
+    kc_store(&h, dt, (double)v); /* the half types, the only others here */
+    return (C)kc_load(&h, dt);
+}
+
+/* The incoming element of the gradient: through the dropout after y, if any. */
+template <typename C>
+__device__ __forceinline__ C bn_grad_in(const bn_args &a, long long i, unsigned long long off) {
+    C g = ld<C>(a.g, i, a.dt);
+    if (a.p > 0) g = bn_round(kc_keep(a.seed, off, i, a.thresh) ? g * (C)a.scale : C(0), a.dt);
+    return g;
+}
+
+/* Dropout decisions for a thread's CACHE element slots (bit j: slot j,
+ * row ry + j * nt, kept). With 4 channels per block and C % 4 == 0 the 4
+ * elements of a row in the block share one Philox counter, so the 4 lanes
+ * of a row group each compute a quarter of the group's blocks and trade the
+ * words by shuffles (4x less arithmetic than a block per element; every
+ * lane of the warp takes part). Otherwise a block per element. */
+template <bool ROWS, int CACHE>
+__device__ __forceinline__ unsigned bn_keep_slots(const bn_args &a, unsigned long long off, long long c, int ry, int nt) {
+    constexpr int Q = CACHE >= 4 ? CACHE / 4 : 1; /* blocks a lane computes */
+    unsigned keep = 0;
+    if (ROWS && CACHE >= 4 && CACHE % 4 == 0 && a.C % 4 == 0) {
+        int lane = (threadIdx.y * blockDim.x + threadIdx.x) & 31, base = lane & ~3, tx = lane & 3;
+        uint32_t w[Q][4];
+#pragma unroll
+        for (int q = 0; q < Q; q++) { /* this lane's blocks: slots tx * Q + q */
+            long long m = ry + (long long)(tx * Q + q) * nt;
+            philox_block(a.seed, off + (unsigned long long)((m * a.C + c - tx) >> 2), w[q]);
+        }
+#pragma unroll
+        for (int j = 0; j < CACHE; j++) {
+            int owner = base + j / Q, q = j % Q;
+            uint32_t v0 = __shfl_sync(0xffffffffu, w[q][0], owner), v1 = __shfl_sync(0xffffffffu, w[q][1], owner);
+            uint32_t v2 = __shfl_sync(0xffffffffu, w[q][2], owner), v3 = __shfl_sync(0xffffffffu, w[q][3], owner);
+            uint32_t x = tx == 0 ? v0 : tx == 1 ? v1 : tx == 2 ? v2 : v3;
+            if ((x >> 8) >= a.thresh) keep |= 1u << j;
+        }
+        return keep;
+    }
+#pragma unroll
+    for (int j = 0; j < CACHE; j++) {
+        long long m = ry + (long long)j * nt;
+        if (c < a.C && m < a.N * a.L && kc_keep(a.seed, off, bn_at<ROWS>(a, c, m), a.thresh)) keep |= 1u << j;
+    }
+    return keep;
+}
+
+template <typename C, bool ROWS, int CACHE>
+__global__ void __launch_bounds__(1024) bn_forward(const __grid_constant__ bn_args a) {
+    kc_pdl_wait();
+    __shared__ double kk[3][BN_CPB]; /* per channel: mean, k0, k1 of y = (x - mean) k1 + k0 */
+    int cx = ROWS ? threadIdx.x : 0, ry = ROWS ? threadIdx.y : threadIdx.x, nt = ROWS ? BN_RPB : blockDim.x;
+    int tid = threadIdx.y * blockDim.x + threadIdx.x, warp = tid >> 5;
+    long long c0 = ROWS ? (long long)blockIdx.x * BN_CPB : blockIdx.x, c = c0 + cx, M = a.N * a.L;
+    bool live = c < a.C;
+    /* The finisher's channel and parameters, loaded early to hide their latency. */
+    int fch = ROWS ? warp : 0;
+    long long cf = c0 + fch;
+    bool finisher = (tid & 31) == 0 && (ROWS ? warp < BN_CPB : warp == 0) && cf < a.C;
+    double pw = 1, pb = 0, prm = 0, prv = 0, kf = 0;
+    if (finisher) {
+        pw = vget(a.w, cf, 1), pb = vget(a.b, cf, 0), prm = vget(a.rm, cf, 0), prv = vget(a.rv, cf, 0);
+        if (a.training && M) kf = ld<C>(a.x, bn_at<ROWS>(a, cf, 0), a.dt);
+    }
+    /* Statistics shifted by the channel's first element: one accurate pass. */
+    C K = live && M ? ld<C>(a.x, bn_at<ROWS>(a, c, 0), a.dt) : C(0), s1 = 0, s2 = 0;
+    C xs[CACHE ? CACHE : 1];
+    if (CACHE) {
+#pragma unroll
+        for (int j = 0; j < CACHE; j++) {
+            long long m = ry + (long long)j * nt;
+            xs[j] = live && m < M ? ld<C>(a.x, bn_at<ROWS>(a, c, m), a.dt) : K;
+        }
+        if (a.training)
+#pragma unroll
+            for (int j = 0; j < CACHE; j++) {
+                C d = xs[j] - K;
+                s1 += d;
+                s2 += d * d;
+            }
+    } else if (a.training && live) {
+        for (long long m = ry; m < M; m += nt) {
+            C d = ld<C>(a.x, bn_at<ROWS>(a, c, m), a.dt) - K;
+            s1 += d;
+            s2 += d * d;
+        }
+    }
+    double d1 = s1, d2 = s2;
+    if (a.training) bn_fold<ROWS>(&d1, &d2);
+    if (finisher) {
+        double mean, invstd;
+        if (a.training) {
+            double Md = (double)M, inv = 1 / Md, dm = d1 * inv, var = d2 * inv - dm * dm;
+            if (var < 0) var = 0;
+            mean = kf + dm;
+            invstd = rsqrt(var + a.eps);
+            /* Running stats take the unbiased variance, as in PyTorch. */
+            if (a.rm.p) vset(a.rm, cf, (1 - a.momentum) * prm + a.momentum * mean);
+            if (a.rv.p) vset(a.rv, cf, (1 - a.momentum) * prv + a.momentum * (M > 1 ? var * Md / (Md - 1) : NAN));
+        } else { /* evaluation: the running statistics */
+            mean = prm;
+            invstd = 1 / sqrt(prv + a.eps);
+        }
+        vset(a.mean, cf, mean);
+        vset(a.invstd, cf, invstd);
+        kk[0][fch] = mean, kk[1][fch] = pb, kk[2][fch] = invstd * pw;
+    }
+    if (a.count && a.training && blockIdx.x == 0 && tid == 0) kc_store_i(a.count, a.count_dt, kc_load_i(a.count, a.count_dt) + 1);
+    unsigned long long off = a.offset + (a.shift ? *a.shift : 0ull);
+    unsigned keep = CACHE && a.p > 0 ? bn_keep_slots<ROWS, CACHE>(a, off, c, ry, nt) : ~0u; /* all lanes */
+    __syncthreads();
+    if (!live || !a.y) return;
+    C mean = (C)kk[0][cx], k0 = (C)kk[1][cx], k1 = (C)kk[2][cx], scale = (C)a.scale;
+#pragma unroll
+    for (int j = 0; j < (CACHE ? CACHE : 1); j++)
+        for (long long m = ry + (long long)j * nt; m < M; m += CACHE ? M : nt) { /* once per slot when cached */
+            long long i = bn_at<ROWS>(a, c, m);
+            C v = ((CACHE ? xs[j] : ld<C>(a.x, i, a.dt)) - mean) * k1 + k0;
+            if (a.p > 0) {
+                bool kept = CACHE ? (keep >> j & 1) != 0 : kc_keep(a.seed, off, i, a.thresh);
+                v = kept ? bn_round(v, a.dt) * scale : C(0);
+            }
+            st<C>(a.y, i, a.dt, v);
+        }
+}
+
+template <typename C, bool ROWS, int CACHE>
+__global__ void __launch_bounds__(1024) bn_backward(const __grid_constant__ bn_args a) {
+    kc_pdl_wait();
+    __shared__ double kk[3][BN_CPB]; /* per channel: k0, k1, k2 of gx = k1 (g - k0 - (x - mean) k2) */
+    int cx = ROWS ? threadIdx.x : 0, ry = ROWS ? threadIdx.y : threadIdx.x, nt = ROWS ? BN_RPB : blockDim.x;
+    int tid = threadIdx.y * blockDim.x + threadIdx.x, warp = tid >> 5;
+    long long c0 = ROWS ? (long long)blockIdx.x * BN_CPB : blockIdx.x, c = c0 + cx, M = a.N * a.L;
+    bool live = c < a.C;
+    int fch = ROWS ? warp : 0;
+    long long cf = c0 + fch;
+    bool finisher = (tid & 31) == 0 && (ROWS ? warp < BN_CPB : warp == 0) && cf < a.C;
+    double pw = 1, pis = 0;
+    if (finisher) pw = vget(a.w, cf, 1), pis = vget(a.invstd, cf, 0);
+    unsigned long long off = a.offset + (a.shift ? *a.shift : 0ull);
+    C mean = live ? (C)vget(a.mean, c, 0) : C(0), s1 = 0, s2 = 0;
+    C xs[CACHE ? CACHE : 1], gs[CACHE ? CACHE : 1];
+    if (CACHE) {
+        unsigned keep = a.p > 0 ? bn_keep_slots<ROWS, CACHE>(a, off, c, ry, nt) : ~0u; /* all lanes */
+#pragma unroll
+        for (int j = 0; j < CACHE; j++) {
+            long long m = ry + (long long)j * nt;
+            bool in = live && m < M;
+            long long i = bn_at<ROWS>(a, c, in ? m : 0);
+            xs[j] = in ? ld<C>(a.x, i, a.dt) : mean;
+            C gv = in ? ld<C>(a.g, i, a.dt) : C(0);
+            if (a.p > 0) gv = bn_round((keep >> j & 1) ? gv * (C)a.scale : C(0), a.dt);
+            gs[j] = gv;
+        }
+#pragma unroll
+        for (int j = 0; j < CACHE; j++) {
+            s1 += gs[j];
+            s2 += gs[j] * (xs[j] - mean);
+        }
+    } else if (live) {
+        for (long long m = ry; m < M; m += nt) {
+            long long i = bn_at<ROWS>(a, c, m);
+            C gv = bn_grad_in<C>(a, i, off);
+            s1 += gv;
+            s2 += gv * (ld<C>(a.x, i, a.dt) - mean);
+        }
+    }
+    double d1 = s1, d2 = s2;
+    bn_fold<ROWS>(&d1, &d2);
+    if (finisher) {
+        double Md = (double)M;
+        kk[0][fch] = a.training ? d1 / Md : 0;
+        kk[1][fch] = pis * pw;
+        kk[2][fch] = a.training ? pis * pis * d2 / Md : 0;
+        vset(a.gw, cf, d2 * pis);
+        vset(a.gb, cf, d1);
+    }
+    __syncthreads();
+    C k0 = (C)kk[0][cx], k1 = (C)kk[1][cx], k2 = (C)kk[2][cx], s3 = 0;
+    if (live && a.y) {
+#pragma unroll
+        for (int j = 0; j < (CACHE ? CACHE : 1); j++)
+            for (long long m = ry + (long long)j * nt; m < M; m += CACHE ? M : nt) {
+                long long i = bn_at<ROWS>(a, c, m);
+                C xv = CACHE ? xs[j] : ld<C>(a.x, i, a.dt), gv = CACHE ? gs[j] : bn_grad_in<C>(a, i, off);
+                C v = bn_round(k1 * (gv - k0 - (xv - mean) * k2), a.dt);
+                if (a.relu && !(xv > C(0))) v = C(0);
+                st<C>(a.y, i, a.dt, v);
+                s3 += v;
+            }
+    }
+    if (!a.gsum.p) return; /* uniform: every thread returns */
+    double e1 = s3, e2 = 0;
+    bn_fold<ROWS>(&e1, &e2);
+    if (finisher) vset(a.gsum, cf, e1);
 }
 
 template <typename C, bool BACKWARD>
 static void launch_bn(kc_dev *d, const bn_args &a) {
-    if (a.L == 1)
-        KC_LAUNCH(d, (bn_kernel<C, BACKWARD, true>), (unsigned)((a.C + BN_CPB - 1) / BN_CPB), dim3(BN_CPB, BN_RPB), a);
-    else
-        KC_LAUNCH(d, (bn_kernel<C, BACKWARD, false>), (unsigned)a.C, 256, a);
+    if (a.L == 1) {
+        unsigned grid = (unsigned)((a.C + BN_CPB - 1) / BN_CPB);
+        dim3 block(BN_CPB, BN_RPB);
+        if (a.N <= (long long)BN_RPB * BN_CACHE) {
+            if (BACKWARD) KC_LAUNCH(d, (bn_backward<C, true, BN_CACHE>), grid, block, a);
+            else KC_LAUNCH(d, (bn_forward<C, true, BN_CACHE>), grid, block, a);
+        } else {
+            if (BACKWARD) KC_LAUNCH(d, (bn_backward<C, true, 0>), grid, block, a);
+            else KC_LAUNCH(d, (bn_forward<C, true, 0>), grid, block, a);
+        }
+    } else {
+        if (BACKWARD) KC_LAUNCH(d, (bn_backward<C, false, 0>), (unsigned)a.C, BN_THREADS, a);
+        else KC_LAUNCH(d, (bn_forward<C, false, 0>), (unsigned)a.C, BN_THREADS, a);
+    }
+}
+
+/* Dropout parameters of a call (p = f[pk], seed i[1], offset i[2]), with the
+ * graph's device-side shift when capturing. */
+static kn_status bn_dropout(kc_dev *d, const kn_call *c, int pk, long long n, bn_args *a) {
+    a->p = c->f[pk];
+    if (!(a->p > 0)) {
+        a->p = 0;
+        return KN_OK;
+    }
+    a->scale = 1 / (1 - a->p);
+    a->thresh = (uint32_t)ceil(a->p * 16777216.0);
+    a->seed = (unsigned long long)c->i[1];
+    a->offset = (unsigned long long)c->i[2];
+    return kc_capture_shift(d, a->seed, a->offset, n, 4, &a->shift);
 }
 
 extern "C" kn_status kn__cuda_batch_norm(const kn_call *c) {
@@ -203,11 +365,12 @@ extern "C" kn_status kn__cuda_batch_norm(const kn_call *c) {
     a.dt = x->dtype;
     a.N = x->shape[0], a.C = x->shape[1], a.L = x->shape[2];
     a.w = mkvec(c->in[1]), a.b = mkvec(c->in[2]), a.rm = mkvec(c->in[3]), a.rv = mkvec(c->in[4]);
+    if (c->in[5]) a.count = (char *)kn__data(c->in[5]), a.count_dt = c->in[5]->dtype;
     a.mean = mkvec(c->out[1]), a.invstd = mkvec(c->out[2]);
     a.training = c->i[0] != 0;
     a.momentum = c->f[0], a.eps = c->f[1];
-    kn_status s = KN_OK;
-    if (a.C > 0) {
+    kn_status s = bn_dropout(d, c, 2, a.N * a.C * a.L, &a);
+    if (s == KN_OK && a.C > 0) {
         if (a.dt == KN_F32) launch_bn<float, false>(d, a);
         else launch_bn<double, false>(d, a);
         s = kc_after(d, "batch_norm");
@@ -232,8 +395,11 @@ extern "C" kn_status kn__cuda_batch_norm_backward(const kn_call *c) {
         a.N = x->shape[0], a.C = x->shape[1], a.L = x->shape[2];
         a.w = mkvec(c->in[2]), a.mean = mkvec(c->in[3]), a.invstd = mkvec(c->in[4]);
         a.gw = mkvec(c->out[1]), a.gb = mkvec(c->out[2]);
+        if (a.y) a.gsum = mkvec(c->out[3]);
         a.training = c->i[0] != 0;
-        if (a.C > 0) {
+        a.relu = c->i[3] != 0;
+        s = bn_dropout(d, c, 0, a.N * a.C * a.L, &a);
+        if (s == KN_OK && a.C > 0) {
             if (a.dt == KN_F32) launch_bn<float, true>(d, a);
             else launch_bn<double, true>(d, a);
             s = kc_after(d, "batch_norm_backward");

@@ -263,6 +263,81 @@ static kn_status run(kc_dev *d, red_args a, kn_device dev) {
     return kc_after(d, "reduce");
 }
 
+/* ---- column sums of a float32 matrix (bias gradients) -----------------------------------------
+ * out[c] = sum_r x[r * rs + c] for contiguous rows: the shape of every bias
+ * gradient. Latency is what counts at these sizes, so each thread loads a
+ * few rows at once, blocks of 32 columns x CS_ROWS rows each write a
+ * partial, and the last block of a column tile adds them: one kernel, three
+ * dependent memory steps. Sums in float (pairwise: 4, 8, then the chunks). */
+#define CS_ROWS 32
+
+__global__ void colsum_f32(const float *x, long long rs, long long R, long long C, float *out, float *partial,
+                           unsigned int *tickets) {
+    kc_pdl_wait();
+    __shared__ float part[8][33];
+    __shared__ bool last;
+    int lane = threadIdx.x, wy = threadIdx.y, chunks = gridDim.y;
+    long long c = (long long)blockIdx.x * 32 + lane, r0 = (long long)blockIdx.y * CS_ROWS;
+    float acc = 0;
+    if (c < C) {
+        float v[CS_ROWS / 8];
+#pragma unroll
+        for (int j = 0; j < CS_ROWS / 8; j++) {
+            long long r = r0 + wy + 8 * j;
+            v[j] = r < R ? x[r * rs + c] : 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < CS_ROWS / 8; j++) acc += v[j];
+    }
+    part[wy][lane] = acc;
+    __syncthreads();
+    float s = 0;
+    if (wy == 0)
+        for (int k = 0; k < 8; k++) s += part[k][lane];
+    if (chunks == 1) {
+        if (wy == 0 && c < C) out[c] = s;
+        return;
+    }
+    if (wy == 0 && c < C) partial[blockIdx.y * C + c] = s;
+    __threadfence();
+    __syncthreads();
+    if (lane == 0 && wy == 0) last = atomicAdd(&tickets[blockIdx.x], 1u) == (unsigned)chunks - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    /* row wy of the block folds chunks wy, wy + 8, ... */
+    float t = c < C ? kc_sum_strided(partial + (long long)wy * C + c, 8 * C, (chunks - wy + 7) / 8) : 0.0f;
+    part[wy][lane] = t;
+    __syncthreads();
+    if (wy == 0 && c < C) {
+        float u = 0;
+        for (int k = 0; k < 8; k++) u += part[k][lane];
+        out[c] = u;
+    }
+    if (lane == 0 && wy == 0) tickets[blockIdx.x] = 0;
+}
+
+/* A float32 sum over one merged dim of rows whose kept dim is contiguous. */
+static bool colsum_shape(const red_args &a) {
+    const red_geom &g = a.g;
+    return a.fn == KN_REDUCE_SUM && a.xdt == KN_F32 && a.odt == KN_F32 && g.nk == 1 && g.kstride[0] == 1 &&
+           g.nr == 1 && g.R > 0 && g.n_out <= 32LL * KC_TICKETS && (g.R + CS_ROWS - 1) / CS_ROWS <= 65535;
+}
+
+static kn_status colsum_run(kc_dev *d, const red_args &a, kn_device dev) {
+    const red_geom &g = a.g;
+    long long tiles = (g.n_out + 31) / 32, chunks = (g.R + CS_ROWS - 1) / CS_ROWS;
+    kn_tensor *scratch = NULL;
+    if (chunks > 1) {
+        int64_t n = chunks * g.n_out;
+        if (!(scratch = kc_scratch(1, &n, KN_F32, dev))) return kn_error_code();
+    }
+    KC_LAUNCH(d, colsum_f32, dim3((unsigned)tiles, (unsigned)chunks), dim3(32, 8), (const float *)a.x, g.rstride[0],
+              g.R, g.n_out, (float *)a.out, scratch ? (float *)kn__data(scratch) : (float *)NULL, d->tickets);
+    kn_release(scratch); /* stream order keeps it alive for the kernel queued */
+    return kc_after(d, "sum");
+}
+
 /* ---- argmax / argmin ------------------------------------------------------------------------------ */
 /* Does (v2, i2) beat (v1, i1)? The first NaN wins, then the first extreme. */
 __device__ __forceinline__ bool arg_better(bool mx, double v1, long long i1, double v2, long long i2) {
@@ -317,6 +392,7 @@ extern "C" kn_status kn__cuda_reduce(const kn_call *c) {
     a.int_sum = fn == KN_REDUCE_SUM && !kn_dtype_is_float(x->dtype);
     if (fn != KN_REDUCE_VAR) {
         a.fn = fn;
+        if (colsum_shape(a)) return colsum_run(d, a, x->storage->device);
         return run(d, a, x->storage->device);
     }
     /* Variance in two passes, as the CPU: the mean, then squared deviations. */

@@ -15,29 +15,6 @@
 
 #include <math.h>
 
-#define PHILOX_M0 0xD2511F53u
-#define PHILOX_M1 0xCD9E8D57u
-#define PHILOX_W0 0x9E3779B9u
-#define PHILOX_W1 0xBB67AE85u
-
-__device__ __forceinline__ void philox_block(unsigned long long seed, unsigned long long counter, uint32_t w[4]) {
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-#pragma unroll
-    for (int r = 0; r < 10; r++) {
-        uint32_t h0 = __umulhi(PHILOX_M0, c0), l0 = PHILOX_M0 * c0;
-        uint32_t h1 = __umulhi(PHILOX_M1, c2), l1 = PHILOX_M1 * c2;
-        uint32_t n0 = h1 ^ c1 ^ k0, n2 = h0 ^ c3 ^ k1;
-        c1 = l1;
-        c3 = l0;
-        c0 = n0;
-        c2 = n2;
-        k0 += PHILOX_W0;
-        k1 += PHILOX_W1;
-    }
-    w[0] = c0, w[1] = c1, w[2] = c2, w[3] = c3;
-}
-
 __device__ __forceinline__ double u01(uint32_t x) { return (double)(x >> 8) * (1.0 / 16777216.0); }
 
 /* ---- random ------------------------------------------------------------------------------- */
@@ -80,10 +57,8 @@ __global__ void random_kernel(rand_args r) {
     }
 }
 
-/* The shift slot of this op's generator in the graph being captured (NULL
- * when not capturing), widening the span of offsets the capture uses. */
-static kn_status capture_shift(kc_dev *d, unsigned long long seed, unsigned long long offset, long long n, int per,
-                               const unsigned long long **shift) {
+extern "C" kn_status kc_capture_shift(kc_dev *d, unsigned long long seed, unsigned long long offset, long long n,
+                                      int per, const unsigned long long **shift) {
     *shift = NULL;
     if (!d->capture) return KN_OK;
     unsigned long long end = offset + (unsigned long long)((n + per - 1) / per);
@@ -109,7 +84,7 @@ extern "C" kn_status kn__cuda_random(const kn_call *c) {
                    (unsigned long long)c->i[1], (unsigned long long)c->i[2], NULL, c->f[0], c->f[1]};
     if (r.n == 0) return KN_OK;
     int per = r.kind == KN_RANDOM_NORMAL ? 2 : 4;
-    kn_status s = capture_shift(d, r.seed, r.offset, r.n, per, &r.shift);
+    kn_status s = kc_capture_shift(d, r.seed, r.offset, r.n, per, &r.shift);
     if (s != KN_OK) return s;
     KC_LAUNCH(d, random_kernel, kc_blocks((r.n + per - 1) / per), KC_THREADS, r);
     return kc_after(d, "random");
@@ -146,7 +121,7 @@ extern "C" kn_status kn__cuda_dropout(const kn_call *c) {
     if (n == 0) return KN_OK;
     double keep_p = 1 - c->f[0], scale = keep_p > 0 ? 1 / keep_p : 0;
     const unsigned long long *shift;
-    kn_status s = capture_shift(d, (unsigned long long)c->i[1], (unsigned long long)c->i[2], n, 4, &shift);
+    kn_status s = kc_capture_shift(d, (unsigned long long)c->i[1], (unsigned long long)c->i[2], n, 4, &shift);
     if (s != KN_OK) return s;
     KC_LAUNCH(d, dropout_kernel, kc_blocks((n + 3) / 4), KC_THREADS, 
         (const char *)kn__data(x), (char *)kn__data(y), mask ? (uint8_t *)kn__data(mask) : NULL, x->dtype, n,
@@ -163,9 +138,13 @@ __global__ void shift_kernel(unsigned long long *shift, spans s, int n) {
     if ((int)threadIdx.x < n) shift[threadIdx.x] += s.span[threadIdx.x];
 }
 
+static kn_status adam_take_shift(kc_dev *d, const spans *s);
+
 extern "C" kn_status kc_rng_shift_advance(kc_dev *d) {
     spans s;
     for (int j = 0; j < d->rng_slots; j++) s.span[j] = d->rng_hi[j] - d->rng_lo[j];
+    /* A queued Adam kernel (a training step's last) does it, without a launch of its own. */
+    if (adam_take_shift(d, &s) == KN_OK) return KN_OK;
     KC_LAUNCH(d, shift_kernel, 1, 32, d->rng_shift, s, d->rng_slots);
     return kc_check(cudaGetLastError(), "graph_capture");
 }
@@ -187,34 +166,52 @@ typedef struct {
     const float *t; /* step count, on the device */
     double lr, b1, b2, eps, wd;
     int adamw;
+    /* A graph's random shifts, advanced by block 0 (see kc_rng_shift_advance). */
+    unsigned long long *shift;
+    spans shift_by;
+    int n_shift;
 } adam_batch;
 
 static adam_batch queues[16];
 
+#define ADAM_THREADS 256
+#define ADAM_PER (ADAM_CHUNK / ADAM_THREADS) /* elements a thread updates */
+
+/* Each thread loads its elements first, so their latency overlaps the
+ * bias corrections thread 0 computes (two double pow). */
 __global__ void adam_fused(const __grid_constant__ adam_batch b) {
     kc_pdl_wait();
     __shared__ float k[2]; /* lr / bc1, 1 / sqrt(bc2) */
-    __shared__ int item;
+    if (blockIdx.x == 0 && (int)threadIdx.x < b.n_shift) b.shift[threadIdx.x] += b.shift_by.span[threadIdx.x];
+    int item = 0;
+    while (item + 1 < b.count && b.block_start[item + 1] <= (int)blockIdx.x) item++;
+    const adam_item &it = b.items[item];
+    long long base = (long long)(blockIdx.x - b.block_start[item]) * ADAM_CHUNK + threadIdx.x;
+    float p[ADAM_PER], g[ADAM_PER], m[ADAM_PER], v[ADAM_PER];
+#pragma unroll
+    for (int j = 0; j < ADAM_PER; j++) {
+        long long i = base + j * ADAM_THREADS;
+        bool in = i < it.n;
+        p[j] = in ? it.p[i] : 0, g[j] = in ? it.g[i] : 0, m[j] = in ? it.m[i] : 0, v[j] = in ? it.v[i] : 0;
+    }
     if (threadIdx.x == 0) {
         double t = *b.t;
         k[0] = (float)(b.lr / (1 - pow(b.b1, t)));
         k[1] = (float)(1 / sqrt(1 - pow(b.b2, t)));
-        int i = 0;
-        while (i + 1 < b.count && b.block_start[i + 1] <= (int)blockIdx.x) i++;
-        item = i;
     }
     __syncthreads();
-    const adam_item it = b.items[item];
     float step = k[0], sb2 = k[1], fb1 = (float)b.b1, fb2 = (float)b.b2, feps = (float)b.eps;
     float decay = b.adamw ? (float)(1 - b.lr * b.wd) : 1.0f, l2 = b.adamw ? 0.0f : (float)b.wd;
-    long long base = (long long)(blockIdx.x - b.block_start[item]) * ADAM_CHUNK;
-    for (long long i = base + threadIdx.x; i < base + ADAM_CHUNK && i < it.n; i += blockDim.x) {
-        float p = it.p[i], gi = it.g[i] + l2 * p;
-        float m = fb1 * it.m[i] + (1 - fb1) * gi;
-        float v = fb2 * it.v[i] + (1 - fb2) * gi * gi;
-        it.m[i] = m;
-        it.v[i] = v;
-        it.p[i] = p * decay - step * m / (sqrtf(v) * sb2 + feps);
+#pragma unroll
+    for (int j = 0; j < ADAM_PER; j++) {
+        long long i = base + j * ADAM_THREADS;
+        if (i >= it.n) continue;
+        float gi = g[j] + l2 * p[j];
+        float mi = fb1 * m[j] + (1 - fb1) * gi;
+        float vi = fb2 * v[j] + (1 - fb2) * gi * gi;
+        it.m[i] = mi;
+        it.v[i] = vi;
+        it.p[i] = p[j] * decay - step * mi / (sqrtf(vi) * sb2 + feps);
     }
 }
 
@@ -222,9 +219,19 @@ extern "C" kn_status kc_adam_flush(kc_dev *d) {
     adam_batch *q = &queues[d->index];
     if (!q->count) return KN_OK;
     int blocks = q->block_start[q->count];
-    KC_LAUNCH(d, adam_fused, blocks, 256, *q);
+    KC_LAUNCH(d, adam_fused, blocks, ADAM_THREADS, *q);
     q->count = 0;
+    q->n_shift = 0;
     return kc_after(d, "adam");
+}
+
+static kn_status adam_take_shift(kc_dev *d, const spans *s) {
+    adam_batch *q = &queues[d->index];
+    if (!q->count) return KN_ERR_UNSUPPORTED;
+    q->shift = d->rng_shift;
+    q->shift_by = *s;
+    q->n_shift = d->rng_slots;
+    return KN_OK;
 }
 
 /* Any dtype, one parameter, through double (the CPU's general path). */
