@@ -5,8 +5,8 @@
  *      -L/usr/local/cuda/lib64 -lcupti -o libtrace.so
  *   LD_PRELOAD=./libtrace.so KILN_DEVICE=cuda build/car_evaluation --graph --epochs 20 --quiet
  *
- * At exit it prints the kernels of the second-to-last graph launch in
- * order (start relative to the launch's first kernel, duration, gap after
+ * At exit it prints the kernels of the second-to-last launch of the graph
+ * launched most often, in order (start relative to the launch's first kernel, duration, gap after
  * the previous kernel's end, name), then the launch's span, the sum of the
  * kernel durations, and the time per kernel name. With programmatic
  * dependent launch a kernel may start before its predecessor ends and wait
@@ -73,11 +73,27 @@ __attribute__((destructor)) static void trace_report(void) {
     cuptiActivityFlushAll(1);
     if (!recs) return;
     qsort(recs, n_recs, sizeof *recs, by_start);
-    /* The launches of graphs, by correlation id (one per cudaGraphLaunch), in order. */
-    unsigned last = 0, prev = 0;
-    for (size_t i = 0; i < n_recs; i++)
-        if (recs[i].graph && recs[i].corr != last) prev = last, last = recs[i].corr;
-    unsigned pick = prev ? prev : last;
+    /* The graph launched most often (the training step; other graphs, such as
+     * those that time GEMM candidates, run a few times), and its
+     * second-to-last launch: kernels of one launch share a correlation id. */
+    static struct {
+        unsigned graph, launches, last, prev;
+    } gs[256];
+    int ng = 0;
+    for (size_t i = 0; i < n_recs; i++) {
+        if (!recs[i].graph) continue;
+        int j = 0;
+        while (j < ng && gs[j].graph != recs[i].graph) j++;
+        if (j == ng) {
+            if (ng == 256) continue;
+            gs[ng++].graph = recs[i].graph;
+        }
+        if (recs[i].corr != gs[j].last) gs[j].prev = gs[j].last, gs[j].last = recs[i].corr, gs[j].launches++;
+    }
+    int top = -1;
+    for (int j = 0; j < ng; j++)
+        if (top < 0 || gs[j].launches > gs[top].launches) top = j;
+    unsigned pick = top < 0 ? 0 : gs[top].prev ? gs[top].prev : gs[top].last;
     if (!pick) {
         fprintf(stderr, "trace: no graph launches among %zu kernels\n", n_recs);
         return;
