@@ -9,7 +9,8 @@
  * recorded, so a replayed graph would draw the same numbers every time. A
  * captured RANDOM or DROPOUT kernel therefore also reads a counter that lives
  * on the device, belongs to the graph and to the op's generator (its seed),
- * and adds it to its offset. The graph's last node adds to each counter the
+ * and adds it to its offset. The graph's last kernel (the queued Adam update
+ * when the step ends with one, else a kernel of its own) adds to each counter the
  * span of offsets the capture used with that seed, S (from the lowest offset
  * to the end of the highest range: what the generator advanced while the
  * step was recorded; ops that reuse an offset, like dropout's backward, do
