@@ -224,7 +224,7 @@ static kn_tensor *fused_run(kn_module *seq, int i, int *next, kn_tensor *x) {
                      .momentum = st->momentum, .eps = st->eps};
     kn_module *drop = j < nc && is(kn_module_child_at(seq, j), dropout_forward) ? kn_module_child_at(seq, j) : NULL;
     double p = drop ? ((scalar_state *)kn_module_state(drop))->p : 0;
-    if (drop && (!kn_module_training(drop) || p == 0 || (p > 0 && p < 1))) { /* p = 1 stays a layer of its own */
+    if (drop && (!kn_module_training(drop) || p < 1)) { /* p = 1 stays a layer of its own (no random draw) */
         o.dropout = kn_module_training(drop) ? p : 0;
         j++;
     }

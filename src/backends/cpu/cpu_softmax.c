@@ -298,15 +298,22 @@ static double ce_z(const kn_tensor *z, int64_t n, int64_t j, int64_t C) {
     return kn__load((const char *)kn__data(z) + (size_t)(n * C + j) * kn_dtype_size(z->dtype), z->dtype);
 }
 
+/* The class weights of a cross-entropy call as doubles, after checking its
+ * targets; NULL with an error. */
+static double *ce_weights(const kn_call *c, const kn_tensor *tg, const kn_tensor *w, int64_t N, int64_t C) {
+    if (check_targets("cross_entropy", tg, c->i[0], N, C) != KN_OK) return NULL;
+    double *wv = vload(w, C, 1.0);
+    if (!wv) oom("cross_entropy");
+    return wv;
+}
+
 kn_status kn__cpu_cross_entropy(const kn_call *c) {
     const kn_tensor *z = c->in[0], *tg = c->in[1], *w = c->in[2];
     int64_t N = z->shape[0], C = z->shape[1];
     double s = c->f[0];
     kn_reduction red = (kn_reduction)c->i[1];
-    kn_status st = check_targets("cross_entropy", tg, c->i[0], N, C);
-    if (st != KN_OK) return st;
-    double *wv = vload(w, C, 1.0);
-    if (!wv) return oom("cross_entropy");
+    double *wv = ce_weights(c, tg, w, N, C);
+    if (!wv) return kn_error_code();
     double total = 0, wsum = 0;
     for (int64_t n = 0; n < N; n++) {
         double mx = -INFINITY, e = 0, lse, l = 0;
@@ -345,10 +352,8 @@ kn_status kn__cpu_cross_entropy_backward(const kn_call *c) {
     int64_t N = out->shape[0], C = out->shape[1];
     double s = c->f[0];
     kn_reduction red = (kn_reduction)c->i[1];
-    kn_status st = check_targets("cross_entropy", tg, c->i[0], N, C);
-    if (st != KN_OK) return st;
-    double *wv = vload(w, C, 1.0);
-    if (!wv) return oom("cross_entropy");
+    double *wv = ce_weights(c, tg, w, N, C);
+    if (!wv) return kn_error_code();
     double wall = 0;
     for (int64_t j = 0; j < C; j++) wall += wv[j];
     double G = red == KN_REDUCTION_NONE ? 0 : kn__load(kn__data(g), g->dtype);
