@@ -3,7 +3,8 @@
 # (Release, sm_90), trains the car tutorial model 500 epochs on CUDA eagerly
 # and with the step replayed as a CUDA graph, the same in PyTorch (eager and
 # whole-step CUDA graph with capturable Adam), then GEMM through kiln and
-# torch.matmul for fp32, TF32 and bf16 at 4096^3 and 8192^3; prints a table.
+# torch.matmul, taking turns in one process, for fp32, TF32 and bf16 at
+# 4096^3 and 8192^3; prints a table.
 #
 #   bench/cuda/run.sh [build-dir] [log-dir]
 set -euo pipefail
@@ -13,7 +14,7 @@ LOG=${2:-$B/bench-log}
 mkdir -p "$LOG"
 PATH="$PATH:/usr/local/cuda/bin"
 cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >"$LOG/cmake.txt"
-cmake --build "$B" -j "$(nproc)" --target car_evaluation bench_cuda_gemm >>"$LOG/cmake.txt"
+cmake --build "$B" -j "$(nproc)" --target car_evaluation kiln_gemm_bench >>"$LOG/cmake.txt"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$LOG/gpu.txt" || echo unknown >"$LOG/gpu.txt"
 
 export KILN_DEVICE=cuda
@@ -21,12 +22,8 @@ export KILN_DEVICE=cuda
 "$B/car_evaluation" data/car/car.csv --quiet --graph | tee "$LOG/kiln_graph.txt"
 python3 bench/cuda/torch_car.py data/car/car.csv 500 2>/dev/null | tee "$LOG/torch_car.txt"
 
-: >"$LOG/kiln_gemm.txt"
-for n in 4096 8192; do
-  it=$([ $n = 4096 ] && echo 20 || echo 5)
-  "$B/bench_cuda_gemm" f32 $n $it | tee -a "$LOG/kiln_gemm.txt"
-  KILN_ALLOW_TF32=1 "$B/bench_cuda_gemm" f32 $n $it | sed 's/^kiln_gemm f32/kiln_gemm tf32/' | tee -a "$LOG/kiln_gemm.txt"
-  "$B/bench_cuda_gemm" bf16 $n $it | tee -a "$LOG/kiln_gemm.txt"
-done
-python3 bench/cuda/torch_gemm.py 4096 8192 | tee "$LOG/torch_gemm.txt"
+# GEMM: kiln and torch.matmul take turns in one process (see gemm.py).
+python3 bench/cuda/gemm.py "$B/libkiln_gemm_bench.so" 4096 8192 | tee "$LOG/gemm.txt"
+grep '^kiln_gemm' "$LOG/gemm.txt" >"$LOG/kiln_gemm.txt" || true
+grep '^torch_gemm' "$LOG/gemm.txt" >"$LOG/torch_gemm.txt" || true
 python3 bench/cuda/table.py "$LOG" | tee "$LOG/table.txt"

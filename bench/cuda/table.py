@@ -73,3 +73,8 @@ print(f"\n{'GEMM (TFLOP/s; ratio = kiln / torch.matmul)':44} {'kiln':>10} {'PyTo
 for key in sorted(set(kg_rows) | set(tg_rows), key=lambda k: (k[1], k[0])):
     k, t = kg_rows.get(key), tg_rows.get(key)
     row(f"{key[0]} {key[1]}^3" + (f" (err {k[2]})" if k else ""), k and k[1], t and t[1], higher_better=True)
+spreads = [ln.split() for ln in lines("gemm.txt") if ln.startswith("spread ")]
+if spreads:
+    print("  TFLOP/s over the alternating rounds (slowest-fastest):")
+    for p in spreads:
+        print(f"    {p[1]} {p[2]}^3: kiln {p[4]}, torch.matmul {p[6]}")
