@@ -8,6 +8,7 @@
  * then normalises its channels, so nothing crosses blocks. */
 #include "cuda_common.cuh"
 
+#include <limits.h>
 #include <math.h>
 
 /* A 1-D parameter vector of any float dtype and stride (NULL allowed). */
@@ -31,6 +32,17 @@ __device__ __forceinline__ double vget(vec v, long long k, double def) {
 }
 __device__ __forceinline__ void vset(vec v, long long k, double x) {
     if (v.p) kc_store(v.p + k * v.s * kc_dsize(v.dt), v.dt, x);
+}
+/* The same for a vector known to hold C (float32 for float, float64 for
+ * double): plain loads, which the compiler can issue together (vget's dtype
+ * switch makes a chain of dependent branches, one memory latency each). */
+template <typename C>
+__device__ __forceinline__ double tget(vec v, long long k, double def) {
+    return v.p ? (double)((const C *)v.p)[k * v.s] : def;
+}
+template <typename C>
+__device__ __forceinline__ void tset(vec v, long long k, double x) {
+    if (v.p) ((C *)v.p)[k * v.s] = (C)x;
 }
 
 template <typename C>
@@ -65,7 +77,8 @@ typedef struct {
     char *count;       /* forward: the batch count (integer 0-d) or NULL */
     int count_dt;
     bool training, relu;
-    double momentum, eps;
+    bool typed;        /* every vector above holds x's dtype, float32 or float64 */
+    double momentum, eps, inv_m; /* inv_m: 1 / (N L) */
     /* dropout after the norm: p > 0 */
     double p, scale;
     uint32_t thresh;
@@ -77,6 +90,17 @@ typedef struct {
 #define BN_RPB 256  /* rows per block when L == 1 (BN_CPB * BN_RPB threads) */
 #define BN_CACHE 8  /* elements a thread keeps in registers */
 #define BN_THREADS 256 /* threads per block (one channel) when L > 1 */
+
+/* A vector's element k, through tget when the vectors are typed. */
+template <typename C>
+__device__ __forceinline__ double pget(const bn_args &a, vec v, long long k, double def) {
+    return a.typed ? tget<C>(v, k, def) : vget(v, k, def);
+}
+template <typename C>
+__device__ __forceinline__ void pset(const bn_args &a, vec v, long long k, double x) {
+    if (a.typed) tset<C>(v, k, x);
+    else vset(v, k, x);
+}
 
 /* Element m of channel ch (m = n * L + l): its index in the contiguous [N, C, L]. */
 template <bool ROWS>
@@ -184,18 +208,21 @@ __global__ void __launch_bounds__(1024) bn_forward(const __grid_constant__ bn_ar
     bool finisher = (tid & 31) == 0 && (ROWS ? warp < BN_CPB : warp == 0) && cf < a.C;
     double pw = 1, pb = 0, prm = 0, prv = 0, kf = 0;
     if (finisher) {
-        pw = vget(a.w, cf, 1), pb = vget(a.b, cf, 0), prm = vget(a.rm, cf, 0), prv = vget(a.rv, cf, 0);
+        if (a.typed)
+            pw = tget<C>(a.w, cf, 1), pb = tget<C>(a.b, cf, 0), prm = tget<C>(a.rm, cf, 0), prv = tget<C>(a.rv, cf, 0);
+        else
+            pw = vget(a.w, cf, 1), pb = vget(a.b, cf, 0), prm = vget(a.rm, cf, 0), prv = vget(a.rv, cf, 0);
         if (a.training && M) kf = ld<C>(a.x, bn_at<ROWS>(a, cf, 0), a.dt);
     }
+    /* With CACHE (ROWS only), element j of this thread is x[i0 + j * step],
+     * an int (launch_bn checks). */
+    int i0 = CACHE ? ry * (int)a.C + (int)c : 0, step = CACHE ? nt * (int)a.C : 0;
     /* Statistics shifted by the channel's first element: one accurate pass. */
     C K = live && M ? ld<C>(a.x, bn_at<ROWS>(a, c, 0), a.dt) : C(0), s1 = 0, s2 = 0;
     C xs[CACHE ? CACHE : 1];
     if (CACHE) {
 #pragma unroll
-        for (int j = 0; j < CACHE; j++) {
-            long long m = ry + (long long)j * nt;
-            xs[j] = live && m < M ? ld<C>(a.x, bn_at<ROWS>(a, c, m), a.dt) : K;
-        }
+        for (int j = 0; j < CACHE; j++) xs[j] = live && ry + j * nt < M ? ld<C>(a.x, i0 + j * step, a.dt) : K;
         if (a.training)
 #pragma unroll
             for (int j = 0; j < CACHE; j++) {
@@ -215,38 +242,48 @@ __global__ void __launch_bounds__(1024) bn_forward(const __grid_constant__ bn_ar
     if (finisher) {
         double mean, invstd;
         if (a.training) {
-            double Md = (double)M, inv = 1 / Md, dm = d1 * inv, var = d2 * inv - dm * dm;
+            double Md = (double)M, dm = d1 * a.inv_m, var = d2 * a.inv_m - dm * dm;
             if (var < 0) var = 0;
             mean = kf + dm;
             invstd = rsqrt(var + a.eps);
             /* Running stats take the unbiased variance, as in PyTorch. */
-            if (a.rm.p) vset(a.rm, cf, (1 - a.momentum) * prm + a.momentum * mean);
-            if (a.rv.p) vset(a.rv, cf, (1 - a.momentum) * prv + a.momentum * (M > 1 ? var * Md / (Md - 1) : NAN));
+            if (a.rm.p) pset<C>(a, a.rm, cf, (1 - a.momentum) * prm + a.momentum * mean);
+            if (a.rv.p) pset<C>(a, a.rv, cf, (1 - a.momentum) * prv + a.momentum * (M > 1 ? var * Md / (Md - 1) : NAN));
         } else { /* evaluation: the running statistics */
             mean = prm;
             invstd = 1 / sqrt(prv + a.eps);
         }
-        vset(a.mean, cf, mean);
-        vset(a.invstd, cf, invstd);
+        pset<C>(a, a.mean, cf, mean);
+        pset<C>(a, a.invstd, cf, invstd);
         kk[0][fch] = mean, kk[1][fch] = pb, kk[2][fch] = invstd * pw;
     }
-    if (a.count && a.training && blockIdx.x == 0 && tid == 0) kc_store_i(a.count, a.count_dt, kc_load_i(a.count, a.count_dt) + 1);
+    /* The batch count: an atomic add needs no answer, so nothing waits on it. */
+    if (a.count && a.training && blockIdx.x == 0 && tid == 0) {
+        if (a.count_dt == KN_I64) atomicAdd((unsigned long long *)a.count, 1ull);
+        else if (a.count_dt == KN_I32) atomicAdd((int *)a.count, 1);
+        else kc_store_i(a.count, a.count_dt, kc_load_i(a.count, a.count_dt) + 1);
+    }
     unsigned long long off = a.offset + (a.shift ? *a.shift : 0ull);
     unsigned keep = CACHE && a.p > 0 ? bn_keep_slots<ROWS, CACHE>(a, off, c, ry, nt) : ~0u; /* all lanes */
     __syncthreads();
     if (!live || !a.y) return;
     C mean = (C)kk[0][cx], k0 = (C)kk[1][cx], k1 = (C)kk[2][cx], scale = (C)a.scale;
+    if (CACHE) {
 #pragma unroll
-    for (int j = 0; j < (CACHE ? CACHE : 1); j++)
-        for (long long m = ry + (long long)j * nt; m < M; m += CACHE ? M : nt) { /* once per slot when cached */
-            long long i = bn_at<ROWS>(a, c, m);
-            C v = ((CACHE ? xs[j] : ld<C>(a.x, i, a.dt)) - mean) * k1 + k0;
-            if (a.p > 0) {
-                bool kept = CACHE ? (keep >> j & 1) != 0 : kc_keep(a.seed, off, i, a.thresh);
-                v = kept ? bn_round(v, a.dt) * scale : C(0);
+        for (int j = 0; j < CACHE; j++)
+            if (ry + j * nt < M) {
+                C v = (xs[j] - mean) * k1 + k0;
+                if (a.p > 0) v = (keep >> j & 1) ? bn_round(v, a.dt) * scale : C(0);
+                st<C>(a.y, i0 + j * step, a.dt, v);
             }
+    } else {
+        for (long long m = ry; m < M; m += nt) {
+            long long i = bn_at<ROWS>(a, c, m);
+            C v = (ld<C>(a.x, i, a.dt) - mean) * k1 + k0;
+            if (a.p > 0) v = kc_keep(a.seed, off, i, a.thresh) ? bn_round(v, a.dt) * scale : C(0);
             st<C>(a.y, i, a.dt, v);
         }
+    }
 }
 
 template <typename C, bool ROWS, int CACHE>
@@ -261,17 +298,18 @@ __global__ void __launch_bounds__(1024) bn_backward(const __grid_constant__ bn_a
     long long cf = c0 + fch;
     bool finisher = (tid & 31) == 0 && (ROWS ? warp < BN_CPB : warp == 0) && cf < a.C;
     double pw = 1, pis = 0;
-    if (finisher) pw = vget(a.w, cf, 1), pis = vget(a.invstd, cf, 0);
+    if (finisher) pw = pget<C>(a, a.w, cf, 1), pis = pget<C>(a, a.invstd, cf, 0);
     unsigned long long off = a.offset + (a.shift ? *a.shift : 0ull);
-    C mean = live ? (C)vget(a.mean, c, 0) : C(0), s1 = 0, s2 = 0;
+    C mean = live ? (C)pget<C>(a, a.mean, c, 0) : C(0), s1 = 0, s2 = 0;
     C xs[CACHE ? CACHE : 1], gs[CACHE ? CACHE : 1];
+    /* As forward: with CACHE, element j is at i0 + j * step. */
+    int i0 = CACHE ? ry * (int)a.C + (int)c : 0, step = CACHE ? nt * (int)a.C : 0;
     if (CACHE) {
         unsigned keep = a.p > 0 ? bn_keep_slots<ROWS, CACHE>(a, off, c, ry, nt) : ~0u; /* all lanes */
 #pragma unroll
         for (int j = 0; j < CACHE; j++) {
-            long long m = ry + (long long)j * nt;
-            bool in = live && m < M;
-            long long i = bn_at<ROWS>(a, c, in ? m : 0);
+            bool in = live && ry + j * nt < M;
+            int i = in ? i0 + j * step : 0;
             xs[j] = in ? ld<C>(a.x, i, a.dt) : mean;
             C gv = in ? ld<C>(a.g, i, a.dt) : C(0);
             if (a.p > 0) gv = bn_round((keep >> j & 1) ? gv * (C)a.scale : C(0), a.dt);
@@ -293,31 +331,39 @@ __global__ void __launch_bounds__(1024) bn_backward(const __grid_constant__ bn_a
     double d1 = s1, d2 = s2;
     bn_fold<ROWS>(&d1, &d2);
     if (finisher) {
-        double Md = (double)M;
-        kk[0][fch] = a.training ? d1 / Md : 0;
+        kk[0][fch] = a.training ? d1 * a.inv_m : 0;
         kk[1][fch] = pis * pw;
-        kk[2][fch] = a.training ? pis * pis * d2 / Md : 0;
-        vset(a.gw, cf, d2 * pis);
-        vset(a.gb, cf, d1);
+        kk[2][fch] = a.training ? pis * pis * d2 * a.inv_m : 0;
+        pset<C>(a, a.gw, cf, d2 * pis);
+        pset<C>(a, a.gb, cf, d1);
     }
     __syncthreads();
     C k0 = (C)kk[0][cx], k1 = (C)kk[1][cx], k2 = (C)kk[2][cx], s3 = 0;
     if (live && a.y) {
+        if (CACHE) {
 #pragma unroll
-        for (int j = 0; j < (CACHE ? CACHE : 1); j++)
-            for (long long m = ry + (long long)j * nt; m < M; m += CACHE ? M : nt) {
+            for (int j = 0; j < CACHE; j++)
+                if (ry + j * nt < M) {
+                    C v = bn_round(k1 * (gs[j] - k0 - (xs[j] - mean) * k2), a.dt);
+                    if (a.relu && !(xs[j] > C(0))) v = C(0);
+                    st<C>(a.y, i0 + j * step, a.dt, v);
+                    s3 += v;
+                }
+        } else {
+            for (long long m = ry; m < M; m += nt) {
                 long long i = bn_at<ROWS>(a, c, m);
-                C xv = CACHE ? xs[j] : ld<C>(a.x, i, a.dt), gv = CACHE ? gs[j] : bn_grad_in<C>(a, i, off);
+                C xv = ld<C>(a.x, i, a.dt), gv = bn_grad_in<C>(a, i, off);
                 C v = bn_round(k1 * (gv - k0 - (xv - mean) * k2), a.dt);
                 if (a.relu && !(xv > C(0))) v = C(0);
                 st<C>(a.y, i, a.dt, v);
                 s3 += v;
             }
+        }
     }
     if (!a.gsum.p) return; /* uniform: every thread returns */
     double e1 = s3, e2 = 0;
     bn_fold<ROWS>(&e1, &e2);
-    if (finisher) vset(a.gsum, cf, e1);
+    if (finisher) pset<C>(a, a.gsum, cf, e1);
 }
 
 template <typename C, bool BACKWARD>
@@ -325,7 +371,8 @@ static void launch_bn(kc_dev *d, const bn_args &a) {
     if (a.L == 1) {
         unsigned grid = (unsigned)((a.C + BN_CPB - 1) / BN_CPB);
         dim3 block(BN_CPB, BN_RPB);
-        if (a.N <= (long long)BN_RPB * BN_CACHE) {
+        /* Cached: every index a thread forms, below BN_RPB * BN_CACHE * (C + BN_CPB), is an int. */
+        if (a.N <= (long long)BN_RPB * BN_CACHE && (long long)BN_RPB * BN_CACHE * (a.C + BN_CPB) <= INT_MAX) {
             if (BACKWARD) KC_LAUNCH(d, (bn_backward<C, true, BN_CACHE>), grid, block, a);
             else KC_LAUNCH(d, (bn_forward<C, true, BN_CACHE>), grid, block, a);
         } else {
@@ -336,6 +383,15 @@ static void launch_bn(kc_dev *d, const bn_args &a) {
         if (BACKWARD) KC_LAUNCH(d, (bn_backward<C, false, 0>), (unsigned)a.C, BN_THREADS, a);
         else KC_LAUNCH(d, (bn_forward<C, false, 0>), (unsigned)a.C, BN_THREADS, a);
     }
+}
+
+/* Whether x's dtype is float32 or float64 and every vector in vs holds it
+ * (or is absent): the kernels then load and store them directly. */
+static bool bn_typed(int dt, const vec *vs, int n) {
+    if (dt != KN_F32 && dt != KN_F64) return false;
+    for (int k = 0; k < n; k++)
+        if (vs[k].p && vs[k].dt != dt) return false;
+    return true;
 }
 
 /* Dropout parameters of a call (p = f[pk], seed i[1], offset i[2]), with the
@@ -369,6 +425,9 @@ extern "C" kn_status kn__cuda_batch_norm(const kn_call *c) {
     a.mean = mkvec(c->out[1]), a.invstd = mkvec(c->out[2]);
     a.training = c->i[0] != 0;
     a.momentum = c->f[0], a.eps = c->f[1];
+    a.inv_m = a.N * a.L > 0 ? 1.0 / (double)(a.N * a.L) : 0;
+    vec vs[6] = {a.w, a.b, a.rm, a.rv, a.mean, a.invstd};
+    a.typed = bn_typed(a.dt, vs, 6);
     kn_status s = bn_dropout(d, c, 2, a.N * a.C * a.L, &a);
     if (s == KN_OK && a.C > 0) {
         if (a.dt == KN_F32) launch_bn<float, false>(d, a);
@@ -398,6 +457,9 @@ extern "C" kn_status kn__cuda_batch_norm_backward(const kn_call *c) {
         if (a.y) a.gsum = mkvec(c->out[3]);
         a.training = c->i[0] != 0;
         a.relu = c->i[3] != 0;
+        a.inv_m = a.N * a.L > 0 ? 1.0 / (double)(a.N * a.L) : 0;
+        vec vs[6] = {a.w, a.mean, a.invstd, a.gw, a.gb, a.gsum};
+        a.typed = bn_typed(a.dt, vs, 6);
         s = bn_dropout(d, c, 0, a.N * a.C * a.L, &a);
         if (s == KN_OK && a.C > 0) {
             if (a.dt == KN_F32) launch_bn<float, true>(d, a);
