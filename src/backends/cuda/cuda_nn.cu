@@ -220,6 +220,20 @@ __global__ void nll_backward_kernel(nll_args a, long long *err) {
     }
 }
 
+/* The class targets and weights of an NLL or cross-entropy call, into the
+ * kernel's arguments (both structs name them alike). */
+template <typename A>
+static void set_targets(A *a, const kn_tensor *tg, const kn_tensor *w) {
+    a->tg = (const char *)kn__data(tg);
+    a->ts = tg->ndim ? tg->stride[0] : 0;
+    a->tdt = tg->dtype;
+    if (w) {
+        a->w = (const char *)kn__data(w);
+        a->ws = w->ndim ? w->stride[0] : 0;
+        a->wdt = w->dtype;
+    }
+}
+
 static nll_args nll_setup(const kn_call *c, const kn_tensor *x, kn_tensor *out, kn_tensor *rw, long long N,
                           long long C) {
     const kn_tensor *tg = c->in[1], *w = c->in[2];
@@ -229,14 +243,7 @@ static nll_args nll_setup(const kn_call *c, const kn_tensor *x, kn_tensor *out, 
     a.xs0 = x->ndim > 0 ? x->stride[0] : 0;
     a.xs1 = x->ndim > 1 ? x->stride[1] : 0;
     a.xdt = x->dtype;
-    a.tg = (const char *)kn__data(tg);
-    a.ts = tg->ndim ? tg->stride[0] : 0;
-    a.tdt = tg->dtype;
-    if (w) {
-        a.w = (const char *)kn__data(w);
-        a.ws = w->ndim ? w->stride[0] : 0;
-        a.wdt = w->dtype;
-    }
+    set_targets(&a, tg, w);
     a.out = (char *)kn__data(out);
     a.os = out->ndim ? out->stride[0] : 0;
     if (rw) {
@@ -411,14 +418,7 @@ static ce_args ce_setup(const kn_call *c, const kn_tensor *z, const kn_tensor *t
     a.dt = z->dtype;
     a.N = z->shape[0];
     a.C = z->shape[1];
-    a.tg = (const char *)kn__data(tg);
-    a.ts = tg->ndim ? tg->stride[0] : 0;
-    a.tdt = tg->dtype;
-    if (w) {
-        a.w = (const char *)kn__data(w);
-        a.ws = w->ndim ? w->stride[0] : 0;
-        a.wdt = w->dtype;
-    }
+    set_targets(&a, tg, w);
     a.ignore = c->i[0];
     a.red = (int)c->i[1];
     a.smooth = c->f[0];

@@ -108,6 +108,33 @@ __device__ __forceinline__ long long bn_at(const bn_args &a, long long ch, long 
     return ROWS ? m * a.C + ch : (m / a.L * a.C + ch) * a.L + m % a.L;
 }
 
+/* Where a thread of a batch-norm block sits: its channel c (lane cx of the
+ * block's channels) and first row ry, stepping nt rows; M elements a
+ * channel. The finisher, lane 0 of warp k (channel k of the block, L == 1)
+ * or of warp 0 (L > 1), finishes channel cf's statistics. */
+struct bn_place {
+    int cx, ry, nt, tid, fch;
+    long long c, cf, M;
+    bool live, finisher;
+};
+template <bool ROWS>
+__device__ __forceinline__ bn_place bn_place_of(const bn_args &a) {
+    bn_place p;
+    p.cx = ROWS ? threadIdx.x : 0;
+    p.ry = ROWS ? threadIdx.y : threadIdx.x;
+    p.nt = ROWS ? BN_RPB : blockDim.x;
+    p.tid = threadIdx.y * blockDim.x + threadIdx.x;
+    int warp = p.tid >> 5;
+    long long c0 = ROWS ? (long long)blockIdx.x * BN_CPB : blockIdx.x;
+    p.c = c0 + p.cx;
+    p.M = a.N * a.L;
+    p.live = p.c < a.C;
+    p.fch = ROWS ? warp : 0;
+    p.cf = c0 + p.fch;
+    p.finisher = (p.tid & 31) == 0 && (ROWS ? warp < BN_CPB : warp == 0) && p.cf < a.C;
+    return p;
+}
+
 /* Folds (v1, v2) over the threads of each channel. The result is in the
  * channel's finisher: lane 0 of warp k (channel k of the block, L == 1) or of
  * warp 0 (L > 1). Every thread must call it. */
@@ -198,14 +225,11 @@ template <typename C, bool ROWS, int CACHE>
 __global__ void __launch_bounds__(1024) bn_forward(const __grid_constant__ bn_args a) {
     kc_pdl_wait();
     __shared__ double kk[3][BN_CPB]; /* per channel: mean, k0, k1 of y = (x - mean) k1 + k0 */
-    int cx = ROWS ? threadIdx.x : 0, ry = ROWS ? threadIdx.y : threadIdx.x, nt = ROWS ? BN_RPB : blockDim.x;
-    int tid = threadIdx.y * blockDim.x + threadIdx.x, warp = tid >> 5;
-    long long c0 = ROWS ? (long long)blockIdx.x * BN_CPB : blockIdx.x, c = c0 + cx, M = a.N * a.L;
-    bool live = c < a.C;
-    /* The finisher's channel and parameters, loaded early to hide their latency. */
-    int fch = ROWS ? warp : 0;
-    long long cf = c0 + fch;
-    bool finisher = (tid & 31) == 0 && (ROWS ? warp < BN_CPB : warp == 0) && cf < a.C;
+    const bn_place P = bn_place_of<ROWS>(a);
+    const int cx = P.cx, ry = P.ry, nt = P.nt, tid = P.tid, fch = P.fch;
+    const long long c = P.c, cf = P.cf, M = P.M;
+    const bool live = P.live, finisher = P.finisher;
+    /* The finisher's parameters, loaded early to hide their latency. */
     double pw = 1, pb = 0, prm = 0, prv = 0, kf = 0;
     if (finisher) {
         if (a.typed)
@@ -290,13 +314,10 @@ template <typename C, bool ROWS, int CACHE>
 __global__ void __launch_bounds__(1024) bn_backward(const __grid_constant__ bn_args a) {
     kc_pdl_wait();
     __shared__ double kk[3][BN_CPB]; /* per channel: k0, k1, k2 of gx = k1 (g - k0 - (x - mean) k2) */
-    int cx = ROWS ? threadIdx.x : 0, ry = ROWS ? threadIdx.y : threadIdx.x, nt = ROWS ? BN_RPB : blockDim.x;
-    int tid = threadIdx.y * blockDim.x + threadIdx.x, warp = tid >> 5;
-    long long c0 = ROWS ? (long long)blockIdx.x * BN_CPB : blockIdx.x, c = c0 + cx, M = a.N * a.L;
-    bool live = c < a.C;
-    int fch = ROWS ? warp : 0;
-    long long cf = c0 + fch;
-    bool finisher = (tid & 31) == 0 && (ROWS ? warp < BN_CPB : warp == 0) && cf < a.C;
+    const bn_place P = bn_place_of<ROWS>(a);
+    const int cx = P.cx, ry = P.ry, nt = P.nt, fch = P.fch;
+    const long long c = P.c, cf = P.cf, M = P.M;
+    const bool live = P.live, finisher = P.finisher;
     double pw = 1, pis = 0;
     if (finisher) pw = pget<C>(a, a.w, cf, 1), pis = pget<C>(a, a.invstd, cf, 0);
     unsigned long long off = a.offset + (a.shift ? *a.shift : 0ull);
