@@ -1,4 +1,4 @@
-/* kiln — data and model formats: CSV, safetensors, .npy. */
+/* kiln — data and model formats: CSV, safetensors, .npy; JSON and atomic file writing. */
 #ifndef KILN_IO_H
 #define KILN_IO_H
 
@@ -52,6 +52,52 @@ kn_status kn_module_load(kn_module *m, const kn_safetensors *f);
 /* ---- NumPy .npy ----------------------------------------------------------- */
 kn_status kn_npy_save(const char *path, const kn_tensor *t);
 kn_tensor *kn_npy_load(const char *path, kn_device dev);
+
+/* ---- JSON ---------------------------------------------------------------------
+ * The strict, bounded reader of safetensors headers, for metadata values
+ * that hold JSON: RFC 8259 only (no comments, trailing commas or NaN), valid
+ * UTF-8, nesting up to 64 deep. Values belong to their document and live
+ * until kn_json_free; of duplicate keys, kn_json_get finds the first. */
+typedef enum {
+    KN_JSON_NULL = 0,
+    KN_JSON_BOOL,
+    KN_JSON_NUMBER,
+    KN_JSON_STRING,
+    KN_JSON_ARRAY,
+    KN_JSON_OBJECT
+} kn_json_type;
+typedef struct kn_json_doc kn_json_doc;
+typedef struct kn_json kn_json;
+/* Parses text[0, len) (one value, whitespace around it allowed). NULL on
+ * error, with "WHAT: byte N: ..." (KN_ERR_FORMAT) naming the text `what`. */
+kn_json_doc *kn_json_parse(const char *text, size_t len, const char *what);
+void kn_json_free(kn_json_doc *d);
+const kn_json *kn_json_root(const kn_json_doc *d);
+/* An array's or object's first element or member, and the one after v;
+ * NULL at the end. */
+const kn_json *kn_json_first(const kn_json_doc *d, const kn_json *v);
+const kn_json *kn_json_next(const kn_json_doc *d, const kn_json *v);
+/* An object's member by key; NULL when absent or v is not an object. */
+const kn_json *kn_json_get(const kn_json_doc *d, const kn_json *v, const char *key);
+kn_json_type kn_json_type_of(const kn_json *v);
+const char *kn_json_type_name(kn_json_type t); /* "object", "string", ... */
+/* A value's contents; a value of another type gives false, 0 or NULL. */
+bool kn_json_bool(const kn_json *v);
+double kn_json_number(const kn_json *v);
+/* A number written as an integer that fits int64_t: true, and *out. */
+bool kn_json_int(const kn_json *v, int64_t *out);
+/* A string's decoded text, NUL-terminated; its bytes in *len (len may be NULL). */
+const char *kn_json_str(const kn_json *v, size_t *len);
+int64_t kn_json_count(const kn_json *v); /* an array's elements, an object's members */
+
+/* True when s[0, n) is valid UTF-8 (safetensors metadata must be). */
+bool kn_utf8_valid(const char *s, size_t n);
+
+/* ---- files ----------------------------------------------------------------------- */
+/* Writes data[0, nbytes) to path atomically, as the savers above do: a
+ * temporary file beside it, fsync'ed and renamed over it, so path holds its
+ * old contents or all the new ones, never a mix. Errors name path. */
+kn_status kn_file_write_atomic(const char *path, const void *data, size_t nbytes);
 
 #ifdef __cplusplus
 }

@@ -121,6 +121,11 @@ kn_status kn__atomic_write(const char *path, const void *const *parts, const siz
     return KN_OK;
 }
 
+kn_status kn_file_write_atomic(const char *path, const void *data, size_t nbytes) {
+    if (!data && nbytes) return kn__err(KN_ERR_NULL, "%s: write: data is NULL", path ? path : "(null)");
+    return kn__atomic_write(path, &data, &nbytes, 1);
+}
+
 static const unsigned char empty_byte = 0;
 
 kn_status kn__file_read(const char *path, kn__file *out) {

@@ -9,7 +9,8 @@
  * contents or all of the new ones, never a mix: a temporary file
  * "path.tmp.XXXXXX" in the same directory is written, fsync'ed and renamed
  * over path. On any failure the temporary file is removed, path is left as it
- * was, and an error naming path is recorded. */
+ * was, and an error naming path is recorded. kn_file_write_atomic
+ * (kiln/io.h) is its public, one-part form. */
 kn_status kn__atomic_write(const char *path, const void *const *parts, const size_t *sizes,
                            int n);
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct kn__json_doc {
+struct kn_json_doc {
     kn__json *nodes;
     int64_t n, cap;
     char *arena; /* decoded strings; sized len + 1 up front so it never moves */
@@ -396,6 +396,37 @@ const char *kn__json_type_name(kn__json_type t) {
     static const char *names[] = {"null", "boolean", "number", "string", "array", "object"};
     return (unsigned)t < sizeof names / sizeof *names ? names[t] : "?";
 }
+
+/* ---- the public reader (kiln/io.h) ------------------------------------------- */
+
+kn_json_doc *kn_json_parse(const char *text, size_t len, const char *what) {
+    return kn__json_parse(text, len, NULL, what);
+}
+void kn_json_free(kn_json_doc *d) { kn__json_free(d); }
+const kn_json *kn_json_root(const kn_json_doc *d) { return kn__json_root(d); }
+const kn_json *kn_json_first(const kn_json_doc *d, const kn_json *v) { return kn__json_first(d, v); }
+const kn_json *kn_json_next(const kn_json_doc *d, const kn_json *v) { return kn__json_next(d, v); }
+const kn_json *kn_json_get(const kn_json_doc *d, const kn_json *v, const char *key) {
+    return kn__json_get(d, v, key);
+}
+kn_json_type kn_json_type_of(const kn_json *v) { return v ? (kn_json_type)v->type : KN_JSON_NULL; }
+const char *kn_json_type_name(kn_json_type t) { return kn__json_type_name((kn__json_type)t); }
+bool kn_json_bool(const kn_json *v) { return v && v->type == KN__JSON_BOOL && v->boolean; }
+double kn_json_number(const kn_json *v) { return v && v->type == KN__JSON_NUMBER ? v->number : 0; }
+bool kn_json_int(const kn_json *v, int64_t *out) {
+    if (!v || v->type != KN__JSON_NUMBER || !v->is_int) return false;
+    if (out) *out = v->integer;
+    return true;
+}
+const char *kn_json_str(const kn_json *v, size_t *len) {
+    bool s = v && v->type == KN__JSON_STRING;
+    if (len) *len = s ? v->len : 0;
+    return s ? v->str : NULL;
+}
+int64_t kn_json_count(const kn_json *v) {
+    return v && (v->type == KN__JSON_ARRAY || v->type == KN__JSON_OBJECT) ? v->count : 0;
+}
+bool kn_utf8_valid(const char *s, size_t n) { return (s || !n) && kn__json_utf8_valid(s, n); }
 
 /* ---- writer ---------------------------------------------------------------- */
 

@@ -1,5 +1,5 @@
 /* kiln — a minimal, strict, bounded JSON reader and writer, enough for
- * safetensors headers. Internal.
+ * safetensors headers. Internal; kiln/io.h has the reader's public face.
  *
  * Reading builds a small tree: every value is a node in one array, linked to
  * its first child and next sibling, with strings decoded (escapes, \uXXXX
@@ -12,16 +12,18 @@
 
 #include "core/internal.h"
 
+/* The public kn_json_type (kiln/io.h) under this code's names. */
 typedef enum {
-    KN__JSON_NULL = 0,
-    KN__JSON_BOOL,
-    KN__JSON_NUMBER,
-    KN__JSON_STRING,
-    KN__JSON_ARRAY,
-    KN__JSON_OBJECT
+    KN__JSON_NULL = KN_JSON_NULL,
+    KN__JSON_BOOL = KN_JSON_BOOL,
+    KN__JSON_NUMBER = KN_JSON_NUMBER,
+    KN__JSON_STRING = KN_JSON_STRING,
+    KN__JSON_ARRAY = KN_JSON_ARRAY,
+    KN__JSON_OBJECT = KN_JSON_OBJECT
 } kn__json_type;
 
-typedef struct kn__json {
+/* The public kn_json and kn_json_doc are these (their accessors: json.c). */
+typedef struct kn_json {
     kn__json_type type;
     bool boolean;      /* BOOL */
     bool is_int;       /* NUMBER written as an integer that fits in int64 */
@@ -37,7 +39,7 @@ typedef struct kn__json {
     size_t pos;        /* byte offset of the value in the text (for messages) */
 } kn__json;
 
-typedef struct kn__json_doc kn__json_doc;
+typedef struct kn_json_doc kn__json_doc;
 
 typedef struct {
     int max_depth;  /* nesting of arrays and objects */

@@ -6,7 +6,6 @@
  * PyTorch's state_dict (all_embeddings.0.weight, layers.0.weight, ...), and the
  * file's metadata holds the schema, so `kiln predict` needs nothing else. */
 #include "cli.h"
-#include "io/json.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -107,102 +106,74 @@ void model_fill_unknown(kn_module *m, const schema *s) {
 }
 
 /* ---- saving -------------------------------------------------------------------------- */
-static void j_num(kn__json_buf *b, double v) {
-    char s[40];
-    snprintf(s, sizeof s, "%.17g", isfinite(v) ? v : 0.0);
-    kn__json_cstr(b, s);
-}
-static void j_key(kn__json_buf *b, const char *k) {
-    kn__json_string(b, k, strlen(k));
-    kn__json_raw(b, ":", 1);
-}
-static void j_str(kn__json_buf *b, const char *s) {
-    if (!kn__json_string(b, s, strlen(s))) b->oom = true; /* cannot happen: cells are checked UTF-8 */
-}
+static void j_num(FILE *f, double v) { fprintf(f, "%.17g", isfinite(v) ? v : 0.0); }
 
+/* The schema as JSON text (malloc'ed; NULL when out of memory), written with
+ * json_str (report.c): names and values are UTF-8, table_read checked. */
 static char *schema_json(const schema *s, const arch *a, const char *recipe) {
-    kn__json_buf b = {0};
-    kn__json_cstr(&b, "{");
-    j_key(&b, "format");
-    j_str(&b, MODEL_FORMAT);
-    kn__json_cstr(&b, ",");
-    j_key(&b, "format_version");
-    kn__json_int(&b, MODEL_FORMAT_VERSION);
-    kn__json_cstr(&b, ",");
-    j_key(&b, "recipe");
-    j_str(&b, recipe);
-    kn__json_cstr(&b, ",");
-    j_key(&b, "target");
-    j_str(&b, s->target);
-    kn__json_cstr(&b, ",");
-    j_key(&b, "classes");
-    kn__json_cstr(&b, "[");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return NULL;
+    fprintf(f, "{\"format\":");
+    json_str(f, MODEL_FORMAT);
+    fprintf(f, ",\"format_version\":%d,\"recipe\":", MODEL_FORMAT_VERSION);
+    json_str(f, recipe);
+    fprintf(f, ",\"target\":");
+    json_str(f, s->target);
+    fprintf(f, ",\"classes\":[");
     for (int c = 0; c < s->n_classes; c++) {
-        if (c) kn__json_cstr(&b, ",");
-        j_str(&b, s->classes[c]);
+        if (c) fputc(',', f);
+        json_str(f, s->classes[c]);
     }
-    kn__json_cstr(&b, "],");
     char d[2] = {s->delimiter, 0};
-    j_key(&b, "delimiter");
-    j_str(&b, d);
-    kn__json_cstr(&b, ",");
-    j_key(&b, "architecture");
-    kn__json_cstr(&b, "{\"block\":\"Linear-ReLU-BatchNorm1d-Dropout\",\"layers\":[");
-    for (int i = 0; i < a->n_layers; i++) {
-        if (i) kn__json_cstr(&b, ",");
-        kn__json_int(&b, a->layers[i]);
-    }
-    kn__json_cstr(&b, "],\"dropout\":");
-    j_num(&b, a->dropout);
-    kn__json_cstr(&b, ",\"embedding_dropout\":");
-    j_num(&b, a->emb_dropout);
-    kn__json_cstr(&b, "},\"categorical\":[");
-    int ni = 0;
-    for (int i = 0; i < s->n_f; i++) {
-        const feature *f = &s->f[i];
-        if (f->type != COL_CATEGORICAL) continue;
-        if (i) kn__json_cstr(&b, ",");
-        kn__json_cstr(&b, "{");
-        j_key(&b, "name");
-        j_str(&b, f->name);
-        kn__json_cstr(&b, ",\"embedding_dim\":");
-        kn__json_int(&b, f->dim);
-        kn__json_cstr(&b, ",\"missing_index\":");
-        kn__json_int(&b, f->missing_code);
-        kn__json_cstr(&b, ",\"unknown_index\":");
-        kn__json_int(&b, f->n_vocab);
-        kn__json_cstr(&b, ",\"vocabulary\":[");
-        for (int c = 0; c < f->n_vocab; c++) {
-            if (c) kn__json_cstr(&b, ",");
-            j_str(&b, f->vocab[c]);
-        }
-        kn__json_cstr(&b, "]}");
-    }
-    kn__json_cstr(&b, "],\"numeric\":[");
+    fprintf(f, "],\"delimiter\":");
+    json_str(f, d);
+    fprintf(f, ",\"architecture\":{\"block\":\"Linear-ReLU-BatchNorm1d-Dropout\",\"layers\":[");
+    for (int i = 0; i < a->n_layers; i++) fprintf(f, "%s%d", i ? "," : "", a->layers[i]);
+    fprintf(f, "],\"dropout\":");
+    j_num(f, a->dropout);
+    fprintf(f, ",\"embedding_dropout\":");
+    j_num(f, a->emb_dropout);
+    fprintf(f, "},\"categorical\":[");
     bool first = true;
     for (int i = 0; i < s->n_f; i++) {
-        const feature *f = &s->f[i];
-        if (f->type != COL_NUMERIC) continue;
-        if (!first) kn__json_cstr(&b, ",");
+        const feature *ft = &s->f[i];
+        if (ft->type != COL_CATEGORICAL) continue;
+        fprintf(f, "%s{\"name\":", first ? "" : ",");
         first = false;
-        kn__json_cstr(&b, "{");
-        j_key(&b, "name");
-        j_str(&b, f->name);
-        kn__json_cstr(&b, ",\"input_index\":");
-        kn__json_int(&b, ni);
-        kn__json_cstr(&b, ",\"mean\":");
-        j_num(&b, f->mean);
-        kn__json_cstr(&b, ",\"std\":");
-        j_num(&b, f->std);
-        kn__json_cstr(&b, f->indicator ? ",\"missing_indicator\":true}" : ",\"missing_indicator\":false}");
-        ni += 1 + f->indicator;
+        json_str(f, ft->name);
+        fprintf(f, ",\"embedding_dim\":%d,\"missing_index\":%d,\"unknown_index\":%d,\"vocabulary\":[", ft->dim,
+                ft->missing_code, ft->n_vocab);
+        for (int c = 0; c < ft->n_vocab; c++) {
+            if (c) fputc(',', f);
+            json_str(f, ft->vocab[c]);
+        }
+        fprintf(f, "]}");
     }
-    kn__json_cstr(&b, "]}");
-    if (b.oom) {
-        kn__json_buf_free(&b);
+    fprintf(f, "],\"numeric\":[");
+    first = true;
+    int ni = 0;
+    for (int i = 0; i < s->n_f; i++) {
+        const feature *ft = &s->f[i];
+        if (ft->type != COL_NUMERIC) continue;
+        fprintf(f, "%s{\"name\":", first ? "" : ",");
+        first = false;
+        json_str(f, ft->name);
+        fprintf(f, ",\"input_index\":%d,\"mean\":", ni);
+        j_num(f, ft->mean);
+        fprintf(f, ",\"std\":");
+        j_num(f, ft->std);
+        fprintf(f, ",\"missing_indicator\":%s}", ft->indicator ? "true" : "false");
+        ni += 1 + ft->indicator;
+    }
+    fprintf(f, "]}");
+    bool failed = ferror(f) != 0;
+    if (fclose(f) != 0 || failed) {
+        free(text);
         return NULL;
     }
-    return b.data;
+    return text;
 }
 
 bool model_save(kn_module *m, const schema *s, const arch *a, const char *recipe, const char *path) {
@@ -224,39 +195,42 @@ bool model_save(kn_module *m, const schema *s, const arch *a, const char *recipe
 /* ---- loading -------------------------------------------------------------------------- */
 typedef struct {
     const char *path;
-    kn__json_doc *d;
+    kn_json_doc *d;
 } jctx;
 
-static const kn__json *member(jctx *c, const kn__json *obj, const char *key, kn__json_type t) {
-    const kn__json *v = kn__json_get(c->d, obj, key);
-    if (!v || v->type != t) {
+static const char *type_name(const kn_json *v) { return kn_json_type_name(kn_json_type_of(v)); }
+
+static const kn_json *member(jctx *c, const kn_json *obj, const char *key, kn_json_type t) {
+    const kn_json *v = kn_json_get(c->d, obj, key);
+    if (!v || kn_json_type_of(v) != t) {
         cli_error("%s: kiln_model metadata: '%s' is %s (expected %s); the file is damaged or not from kiln",
-                  c->path, key, v ? kn__json_type_name(v->type) : "missing", kn__json_type_name(t));
+                  c->path, key, v ? type_name(v) : "missing", kn_json_type_name(t));
         return NULL;
     }
     return v;
 }
 
-static bool int_member(jctx *c, const kn__json *obj, const char *key, int64_t lo, int64_t hi, int64_t *out) {
-    const kn__json *v = member(c, obj, key, KN__JSON_NUMBER);
+static bool int_member(jctx *c, const kn_json *obj, const char *key, int64_t lo, int64_t hi, int64_t *out) {
+    const kn_json *v = member(c, obj, key, KN_JSON_NUMBER);
+    int64_t x;
     if (!v) return false;
-    if (!v->is_int || v->integer < lo || v->integer > hi) {
+    if (!kn_json_int(v, &x) || x < lo || x > hi) {
         cli_error("%s: kiln_model metadata: '%s' is out of range", c->path, key);
         return false;
     }
-    *out = v->integer;
+    *out = x;
     return true;
 }
 
-static char **str_array(jctx *c, const kn__json *arr, const char *what, int *n) {
-    char **out = cli_alloc(((size_t)arr->count + 1) * sizeof *out);
+static char **str_array(jctx *c, const kn_json *arr, const char *what, int *n) {
+    char **out = cli_alloc(((size_t)kn_json_count(arr) + 1) * sizeof *out);
     if (!out) return NULL;
     int k = 0;
-    for (const kn__json *v = kn__json_first(c->d, arr); v; v = kn__json_next(c->d, v)) {
-        if (v->type != KN__JSON_STRING || !(out[k] = cli_strdup(v->str))) {
-            if (v->type != KN__JSON_STRING)
-                cli_error("%s: kiln_model metadata: %s holds a %s (expected strings)", c->path, what,
-                          kn__json_type_name(v->type));
+    for (const kn_json *v = kn_json_first(c->d, arr); v; v = kn_json_next(c->d, v)) {
+        const char *str = kn_json_str(v, NULL);
+        if (!str || !(out[k] = cli_strdup(str))) {
+            if (!str)
+                cli_error("%s: kiln_model metadata: %s holds a %s (expected strings)", c->path, what, type_name(v));
             while (k > 0) free(out[--k]);
             free(out);
             return NULL;
@@ -268,66 +242,74 @@ static char **str_array(jctx *c, const kn__json *arr, const char *what, int *n) 
 }
 
 static bool parse_schema(jctx *c, schema *s, arch *a) {
-    const kn__json *root = kn__json_root(c->d);
-    if (root->type != KN__JSON_OBJECT) return cli_error("%s: kiln_model metadata is not an object", c->path), false;
-    const kn__json *fmt = member(c, root, "format", KN__JSON_STRING);
+    const kn_json *root = kn_json_root(c->d);
+    if (kn_json_type_of(root) != KN_JSON_OBJECT)
+        return cli_error("%s: kiln_model metadata is not an object", c->path), false;
+    const kn_json *fmt = member(c, root, "format", KN_JSON_STRING);
     int64_t ver;
     if (!fmt) return false;
-    if (strcmp(fmt->str, MODEL_FORMAT)) return cli_error("%s: not a kiln tabular model (format '%s')", c->path, fmt->str), false;
+    const char *format = kn_json_str(fmt, NULL);
+    if (strcmp(format, MODEL_FORMAT)) return cli_error("%s: not a kiln tabular model (format '%s')", c->path, format), false;
     if (!int_member(c, root, "format_version", 1, 1000000, &ver)) return false;
     if (ver > MODEL_FORMAT_VERSION)
         return cli_error("%s: model format version %lld is newer than this kiln (%s) reads", c->path, (long long)ver,
                          KN_VERSION_STRING), false;
-    const kn__json *t = member(c, root, "target", KN__JSON_STRING), *cl = member(c, root, "classes", KN__JSON_ARRAY);
-    const kn__json *ar = member(c, root, "architecture", KN__JSON_OBJECT);
-    const kn__json *cats = member(c, root, "categorical", KN__JSON_ARRAY), *nums = member(c, root, "numeric", KN__JSON_ARRAY);
-    const kn__json *del = member(c, root, "delimiter", KN__JSON_STRING);
+    const kn_json *t = member(c, root, "target", KN_JSON_STRING), *cl = member(c, root, "classes", KN_JSON_ARRAY);
+    const kn_json *ar = member(c, root, "architecture", KN_JSON_OBJECT);
+    const kn_json *cats = member(c, root, "categorical", KN_JSON_ARRAY), *nums = member(c, root, "numeric", KN_JSON_ARRAY);
+    const kn_json *del = member(c, root, "delimiter", KN_JSON_STRING);
     if (!t || !cl || !ar || !cats || !nums || !del) return false;
-    if (!(s->target = cli_strdup(t->str)) || !(s->classes = str_array(c, cl, "classes", &s->n_classes))) return false;
+    if (!(s->target = cli_strdup(kn_json_str(t, NULL))) || !(s->classes = str_array(c, cl, "classes", &s->n_classes)))
+        return false;
     if (s->n_classes < 2) return cli_error("%s: kiln_model metadata: fewer than 2 classes", c->path), false;
-    s->delimiter = del->len == 1 ? del->str[0] : ',';
-    const kn__json *layers = member(c, ar, "layers", KN__JSON_ARRAY);
-    const kn__json *dp = member(c, ar, "dropout", KN__JSON_NUMBER), *edp = member(c, ar, "embedding_dropout", KN__JSON_NUMBER);
+    size_t dlen;
+    const char *dstr = kn_json_str(del, &dlen);
+    s->delimiter = dlen == 1 ? dstr[0] : ',';
+    const kn_json *layers = member(c, ar, "layers", KN_JSON_ARRAY);
+    const kn_json *dp = member(c, ar, "dropout", KN_JSON_NUMBER), *edp = member(c, ar, "embedding_dropout", KN_JSON_NUMBER);
     if (!layers || !dp || !edp) return false;
     a->n_layers = 0;
-    for (const kn__json *v = kn__json_first(c->d, layers); v; v = kn__json_next(c->d, v)) {
-        if (a->n_layers == CLI_MAX_LAYERS || v->type != KN__JSON_NUMBER || !v->is_int || v->integer < 1 || v->integer > 1 << 20)
+    for (const kn_json *v = kn_json_first(c->d, layers); v; v = kn_json_next(c->d, v)) {
+        int64_t width;
+        if (a->n_layers == CLI_MAX_LAYERS || !kn_json_int(v, &width) || width < 1 || width > 1 << 20)
             return cli_error("%s: kiln_model metadata: bad 'layers'", c->path), false;
-        a->layers[a->n_layers++] = (int)v->integer;
+        a->layers[a->n_layers++] = (int)width;
     }
-    a->dropout = dp->number;
-    a->emb_dropout = edp->number;
+    a->dropout = kn_json_number(dp);
+    a->emb_dropout = kn_json_number(edp);
     if (!(a->dropout >= 0 && a->dropout <= 1 && a->emb_dropout >= 0 && a->emb_dropout <= 1))
         return cli_error("%s: kiln_model metadata: bad dropout", c->path), false;
-    s->f = cli_alloc(((size_t)cats->count + (size_t)nums->count + 1) * sizeof *s->f);
+    s->f = cli_alloc(((size_t)kn_json_count(cats) + (size_t)kn_json_count(nums) + 1) * sizeof *s->f);
     if (!s->f) return false;
-    for (const kn__json *v = kn__json_first(c->d, cats); v; v = kn__json_next(c->d, v)) {
+    for (const kn_json *v = kn_json_first(c->d, cats); v; v = kn_json_next(c->d, v)) {
         feature *f = &s->f[s->n_f++];
         f->type = COL_CATEGORICAL;
         f->missing_code = -1;
-        if (v->type != KN__JSON_OBJECT) return cli_error("%s: kiln_model metadata: bad 'categorical'", c->path), false;
-        const kn__json *nm = member(c, v, "name", KN__JSON_STRING), *voc = member(c, v, "vocabulary", KN__JSON_ARRAY);
-        int64_t dim, mi, ui;
+        if (kn_json_type_of(v) != KN_JSON_OBJECT)
+            return cli_error("%s: kiln_model metadata: bad 'categorical'", c->path), false;
+        const kn_json *nm = member(c, v, "name", KN_JSON_STRING), *voc = member(c, v, "vocabulary", KN_JSON_ARRAY);
+        int64_t dim, mi, ui, nv = kn_json_count(voc);
         if (!nm || !voc || !int_member(c, v, "embedding_dim", 1, 1 << 20, &dim) ||
-            !int_member(c, v, "missing_index", -1, voc->count - 1, &mi) ||
-            !int_member(c, v, "unknown_index", voc->count, voc->count, &ui))
+            !int_member(c, v, "missing_index", -1, nv - 1, &mi) || !int_member(c, v, "unknown_index", nv, nv, &ui))
             return false;
-        if (!(f->name = cli_strdup(nm->str)) || !(f->vocab = str_array(c, voc, "a vocabulary", &f->n_vocab))) return false;
+        if (!(f->name = cli_strdup(kn_json_str(nm, NULL))) || !(f->vocab = str_array(c, voc, "a vocabulary", &f->n_vocab)))
+            return false;
         f->dim = (int)dim;
         f->missing_code = (int)mi;
         s->n_cat++;
     }
-    for (const kn__json *v = kn__json_first(c->d, nums); v; v = kn__json_next(c->d, v)) {
+    for (const kn_json *v = kn_json_first(c->d, nums); v; v = kn_json_next(c->d, v)) {
         feature *f = &s->f[s->n_f++];
         f->type = COL_NUMERIC;
         f->missing_code = -1;
-        if (v->type != KN__JSON_OBJECT) return cli_error("%s: kiln_model metadata: bad 'numeric'", c->path), false;
-        const kn__json *nm = member(c, v, "name", KN__JSON_STRING), *mean = member(c, v, "mean", KN__JSON_NUMBER);
-        const kn__json *sd = member(c, v, "std", KN__JSON_NUMBER), *ind = member(c, v, "missing_indicator", KN__JSON_BOOL);
-        if (!nm || !mean || !sd || !ind || !(f->name = cli_strdup(nm->str))) return false;
-        f->mean = mean->number;
-        f->std = sd->number;
-        f->indicator = ind->boolean;
+        if (kn_json_type_of(v) != KN_JSON_OBJECT)
+            return cli_error("%s: kiln_model metadata: bad 'numeric'", c->path), false;
+        const kn_json *nm = member(c, v, "name", KN_JSON_STRING), *mean = member(c, v, "mean", KN_JSON_NUMBER);
+        const kn_json *sd = member(c, v, "std", KN_JSON_NUMBER), *ind = member(c, v, "missing_indicator", KN_JSON_BOOL);
+        if (!nm || !mean || !sd || !ind || !(f->name = cli_strdup(kn_json_str(nm, NULL)))) return false;
+        f->mean = kn_json_number(mean);
+        f->std = kn_json_number(sd);
+        f->indicator = kn_json_bool(ind);
         if (!(f->std > 0) || !isfinite(f->std) || !isfinite(f->mean))
             return cli_error("%s: kiln_model metadata: bad statistics for '%s'", c->path, f->name), false;
         s->n_num += 1 + f->indicator;
@@ -350,7 +332,7 @@ kn_module *model_load(const char *path, kn_device dev, schema *s, arch *a) {
         kn_safetensors_close(f);
         return NULL;
     }
-    jctx c = {path, kn__json_parse(meta, strlen(meta), NULL, "kiln_model metadata")};
+    jctx c = {path, kn_json_parse(meta, strlen(meta), "kiln_model metadata")};
     kn_module *m = NULL;
     if (!c.d) cli_error("%s: %s", path, kn_error());
     else if (parse_schema(&c, s, a) && (m = model_build(s, a))) {
@@ -366,7 +348,7 @@ kn_module *model_load(const char *path, kn_device dev, schema *s, arch *a) {
             m = NULL;
         }
     }
-    kn__json_free(c.d);
+    kn_json_free(c.d);
     kn_safetensors_close(f);
     if (!m) schema_free(s);
     else kn_module_train(m, false);

@@ -1,6 +1,5 @@
 /* kiln command line: `kiln eval` and `kiln predict` on a saved model. */
 #include "cli.h"
-#include "io/atomic_file.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -205,9 +204,7 @@ int cmd_predict(int argc, char **argv) {
         goto done;
     }
     if (a.out) {
-        const void *parts[1] = {b.data};
-        size_t sizes[1] = {b.len};
-        if (kn__atomic_write(a.out, parts, sizes, 1) != KN_OK) {
+        if (kn_file_write_atomic(a.out, b.data, b.len) != KN_OK) {
             cli_error("%s", kn_error());
             goto done;
         }

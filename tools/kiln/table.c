@@ -5,7 +5,6 @@
  * standard deviations come from the training rows only, so nothing about the
  * validation or test rows leaks into the inputs. */
 #include "cli.h"
-#include "io/json.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -155,7 +154,7 @@ kn_csv *table_read(const char *path, char delimiter) {
     int64_t rows = kn_csv_rows(c);
     for (int j = 0; j < cols; j++) {
         const char *h = kn_csv_header(c, j);
-        if (!kn__json_utf8_valid(h, strlen(h))) {
+        if (!kn_utf8_valid(h, strlen(h))) {
             cli_error("%s:1: column %d: the header is not UTF-8 text (convert the file to UTF-8; or is it not "
                       "a CSV file?)", path, j + 1);
             goto fail;
@@ -173,7 +172,7 @@ kn_csv *table_read(const char *path, char delimiter) {
     for (int64_t r = 0; r < rows; r++)
         for (int j = 0; j < cols; j++) {
             const char *s = kn_csv_cell(c, r, j);
-            if (!kn__json_utf8_valid(s, strlen(s))) {
+            if (!kn_utf8_valid(s, strlen(s))) {
                 cli_error("%s:%lld: column '%s': not UTF-8 text (convert the file to UTF-8; or is it not a CSV "
                           "file?)", path,
                           (long long)kn_csv_row_line(c, r), kn_csv_header(c, j));
