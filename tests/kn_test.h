@@ -1,6 +1,5 @@
 /* Small test helpers shared by the test programs: checks that count
- * failures, and a kernel-less "test" device whose memory is host memory, so
- * the core's CPU fallback runs for every op. */
+ * failures, and the test devices (below). */
 #ifndef KN_TEST_H
 #define KN_TEST_H
 
@@ -40,7 +39,14 @@ static inline int kt_finish(const char *name) {
     return kt_failed ? 1 : 0;
 }
 
-/* ---- the test device ---------------------------------------------------------- */
+/* ---- the test devices ------------------------------------------------------------
+ * "test": host memory and no kernels at all, so every op goes through the
+ * core's host fallback (primitives) or the composites over it (fused ops).
+ * "prim" (kt_prim_backend.c): host memory and scalar kernels for the
+ * primitives only, so every fused op runs as its composite on the device.
+ * Both are registered at run time; the registry gives them their kinds. */
+#include "kt_prim_backend.h"
+
 static inline int kt_count(void) { return 1; }
 static inline const char *kt_name(int i) {
     (void)i;
@@ -53,7 +59,7 @@ static inline kn_status kt_memory(int i, size_t *f, size_t *t) {
 }
 static inline void *kt_alloc(int i, size_t n) {
     (void)i;
-    return malloc(n);
+    return malloc(n ? n : 1);
 }
 static inline void kt_free(int i, void *p, size_t n) {
     (void)i;
@@ -70,20 +76,28 @@ static inline kn_status kt_sync(int i) {
     return KN_OK;
 }
 
-static inline kn_device kt_register_test_device(void) {
-    kn_backend b = {.name = "test", .kind = KN_DEVICE_TEST, .device_count = kt_count,
-                    .device_name = kt_name, .memory = kt_memory, .alloc = kt_alloc,
-                    .free = kt_free, .copy_h2d = kt_copy, .copy_d2h = kt_copy,
-                    .copy_d2d = kt_copy, .synchronize = kt_sync};
-    kn__backend_register(&b);
-    return (kn_device){KN_DEVICE_TEST, 0};
+/* The kind of the kernel-less device (registered on first call). */
+static inline int kt_test_kind(void) {
+    static int kind = -1;
+    if (kind < 0) {
+        kn_backend b = {.name = "test", .title = "Test", .priority = 0, .device_count = kt_count,
+                        .device_name = kt_name, .memory = kt_memory, .alloc = kt_alloc, .free = kt_free,
+                        .copy_h2d = kt_copy, .copy_d2h = kt_copy, .copy_d2d = kt_copy, .synchronize = kt_sync};
+        kind = kn__backend_register(&b);
+        if (kind < 0) fprintf(stderr, "kn_test: cannot register the test device: %s\n", kn_error());
+    }
+    return kind;
 }
 
-/* Every device present, the test device included (registered on first call). */
+static inline kn_device kt_register_test_device(void) { return (kn_device){(int16_t)kt_test_kind(), 0}; }
+
+/* Every device present (every registered kind with devices), the two test
+ * devices included (registered on first call). */
 static inline int kt_devices(kn_device *out, int cap) {
-    kt_register_test_device();
+    kt_test_kind();
+    kt_prim_register();
     int n = 0;
-    for (int k = 0; k < KN_DEVICE_KIND_COUNT; k++)
+    for (int k = 0; k < kn__backend_kinds(); k++)
         for (int i = 0; i < kn_device_count((kn_device_kind)k) && n < cap; i++)
             out[n++] = (kn_device){(int16_t)k, (int16_t)i};
     return n;

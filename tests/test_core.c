@@ -214,7 +214,23 @@ static void test_philox(void) {
 /* Every op on a backend with no kernels gives the CPU's result, and counts. */
 static void test_fallback(void) {
     kn_device t = kt_register_test_device();
-    CHECK(kn_device_count(KN_DEVICE_TEST) == 1, "test device registered");
+    CHECK(t.kind >= 0 && kn_device_count((kn_device_kind)t.kind) == 1, "test device registered");
+    CHECK(kn_device_equal(kt_register_test_device(), t), "registering again gives the same kind");
+    CHECK(!strcmp(kn_device_str(t), "test:0") && kn_device_equal(kn_device_get("test"), t), "named by the backend");
+    CHECK(!strcmp(kn_device_kind_name((kn_device_kind)t.kind), "Test"), "titled by the backend");
+    kn_device p = kt_prim_device();
+    CHECK(p.kind >= 0 && p.kind != t.kind && kn_device_equal(kn_device_get("prim:0"), p), "a second run-time backend");
+    kn_backend bad = {.name = "cpu", .title = "X", .device_count = kt_count, .alloc = kt_alloc, .free = kt_free,
+                      .copy_h2d = kt_copy, .copy_d2h = kt_copy, .copy_d2d = kt_copy};
+    CHECK(kn__backend_register(&bad) < 0, "the cpu backend cannot be replaced");
+    CHECK_ERROR("the cpu backend cannot be replaced");
+    bad.name = "incomplete", bad.alloc = NULL;
+    CHECK(kn__backend_register(&bad) < 0, "a backend without alloc is refused");
+    CHECK_ERROR("a backend needs a name, a title");
+    kn_error_clear();
+    CHECK(kn_device_equal(kn_device_default(), kn_device_default()) && kn_device_default().kind != t.kind &&
+              kn_device_default().kind != p.kind,
+          "priority 0 backends are never the default");
     kn_fallback_stats_reset();
     kn_scope s = kn_scope_begin();
     kn_tensor *a = kn_randn(KN_SHAPE(5, 7), KN_F32, KN_CPU, NULL), *b = kn_randn(KN_SHAPE(7, 3), KN_F32, KN_CPU, NULL);
@@ -234,7 +250,7 @@ static void test_fallback(void) {
     int n = kn_fallback_stats(st, 64);
     bool saw_matmul = false, saw_relu = false;
     for (int i = 0; i < n && i < 64; i++) {
-        CHECK(st[i].kind == KN_DEVICE_TEST && st[i].count > 0, "fallback counters are per device kind");
+        CHECK((int)st[i].kind == t.kind && st[i].count > 0, "fallback counters are per device kind");
         if (!strcmp(st[i].op, "matmul")) saw_matmul = true;
         if (!strcmp(st[i].op, "relu")) saw_relu = true;
     }

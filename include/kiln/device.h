@@ -8,12 +8,13 @@
 extern "C" {
 #endif
 
+/* The well-known kinds. A backend registered at run time under another name
+ * (a test's, say) gets a kind after these; kn_device_get finds it by name. */
 typedef enum {
     KN_DEVICE_CPU = 0,
     KN_DEVICE_CUDA,
     KN_DEVICE_METAL,
     KN_DEVICE_VULKAN,
-    KN_DEVICE_TEST, /* a host-memory device with no kernels: exercises the fallback */
     KN_DEVICE_KIND_COUNT
 } kn_device_kind;
 

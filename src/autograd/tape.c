@@ -1,6 +1,7 @@
 /* The autograd tape: nodes recorded by ops, and the reverse walk. */
 #include "core/internal.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,21 +45,56 @@ kn_tensor *kn_detach(kn_tensor *t) {
     return kn__scoped(kn__alias(t, t->ndim, t->shape, t->stride, t->offset));
 }
 
+/* ---- nodes -------------------------------------------------------------------------
+ * One allocation per node, so recording stays one calloc: the node, in[],
+ * room for SAVED_INLINE saved tensors and their versions (as many as kiln's
+ * ops save), needs[], and the op's state, aligned for any type. A node that
+ * saves more moves saved[] to the heap (capacity a power of two). */
+#define SAVED_INLINE 6
+
+typedef struct {
+    size_t in, saved, versions, needs, state, total;
+} node_layout;
+
+static size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+static node_layout layout_of(int n_in, size_t state_size) {
+    node_layout l;
+    l.in = align_up(sizeof(kn_node), _Alignof(kn_tensor *));
+    l.saved = l.in + (size_t)n_in * sizeof(kn_tensor *);
+    l.versions = l.saved + SAVED_INLINE * sizeof(kn_tensor *);
+    l.needs = l.versions + SAVED_INLINE * sizeof(uint32_t);
+    l.state = align_up(l.needs + (size_t)n_in * sizeof(bool), _Alignof(max_align_t));
+    l.total = l.state + state_size;
+    return l;
+}
+
+static kn_tensor **inline_saved(const kn_node *n) {
+    return (kn_tensor **)((char *)n + layout_of(n->n_in, 0).saved);
+}
+
 kn_node *kn__record(kn_tensor *out, const char *name, kn_backward_fn backward, int n_in,
-                    kn_tensor *const *inputs) {
-    if (!out || no_grad_depth > 0) return NULL;
+                    kn_tensor *const *inputs, size_t state_size) {
+    if (!out || no_grad_depth > 0 || n_in < 0) return NULL;
     bool any = false;
     for (int k = 0; k < n_in; k++)
         if (inputs[k] && inputs[k]->requires_grad) any = true;
     if (!any) return NULL;
-    kn_node *n = calloc(1, sizeof *n);
+    node_layout l = layout_of(n_in, state_size);
+    kn_node *n = calloc(1, l.total);
     if (!n) {
         kn__err(KN_ERR_OOM, "%s: out of memory for the autograd tape", name);
         return NULL;
     }
+    char *base = (char *)n;
     n->name = name;
     n->backward = backward;
     n->n_in = n_in;
+    n->in = (kn_tensor **)(base + l.in);
+    n->needs = (bool *)(base + l.needs);
+    n->saved = (kn_tensor **)(base + l.saved);
+    n->saved_version = (uint32_t *)(base + l.versions);
+    n->state = state_size ? base + l.state : NULL;
     for (int k = 0; k < n_in; k++) {
         n->in[k] = kn_retain(inputs[k]);
         n->needs[k] = inputs[k] && inputs[k]->requires_grad;
@@ -71,8 +107,48 @@ kn_node *kn__record(kn_tensor *out, const char *name, kn_backward_fn backward, i
     return n;
 }
 
+static int64_t saved_capacity(const kn_node *n) {
+    if (n->saved == inline_saved(n)) return SAVED_INLINE;
+    int64_t cap = 8;
+    while (cap < n->n_saved) cap *= 2;
+    return cap;
+}
+
+/* Makes slots [0, want) exist (new ones NULL); false (with an error) when out of memory. */
+static bool grow_saved(kn_node *n, int want) {
+    int64_t cap = saved_capacity(n);
+    if (want > cap) {
+        int64_t ncap = 8;
+        while (ncap < want) ncap *= 2;
+        /* saved[] and saved_version[] share one block. */
+        char *block = calloc((size_t)ncap, sizeof(kn_tensor *) + sizeof(uint32_t));
+        if (!block) {
+            kn__err(KN_ERR_OOM, "%s: out of memory for the autograd tape", n->name);
+            return false;
+        }
+        kn_tensor **saved = (kn_tensor **)block;
+        uint32_t *version = (uint32_t *)(block + (size_t)ncap * sizeof(kn_tensor *));
+        if (n->n_saved) {
+            memcpy(saved, n->saved, (size_t)n->n_saved * sizeof *saved);
+            memcpy(version, n->saved_version, (size_t)n->n_saved * sizeof *version);
+        }
+        if (n->saved != inline_saved(n)) free(n->saved);
+        else memset(n->saved, 0, SAVED_INLINE * (sizeof(kn_tensor *) + sizeof(uint32_t)));
+        n->saved = saved;
+        n->saved_version = version;
+    }
+    n->n_saved = want; /* slots past the old count are zero: calloc, or cleared by drop_saved */
+    return true;
+}
+
 void kn__save(kn_node *node, int k, kn_tensor *t) {
-    if (!node || !t) return;
+    if (!node || k < 0) return;
+    /* A NULL t still makes slot k exist, so a rule may read saved[k] of any slot it saved. */
+    if (k >= node->n_saved && !grow_saved(node, k + 1)) {
+        node->backward = NULL; /* a backward through it fails instead of reading past saved[] */
+        return;
+    }
+    if (!t) return;
     /* An alias, not t itself: saving an op's own output must not make a cycle. */
     kn_release(node->saved[k]);
     node->saved[k] = kn__alias(t, t->ndim, t->shape, t->stride, t->offset);
@@ -80,9 +156,17 @@ void kn__save(kn_node *node, int k, kn_tensor *t) {
 }
 
 static void drop_saved(kn_node *n) {
-    for (int k = 0; k < KN_NODE_MAX_SAVED; k++) {
+    for (int k = 0; k < n->n_saved; k++) {
         kn_release(n->saved[k]);
         n->saved[k] = NULL;
+        n->saved_version[k] = 0;
+    }
+    n->n_saved = 0;
+    kn_tensor **in_node = inline_saved(n);
+    if (n->saved != in_node) {
+        free(n->saved);
+        n->saved = in_node;
+        n->saved_version = (uint32_t *)(in_node + SAVED_INLINE);
     }
 }
 
@@ -207,12 +291,17 @@ kn_status kn_backward_with(kn_tensor *root, kn_tensor *grad) {
             s = kn__err(KN_ERR_AUTOGRAD, "backward: '%s' is not differentiable", n->name);
             break;
         }
-        for (int k = 0; k < KN_NODE_MAX_SAVED && s == KN_OK; k++)
+        for (int k = 0; k < n->n_saved && s == KN_OK; k++)
             if (n->saved[k] && n->saved[k]->storage->version != n->saved_version[k])
                 s = kn__err(KN_ERR_AUTOGRAD, "backward: a tensor that '%s' saved for its gradient was modified in place (copy_/fill_) after the op ran; write into a copy instead",
                             n->name);
         if (s != KN_OK) break;
-        kn_tensor *gin[KN_NODE_MAX_IN] = {0};
+        kn_tensor *gin_small[8], **gin = gin_small;
+        if (n->n_in > 8 && !(gin = malloc((size_t)n->n_in * sizeof *gin))) {
+            s = kn__err(KN_ERR_OOM, "backward: out of memory");
+            break;
+        }
+        for (int k = 0; k < n->n_in; k++) gin[k] = NULL;
         kn_scope sc = kn_scope_begin();
         s = n->backward(n, n->grad_acc, gin);
         for (int k = 0; k < n->n_in; k++) {
@@ -234,6 +323,7 @@ kn_status kn_backward_with(kn_tensor *root, kn_tensor *grad) {
                 kn_release(g);
             }
         }
+        if (gin != gin_small) free(gin);
         kn_release(n->grad_acc);
         n->grad_acc = NULL;
     }

@@ -7,65 +7,107 @@
 #include <string.h>
 #include <threads.h>
 
-static kn_backend registry[KN_DEVICE_KIND_COUNT];
-static bool registered[KN_DEVICE_KIND_COUNT];
+/* Kinds 0..KN_DEVICE_KIND_COUNT-1 are the well-known names of kiln/device.h;
+ * backends of other names (a test's, say) take the slots after them. */
+#define MAX_KINDS 8
+static kn_backend registry[MAX_KINDS];
+static bool registered[MAX_KINDS];
+static int n_kinds = KN_DEVICE_KIND_COUNT;
 static once_flag init_once = ONCE_FLAG_INIT;
+static mtx_t registry_lock;
 
-/* Backends compiled in register themselves here (each file defines one). */
-const kn_backend *kn__cpu_backend_def(void);
-#ifdef KILN_HAVE_CUDA
-const kn_backend *kn__cuda_backend_def(void);
-#endif
+static const char *well_known[KN_DEVICE_KIND_COUNT] = {"cpu", "cuda", "metal", "vulkan"};
+static const char *well_known_titles[KN_DEVICE_KIND_COUNT] = {"CPU", "CUDA", "Metal", "Vulkan"};
+
+/* The backends this build has: KN_BUILTIN_BACKENDS(X) calls X(name) for each
+ * (the build writes it; each backend defines kn__<name>_backend_def()). */
+#include "kiln_backends.h"
+#define DECLARE(name) const kn_backend *kn__##name##_backend_def(void);
+KN_BUILTIN_BACKENDS(DECLARE)
+#undef DECLARE
+
+static int add_backend(const kn_backend *b) {
+    int kind = -1;
+    for (int k = 0; k < KN_DEVICE_KIND_COUNT; k++)
+        if (!strcmp(b->name, well_known[k])) kind = k;
+    for (int k = KN_DEVICE_KIND_COUNT; kind < 0 && k < n_kinds; k++)
+        if (registered[k] && !strcmp(b->name, registry[k].name)) kind = k;
+    if (kind < 0) {
+        if (n_kinds == MAX_KINDS) return -1;
+        kind = n_kinds++;
+    }
+    registry[kind] = *b;
+    registered[kind] = true;
+    return kind;
+}
 
 static void init_registry(void) {
-    registry[KN_DEVICE_CPU] = *kn__cpu_backend_def();
-    registered[KN_DEVICE_CPU] = true;
-#ifdef KILN_HAVE_CUDA
-    registry[KN_DEVICE_CUDA] = *kn__cuda_backend_def();
-    registered[KN_DEVICE_CUDA] = true;
-#endif
+    mtx_init(&registry_lock, mtx_plain);
+#define ADD(name) add_backend(kn__##name##_backend_def());
+    KN_BUILTIN_BACKENDS(ADD)
+#undef ADD
 }
 
 static void ensure_init(void) { call_once(&init_once, init_registry); }
 
-kn_status kn__backend_register(const kn_backend *b) {
+int kn__backend_register(const kn_backend *b) {
     ensure_init();
-    if (!b || (unsigned)b->kind >= KN_DEVICE_KIND_COUNT || b->kind == KN_DEVICE_CPU)
-        return kn__err(KN_ERR_INVALID, "backend_register: invalid backend");
-    registry[b->kind] = *b;
-    registered[b->kind] = true;
-    return KN_OK;
+    if (!b || !b->name || !b->name[0] || !b->title || !b->device_count || !b->alloc || !b->free ||
+        !b->copy_h2d || !b->copy_d2h || !b->copy_d2d) {
+        kn__err(KN_ERR_INVALID, "backend_register: a backend needs a name, a title, device_count, alloc, free and the copies");
+        return -1;
+    }
+    if (!strcmp(b->name, "cpu")) {
+        kn__err(KN_ERR_INVALID, "backend_register: the cpu backend cannot be replaced");
+        return -1;
+    }
+    mtx_lock(&registry_lock);
+    int kind = add_backend(b);
+    mtx_unlock(&registry_lock);
+    if (kind < 0) kn__err(KN_ERR_INVALID, "backend_register: no room for backend '%s' (%d kinds at most)", b->name, MAX_KINDS);
+    return kind;
 }
 
-const kn_backend *kn__backend(kn_device_kind kind) {
+const kn_backend *kn__backend(int kind) {
     ensure_init();
-    return (unsigned)kind < KN_DEVICE_KIND_COUNT && registered[kind] ? &registry[kind] : NULL;
+    return kind >= 0 && kind < n_kinds && registered[kind] ? &registry[kind] : NULL;
 }
 
 const kn_backend *kn__backend_cpu(void) { return kn__backend(KN_DEVICE_CPU); }
 
+int kn__backend_kinds(void) {
+    ensure_init();
+    return n_kinds;
+}
+
 /* ---- names --------------------------------------------------------------------- */
-static const char *kind_names[KN_DEVICE_KIND_COUNT] = {"cpu", "cuda", "metal", "vulkan", "test"};
-static const char *kind_titles[KN_DEVICE_KIND_COUNT] = {"CPU", "CUDA", "Metal", "Vulkan", "Test"};
+static const char *kind_name(int kind) {
+    const kn_backend *b = kn__backend(kind);
+    if (b) return b->name;
+    return kind >= 0 && kind < KN_DEVICE_KIND_COUNT ? well_known[kind] : "invalid";
+}
 
 const char *kn_device_kind_name(kn_device_kind kind) {
-    return (unsigned)kind < KN_DEVICE_KIND_COUNT ? kind_titles[kind] : "invalid";
+    const kn_backend *b = kn__backend(kind);
+    if (b) return b->title;
+    return (unsigned)kind < KN_DEVICE_KIND_COUNT ? well_known_titles[kind] : "invalid";
 }
 
 const char *kn_device_str(kn_device d) {
     /* One interned string per (kind, index), so callers never free. */
-    static char names[KN_DEVICE_KIND_COUNT][16][16];
-    if ((unsigned)d.kind >= KN_DEVICE_KIND_COUNT || d.index < 0 || d.index >= 16) return "invalid";
+    static char names[MAX_KINDS][16][24];
+    if (d.kind < 0 || d.kind >= MAX_KINDS || d.index < 0 || d.index >= 16 || !strcmp(kind_name(d.kind), "invalid"))
+        return "invalid";
     char *s = names[d.kind][d.index];
     if (!s[0]) {
-        if (d.kind == KN_DEVICE_CPU) snprintf(s, 16, "cpu");
-        else snprintf(s, 16, "%s:%d", kind_names[d.kind], d.index);
+        if (d.kind == KN_DEVICE_CPU) snprintf(s, sizeof names[0][0], "cpu");
+        else snprintf(s, sizeof names[0][0], "%s:%d", kind_name(d.kind), d.index);
     }
     return s;
 }
 
 int kn_device_count(kn_device_kind kind) {
-    const kn_backend *b = kn__backend(kind);
+    const kn_backend *b = kn__backend((int)kind);
     return b ? b->device_count() : 0;
 }
 
@@ -76,27 +118,27 @@ bool kn_device_ok(kn_device d) {
 bool kn_device_equal(kn_device a, kn_device b) { return a.kind == b.kind && a.index == b.index; }
 
 const char *kn_device_description(kn_device d) {
-    const kn_backend *b = kn__backend((kn_device_kind)d.kind);
+    const kn_backend *b = kn__backend(d.kind);
     if (!b || !kn_device_ok(d)) return "unavailable";
     return b->device_name(d.index);
 }
 
 kn_status kn_device_memory(kn_device d, size_t *free_bytes, size_t *total_bytes) {
-    const kn_backend *b = kn__backend((kn_device_kind)d.kind);
+    const kn_backend *b = kn__backend(d.kind);
     if (!b || !kn_device_ok(d))
         return kn__err(KN_ERR_DEVICE, "device_memory: device %s is not available", kn_device_str(d));
     return b->memory(d.index, free_bytes, total_bytes);
 }
 
 kn_status kn_device_synchronize(kn_device d) {
-    const kn_backend *b = kn__backend((kn_device_kind)d.kind);
+    const kn_backend *b = kn__backend(d.kind);
     if (!b || !kn_device_ok(d))
         return kn__err(KN_ERR_DEVICE, "synchronize: device %s is not available", kn_device_str(d));
     return b->synchronize ? b->synchronize(d.index) : KN_OK;
 }
 
 kn_status kn_device_memory_stats(kn_device d, kn_memory_stats *out) {
-    const kn_backend *b = kn__backend((kn_device_kind)d.kind);
+    const kn_backend *b = kn__backend(d.kind);
     if (!b || !kn_device_ok(d))
         return kn__err(KN_ERR_DEVICE, "memory_stats: device %s is not available", kn_device_str(d));
     if (!b->memory_stats) {
@@ -107,7 +149,7 @@ kn_status kn_device_memory_stats(kn_device d, kn_memory_stats *out) {
 }
 
 kn_status kn_device_empty_cache(kn_device d) {
-    const kn_backend *b = kn__backend((kn_device_kind)d.kind);
+    const kn_backend *b = kn__backend(d.kind);
     if (!b || !kn_device_ok(d))
         return kn__err(KN_ERR_DEVICE, "empty_cache: device %s is not available", kn_device_str(d));
     return b->empty_cache ? b->empty_cache(d.index) : KN_OK;
@@ -120,9 +162,10 @@ kn_device kn_device_get(const char *name) {
         kn__err(KN_ERR_DEVICE, "device: empty device name");
         return bad;
     }
-    for (int k = 0; k < KN_DEVICE_KIND_COUNT; k++) {
-        size_t n = strlen(kind_names[k]);
-        if (strncmp(name, kind_names[k], n) != 0) continue;
+    for (int k = 0; k < kn__backend_kinds(); k++) {
+        const char *kn = kind_name(k);
+        size_t n = strlen(kn);
+        if (strncmp(name, kn, n) != 0) continue;
         long index = 0;
         if (name[n] == ':') {
             char *end;
@@ -135,10 +178,10 @@ kn_device kn_device_get(const char *name) {
         if (index >= count) {
             if (count == 0)
                 kn__err(KN_ERR_DEVICE, "device '%s' is not available: no %s devices found", name,
-                        kind_titles[k]);
+                        kn_device_kind_name((kn_device_kind)k));
             else
                 kn__err(KN_ERR_DEVICE, "device '%s' is not available: %d %s device%s found", name,
-                        count, kind_titles[k], count == 1 ? "" : "s");
+                        count, kn_device_kind_name((kn_device_kind)k), count == 1 ? "" : "s");
             return bad;
         }
         return (kn_device){(int16_t)k, (int16_t)index};
@@ -149,6 +192,7 @@ kn_device kn_device_get(const char *name) {
 
 static char default_reason[256];
 
+/* The present backend of highest priority (> 0), else the CPU. */
 kn_device kn_device_default(void) {
     const char *env = getenv("KILN_DEVICE");
     if (env && *env) {
@@ -156,14 +200,17 @@ kn_device kn_device_default(void) {
         if (d.kind >= 0) snprintf(default_reason, sizeof default_reason, "KILN_DEVICE=%s", env);
         return d;
     }
-    static const kn_device_kind order[] = {KN_DEVICE_CUDA, KN_DEVICE_METAL, KN_DEVICE_VULKAN};
-    for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
-        const kn_backend *b = kn__backend(order[i]);
-        if (b && b->is_real_gpu && b->device_count() > 0) {
-            snprintf(default_reason, sizeof default_reason,
-                     "first %s device (order: cuda, metal, vulkan, cpu)", kind_titles[order[i]]);
-            return (kn_device){(int16_t)order[i], 0};
-        }
+    int best = -1;
+    for (int k = 0; k < kn__backend_kinds(); k++) {
+        const kn_backend *b = kn__backend(k);
+        if (b && b->priority > 0 && (best < 0 || b->priority > kn__backend(best)->priority) &&
+            b->device_count() > 0)
+            best = k;
+    }
+    if (best >= 0) {
+        snprintf(default_reason, sizeof default_reason, "first %s device (GPU backends first, then cpu)",
+                 kn_device_kind_name((kn_device_kind)best));
+        return (kn_device){(int16_t)best, 0};
     }
     snprintf(default_reason, sizeof default_reason, "no GPU backend found a device");
     return KN_CPU;
@@ -177,7 +224,7 @@ const char *kn_device_default_reason(void) {
 /* ---- copies between devices -------------------------------------------------------------- */
 kn_status kn__copy_bytes(kn_device dd, void *dst, kn_device sd, const void *src, size_t n) {
     if (!n) return KN_OK;
-    const kn_backend *db = kn__backend((kn_device_kind)dd.kind), *sb = kn__backend((kn_device_kind)sd.kind);
+    const kn_backend *db = kn__backend(dd.kind), *sb = kn__backend(sd.kind);
     if (!db || !sb) return kn__err(KN_ERR_DEVICE, "copy: device not available");
     if (sd.kind == KN_DEVICE_CPU && dd.kind == KN_DEVICE_CPU) {
         memmove(dst, src, n);
@@ -242,35 +289,50 @@ void kn_fallback_stats_reset(void) {
     mtx_unlock(&stats_lock);
 }
 
-/* ---- dispatch --------------------------------------------------------------------------------- */
-static const char *op_names[] = {
-    "copy", "fill", "arange", "unary", "unary_backward", "binary", "where", "reduce", "matmul",
-    "index_select", "gather", "index_add", "embedding_cat", "embedding_cat_backward", "softmax",
-    "softmax_backward", "nll", "nll_backward", "cross_entropy", "cross_entropy_backward",
-    "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward", "random", "dropout",
-    "adam", "sgd"};
-_Static_assert(sizeof op_names / sizeof *op_names == KN_OP_COUNT, "one name per op");
+/* ---- dispatch ----------------------------------------------------------------------------- */
+typedef struct {
+    uint32_t dtypes;
+    bool ok;
+} dtype_check;
 
-const char *kn__op_name(kn_op op) { return (unsigned)op < KN_OP_COUNT ? op_names[op] : "?"; }
-
-const char *kn__call_name(const kn_call *c) {
-    switch (c->op) {
-    case KN_OP_UNARY: return kn__unary_name((kn_unary_fn)c->i[0]);
-    case KN_OP_BINARY: return kn__binary_name((kn_binary_fn)c->i[0]);
-    case KN_OP_REDUCE: return kn__reduce_name((kn_reduce_fn)c->i[0]);
-    default: return kn__op_name(c->op);
-    }
+static kn_status check_dtype(void *ctx, kn_operand *v, kn_role role, const char *field) {
+    (void)role, (void)field;
+    dtype_check *c = ctx;
+    if (kn_operand_present(v) && !(c->dtypes >> v->dtype & 1)) c->ok = false;
+    return KN_OK;
 }
 
-/* The span of storage elements a tensor touches: [lo, hi). */
-static void span(const kn_tensor *t, int64_t *lo, int64_t *hi) {
-    int64_t a = t->offset, b = t->offset;
-    for (int d = 0; d < t->ndim; d++) {
-        if (t->shape[d] == 0) {
-            *lo = *hi = t->offset;
+bool kn__backend_supports(kn_op op, kn_device dev, const void *args) {
+    const kn_backend *b = kn__backend(dev.kind);
+    if (!b || (unsigned)op >= KN_OP_COUNT || !b->kernels[op]) return false;
+    if (b->dtypes && (b->dtypes & KN_DTYPES_ALL) != KN_DTYPES_ALL) {
+        dtype_check c = {b->dtypes, true};
+        kn__op_views(op, (void *)args, check_dtype, &c);
+        if (!c.ok) return false;
+    }
+    return !b->supports || b->supports(dev.index, op, args);
+}
+
+/* The host fallback: each operand's storage span is copied to host memory,
+ * its view pointed there, the CPU kernel run, outputs copied back, and the
+ * views restored. Outputs are copied in too: kernels may update them in
+ * place (scatter_add, optimizer steps, running statistics). */
+typedef struct {
+    kn_device dev;
+    kn_operand *orig;
+    void **host;
+    int n, cap;
+} mirror;
+
+/* [lo, hi): the span of elements v touches, relative to v->data. */
+static void view_span(const kn_operand *v, int64_t *lo, int64_t *hi) {
+    int64_t a = 0, b = 0;
+    for (int d = 0; d < v->ndim; d++) {
+        if (v->shape[d] == 0) {
+            *lo = *hi = 0;
             return;
         }
-        int64_t e = (t->shape[d] - 1) * t->stride[d];
+        int64_t e = (v->shape[d] - 1) * v->stride[d];
         if (e < 0) a += e;
         else b += e;
     }
@@ -278,65 +340,81 @@ static void span(const kn_tensor *t, int64_t *lo, int64_t *hi) {
     *hi = b + 1;
 }
 
-/* A CPU copy of the storage span t covers, viewed with t's geometry. */
-static kn_tensor *host_mirror(const kn_tensor *t) {
-    int64_t lo, hi;
-    span(t, &lo, &hi);
-    int64_t n = hi - lo;
-    kn_tensor *h = kn__new(1, &n, t->dtype, KN_CPU);
-    if (!h) return NULL;
-    size_t es = kn_dtype_size(t->dtype);
-    kn_status s = kn__copy_bytes(KN_CPU, h->storage->data, t->storage->device,
-                                 (char *)t->storage->data + (size_t)lo * es, (size_t)n * es);
-    if (s != KN_OK) {
-        kn_release(h);
-        return NULL;
+static kn_status mirror_in(void *ctx, kn_operand *v, kn_role role, const char *field) {
+    (void)role, (void)field;
+    mirror *m = ctx;
+    if (m->n == m->cap) {
+        int cap = m->cap ? 2 * m->cap : 16;
+        kn_operand *o = realloc(m->orig, (size_t)cap * sizeof *o);
+        if (o) m->orig = o;
+        void **h = o ? realloc(m->host, (size_t)cap * sizeof *h) : NULL;
+        if (!h) return kn__err(KN_ERR_OOM, "fallback: out of host memory");
+        m->host = h;
+        m->cap = cap;
     }
-    kn_tensor *v = kn__alias(h, t->ndim, t->shape, t->stride, t->offset - lo);
-    kn_release(h);
-    return v;
-}
-
-static kn_status write_back(const kn_tensor *dev_t, const kn_tensor *host_t) {
+    m->orig[m->n] = *v;
+    m->host[m->n] = NULL;
+    m->n++;
+    if (!kn_operand_present(v)) return KN_OK;
     int64_t lo, hi;
-    span(dev_t, &lo, &hi);
-    size_t es = kn_dtype_size(dev_t->dtype);
-    return kn__copy_bytes(dev_t->storage->device, (char *)dev_t->storage->data + (size_t)lo * es,
-                          KN_CPU, host_t->storage->data, (size_t)(hi - lo) * es);
-}
-
-static kn_status run_fallback(const kn_call *c) {
-    const char *name = kn__call_name(c);
-    if (count_fallback(name, (kn_device_kind)c->device.kind) && !getenv("KILN_QUIET_FALLBACK"))
-        fprintf(stderr, "kiln: warning: op '%s' has no %s kernel; running it on the CPU\n", name,
-                kn_device_kind_name((kn_device_kind)c->device.kind));
-    kn_call h = *c;
-    h.device = KN_CPU;
-    kn_status s = KN_OK;
-    for (int k = 0; k < KN_CALL_MAX_IN; k++) h.in[k] = NULL;
-    for (int k = 0; k < KN_CALL_MAX_OUT; k++) h.out[k] = NULL;
-    for (int k = 0; k < KN_CALL_MAX_IN && s == KN_OK; k++)
-        if (c->in[k] && !(h.in[k] = host_mirror(c->in[k]))) s = kn_error_code();
-    /* Outputs are mirrored too: kernels may update them in place. */
-    for (int k = 0; k < KN_CALL_MAX_OUT && s == KN_OK; k++)
-        if (c->out[k] && !(h.out[k] = host_mirror(c->out[k]))) s = kn_error_code();
-    if (s == KN_OK) {
-        kn_kernel kern = kn__backend_cpu()->kernels[c->op];
-        s = kern ? kern(&h) : kn__err(KN_ERR_UNSUPPORTED, "%s: no CPU kernel", name);
-    }
-    for (int k = 0; k < KN_CALL_MAX_OUT && s == KN_OK; k++)
-        if (c->out[k]) s = write_back(c->out[k], h.out[k]);
-    for (int k = 0; k < KN_CALL_MAX_IN && s == KN_OK; k++)
-        if (c->in[k] && (c->inout >> k & 1)) s = write_back(c->in[k], h.in[k]);
-    for (int k = 0; k < KN_CALL_MAX_IN; k++) kn_release(h.in[k]);
-    for (int k = 0; k < KN_CALL_MAX_OUT; k++) kn_release(h.out[k]);
+    view_span(v, &lo, &hi);
+    size_t es = kn_dtype_size(v->dtype), n = (size_t)(hi - lo) * es;
+    void *h = malloc(n ? n : 1);
+    if (!h) return kn__err(KN_ERR_OOM, "fallback: out of host memory (%zu bytes)", n);
+    m->host[m->n - 1] = h;
+    kn_status s = kn__copy_bytes(KN_CPU, h, m->dev, (char *)v->data + lo * (int64_t)es, n);
+    v->data = (char *)h - lo * (int64_t)es;
     return s;
 }
 
-kn_status kn__run(kn_call *c) {
-    const kn_backend *b = kn__backend((kn_device_kind)c->device.kind);
-    if (!b) return kn__err(KN_ERR_DEVICE, "%s: device %s is not available", kn__call_name(c),
-                           kn_device_str(c->device));
-    if (b->kernels[c->op]) return b->kernels[c->op](c);
-    return run_fallback(c);
+typedef struct {
+    mirror *m;
+    int k;
+    bool write;
+} mirror_walk;
+
+static kn_status mirror_out(void *ctx, kn_operand *v, kn_role role, const char *field) {
+    (void)field;
+    mirror_walk *w = ctx;
+    int k = w->k++;
+    if (k >= w->m->n) return KN_OK; /* not reached by a mirror_in that failed */
+    kn_status s = KN_OK;
+    if (w->write && role == KN_ROLE_OUT && w->m->host[k]) {
+        int64_t lo, hi;
+        view_span(v, &lo, &hi);
+        size_t es = kn_dtype_size(v->dtype);
+        s = kn__copy_bytes(w->m->dev, (char *)w->m->orig[k].data + lo * (int64_t)es, KN_CPU,
+                           w->m->host[k], (size_t)(hi - lo) * es);
+    }
+    *v = w->m->orig[k];
+    return s;
+}
+
+static kn_status run_fallback(kn_op op, kn_device dev, void *args) {
+    const char *name = kn__op_call_name(op, args);
+    if (count_fallback(name, (kn_device_kind)dev.kind) && !getenv("KILN_QUIET_FALLBACK"))
+        fprintf(stderr, "kiln: warning: op '%s' has no %s kernel; running it on the CPU\n", name,
+                kn_device_kind_name((kn_device_kind)dev.kind));
+    kn_kernel kern = kn__backend_cpu()->kernels[op];
+    if (!kern) return kn__err(KN_ERR_UNSUPPORTED, "%s: no CPU kernel", name);
+    mirror m = {.dev = dev};
+    kn_status s = kn__op_views(op, args, mirror_in, &m);
+    if (s == KN_OK) s = kern(0, args);
+    /* Every view is restored, whatever failed; outputs are written only
+     * when the kernel ran. */
+    mirror_walk w = {&m, 0, s == KN_OK};
+    kn_status ws = kn__op_views(op, args, mirror_out, &w);
+    if (s == KN_OK) s = ws;
+    for (int k = 0; k < m.n; k++) free(m.host[k]);
+    free(m.host);
+    free(m.orig);
+    return s;
+}
+
+kn_status kn__launch(kn_op op, kn_device dev, void *args) {
+    const kn_backend *b = kn__backend(dev.kind);
+    if (!b) return kn__err(KN_ERR_DEVICE, "%s: device %s is not available", kn__op_call_name(op, args),
+                           kn_device_str(dev));
+    if (kn__backend_supports(op, dev, args)) return b->kernels[op](dev.index, args);
+    return run_fallback(op, dev, args);
 }

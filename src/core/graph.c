@@ -2,7 +2,6 @@
 #include "internal.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 struct kn_graph {
     kn_device dev;
@@ -10,9 +9,7 @@ struct kn_graph {
 };
 
 bool kn_graph_supported(kn_device dev) {
-    const char *env = getenv("KILN_CUDA_GRAPHS");
-    if (env && !strcmp(env, "0")) return false;
-    const kn_backend *b = kn__backend((kn_device_kind)dev.kind);
+    const kn_backend *b = kn__backend(dev.kind);
     return b && kn_device_ok(dev) && b->graph_begin && b->graph_end && b->graph_launch;
 }
 
@@ -22,11 +19,10 @@ kn_graph *kn_graph_capture(kn_device dev, kn_step_fn fn, void *ctx) {
         return NULL;
     }
     if (!kn_graph_supported(dev)) {
-        kn__err(KN_ERR_UNSUPPORTED, "graph_capture: device %s cannot capture graphs%s", kn_device_str(dev),
-                getenv("KILN_CUDA_GRAPHS") ? " (KILN_CUDA_GRAPHS=0)" : "");
+        kn__err(KN_ERR_UNSUPPORTED, "graph_capture: device %s cannot capture graphs", kn_device_str(dev));
         return NULL;
     }
-    const kn_backend *b = kn__backend((kn_device_kind)dev.kind);
+    const kn_backend *b = kn__backend(dev.kind);
     kn_graph *g = calloc(1, sizeof *g);
     if (!g) {
         kn__err(KN_ERR_OOM, "graph_capture: out of memory");
@@ -48,12 +44,12 @@ kn_graph *kn_graph_capture(kn_device dev, kn_step_fn fn, void *ctx) {
 
 kn_status kn_graph_replay(kn_graph *g) {
     if (!g) return kn__err_null("graph_replay"), KN_ERR_NULL;
-    return kn__backend((kn_device_kind)g->dev.kind)->graph_launch(g->dev.index, g->handle);
+    return kn__backend(g->dev.kind)->graph_launch(g->dev.index, g->handle);
 }
 
 void kn_graph_free(kn_graph *g) {
     if (!g) return;
-    const kn_backend *b = kn__backend((kn_device_kind)g->dev.kind);
+    const kn_backend *b = kn__backend(g->dev.kind);
     if (b && b->graph_free) b->graph_free(g->dev.index, g->handle);
     free(g);
 }

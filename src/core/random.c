@@ -2,7 +2,7 @@
  * 3", SC'11): a counter-based generator, so element k of any random op is a
  * pure function of (seed, offset, k) and every backend draws the same bits. */
 #include "internal.h"
-#include "philox.h"
+#include "backends/common/philox.h"
 
 #include <math.h>
 
@@ -31,10 +31,10 @@ static kn_tensor *random_tensor(const char *op, int ndim, const int64_t *shape, 
     kn_tensor *t = kn__new_named(op, ndim, shape, dt, dev);
     if (!t) return NULL;
     int64_t n = kn__numel_shape(ndim, shape);
-    kn_call c = {.op = KN_OP_RANDOM, .device = dev, .out = {t},
-                 .i = {kind, (int64_t)gen->seed, (int64_t)kn__generator_take(gen, n, kind == KN_RANDOM_NORMAL ? 2 : 4)},
-                 .f = {a, b}};
-    if (kn__run(&c) != KN_OK) {
+    kn_random_args r = {.out = kn__view(t), .kind = kind, .seed = (int64_t)gen->seed,
+                        .offset = (int64_t)kn__generator_take(gen, n, kind == KN_RANDOM_NORMAL ? 2 : 4),
+                        .a = a, .b = b};
+    if (kn__launch(KN_OP_RANDOM, dev, &r) != KN_OK) {
         kn_release(t);
         return NULL;
     }
@@ -124,29 +124,4 @@ kn_tensor *kn_randperm(int64_t n, kn_device dev, kn_generator *gen) {
     kn_keep(out);
     kn_scope_end(s);
     return out;
-}
-
-/* ---- the shared element mapping (every backend implements exactly this) ---------- */
-/* uniform in [0, 1) with 24 bits, as float32 would hold it. */
-static inline double u01(uint32_t x) { return (double)(x >> 8) * (1.0 / 16777216.0); }
-
-void kn__random_block(uint64_t seed, uint64_t counter, uint32_t out[4]) {
-    kn__philox((uint32_t)counter, (uint32_t)(counter >> 32), 0, 0, (uint32_t)seed, (uint32_t)(seed >> 32), out);
-}
-
-double kn__random_value(int kind, uint64_t seed, uint64_t offset, int64_t k, double a, double b) {
-    uint32_t w[4];
-    if (kind == KN_RANDOM_NORMAL) {
-        kn__random_block(seed, offset + (uint64_t)(k / 2), w);
-        int j = (int)(k % 2) * 2;
-        double u1 = 1.0 - u01(w[j]), u2 = u01(w[j + 1]); /* u1 in (0, 1] */
-        return a + b * sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-    }
-    kn__random_block(seed, offset + (uint64_t)(k / 4), w);
-    uint32_t x = w[k % 4];
-    switch (kind) {
-    case KN_RANDOM_UNIFORM: return a + (b - a) * u01(x);
-    case KN_RANDOM_INT: return a + floor((double)x * (1.0 / 4294967296.0) * (b - a));
-    default: return (double)x;
-    }
 }

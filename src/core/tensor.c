@@ -46,6 +46,41 @@ void kn__storage_release(kn_storage *s) {
     free(s);
 }
 
+/* ---- views for kernels ---------------------------------------------------------- */
+kn_operand kn__view(const kn_tensor *t) {
+    kn_operand v;
+    memset(&v, 0, sizeof v);
+    if (!t) return v;
+    v.data = kn__data(t);
+    v.dtype = t->dtype;
+    v.ndim = t->ndim;
+    for (int d = 0; d < t->ndim; d++) {
+        v.shape[d] = t->shape[d];
+        v.stride[d] = t->stride[d];
+    }
+    return v;
+}
+
+kn_tensor *kn__wrap_view(const kn_operand *v, kn_device dev) {
+    if (!v || !kn_operand_present(v)) return NULL;
+    kn_storage *s = calloc(1, sizeof *s);
+    if (!s) {
+        kn__err(KN_ERR_OOM, "out of host memory");
+        return NULL;
+    }
+    s->refcount = 1;
+    s->data = v->data;
+    s->device = dev;
+    s->external = true;
+    /* The span the view reaches (strides are never negative in kiln). */
+    size_t span = 1;
+    for (int d = 0; d < v->ndim; d++) span += (size_t)((v->shape[d] > 0 ? v->shape[d] : 1) - 1) * (size_t)v->stride[d];
+    s->nbytes = span * kn_dtype_size(v->dtype);
+    kn_tensor *t = kn__alias(&(kn_tensor){.storage = s, .dtype = v->dtype}, v->ndim, v->shape, v->stride, 0);
+    kn__storage_release(s); /* the alias holds its own reference */
+    return t;
+}
+
 /* ---- geometry helpers ---------------------------------------------------------- */
 int64_t kn__numel_shape(int ndim, const int64_t *shape) {
     int64_t n = 1;
@@ -267,8 +302,8 @@ static kn_tensor *filled_named(const char *op, int ndim, const int64_t *shape, d
                                kn_device dev) {
     kn_tensor *t = kn__new_named(op, ndim, shape, dt, dev);
     if (!t) return NULL;
-    kn_call c = {.op = KN_OP_FILL, .device = dev, .out = {t}, .f = {v}};
-    if (kn__run(&c) != KN_OK) {
+    kn_fill_args a = {.out = kn__view(t), .value = v};
+    if (kn__launch(KN_OP_FILL, dev, &a) != KN_OK) {
         kn_release(t);
         return NULL;
     }
@@ -320,8 +355,8 @@ static kn_tensor *ramp(const char *op, int64_t n, double start, double step, kn_
                        kn_device dev) {
     kn_tensor *t = kn__new_named(op, 1, &n, dt, dev);
     if (!t) return NULL;
-    kn_call c = {.op = KN_OP_ARANGE, .device = dev, .out = {t}, .f = {start, step}};
-    if (kn__run(&c) != KN_OK) {
+    kn_fill_args a = {.out = kn__view(t), .value = start, .step = step};
+    if (kn__launch(KN_OP_FILL, dev, &a) != KN_OK) {
         kn_release(t);
         return NULL;
     }
@@ -394,9 +429,8 @@ kn_status kn_to_host(const kn_tensor *t, void *dst, kn_dtype dt) {
     /* Another device: copy its bytes over contiguously, then convert here. */
     kn_tensor *c = kn__new(t->ndim, t->shape, t->dtype, t->storage->device);
     if (!c) return kn_error_code();
-    kn_call call = {.op = KN_OP_COPY, .device = t->storage->device, .in = {(kn_tensor *)t},
-                    .out = {c}};
-    kn_status s = kn__run(&call);
+    kn_copy_args a = {.out = kn__view(c), .x = kn__view(t)};
+    kn_status s = kn__launch(KN_OP_COPY, t->storage->device, &a);
     kn_tensor *h = s == KN_OK ? kn__new(t->ndim, t->shape, t->dtype, KN_CPU) : NULL;
     if (h) {
         s = kn__copy_bytes(KN_CPU, h->storage->data, c->storage->device, c->storage->data,

@@ -18,33 +18,40 @@ bool kn__same_device(const char *op, int n, kn_tensor *const *ts) {
     return true;
 }
 
-void kn__release_outs(kn_call *c) {
-    for (int k = 0; k < KN_CALL_MAX_OUT; k++) {
-        kn_release(c->out[k]);
-        c->out[k] = NULL;
-    }
+kn_tensor *kn__run_out(kn_op op, kn_device dev, void *args, kn_tensor *out) {
+    if (kn__run(op, dev, args) == KN_OK) return out;
+    kn_release(out);
+    return NULL;
 }
 
-bool kn__run_ok(kn_call *c) {
-    if (kn__run(c) == KN_OK) return true;
-    kn__release_outs(c);
-    return false;
+kn_operand kn__view_expand(const kn_tensor *t, int ndim, const int64_t *shape) {
+    kn_operand v = kn__view(t);
+    int lead = ndim - t->ndim;
+    for (int d = ndim - 1; d >= 0; d--) {
+        int j = d - lead;
+        v.stride[d] = (j < 0 || t->shape[j] == 1) ? 0 : t->stride[j];
+        v.shape[d] = shape[d];
+    }
+    v.ndim = ndim;
+    return v;
+}
+
+/* out <- t as a COPY (same shape; dtype conversion); out is returned, or
+ * released on failure. */
+static kn_tensor *copy_into(kn_tensor *out, kn_tensor *t) {
+    if (!out) return NULL;
+    kn_copy_args a = {.out = kn__view(out), .x = kn__view(t)};
+    return kn__run_out(KN_OP_COPY, t->storage->device, &a, out);
 }
 
 kn_tensor *kn__cast_raw(kn_tensor *t, kn_dtype dt) {
     if (t->dtype == dt) return kn_retain(t);
-    kn_tensor *out = kn__new(t->ndim, t->shape, dt, t->storage->device);
-    if (!out) return NULL;
-    kn_call c = {.op = KN_OP_COPY, .device = t->storage->device, .in = {t}, .out = {out}};
-    return kn__run_ok(&c) ? out : NULL;
+    return copy_into(kn__new(t->ndim, t->shape, dt, t->storage->device), t);
 }
 
 kn_tensor *kn__contiguous_raw(kn_tensor *t) {
     if (kn__is_contiguous(t)) return kn_retain(t);
-    kn_tensor *out = kn__new_like(t);
-    if (!out) return NULL;
-    kn_call c = {.op = KN_OP_COPY, .device = t->storage->device, .in = {t}, .out = {out}};
-    return kn__run_ok(&c) ? out : NULL;
+    return copy_into(kn__new_like(t), t);
 }
 
 kn_dtype kn__result_dtype(const kn_tensor *a, const kn_tensor *b) {
@@ -63,23 +70,4 @@ kn_tensor *kn__view_raw(kn_tensor *t, int ndim, const int64_t *shape) {
     int64_t stride[KN_MAX_DIMS];
     kn__contiguous_strides(ndim, shape, stride);
     return kn__alias(t, ndim, shape, stride, t->offset);
-}
-
-/* ---- names for messages and fallback counters ------------------------------------------ */
-static const char *unary_names[KN_UNARY_COUNT] = {
-    "neg", "exp", "log", "sqrt", "abs", "relu", "leaky_relu", "gelu", "sigmoid", "tanh",
-    "softplus", "clamp", "pow", "add", "mul", "rsub", "rsqrt"};
-static const char *binary_names[KN_BINARY_COUNT] = {"add", "sub", "mul", "div", "pow", "maximum",
-                                                    "minimum", "eq", "ne", "lt", "le", "gt", "ge"};
-static const char *reduce_names[KN_REDUCE_COUNT] = {"sum", "mean", "max", "min", "var", "argmax",
-                                                    "argmin"};
-
-const char *kn__unary_name(kn_unary_fn f) {
-    return (unsigned)f < KN_UNARY_COUNT ? unary_names[f] : "unary";
-}
-const char *kn__binary_name(kn_binary_fn f) {
-    return (unsigned)f < KN_BINARY_COUNT ? binary_names[f] : "binary";
-}
-const char *kn__reduce_name(kn_reduce_fn f) {
-    return (unsigned)f < KN_REDUCE_COUNT ? reduce_names[f] : "reduce";
 }

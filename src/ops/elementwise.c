@@ -12,16 +12,25 @@ static bool grad_uses_output(kn_unary_fn f) {
     return f == KN_UNARY_EXP || f == KN_UNARY_SIGMOID || f == KN_UNARY_TANH;
 }
 
+typedef struct {
+    kn_unary_fn fn;
+    double p0, p1;
+} unary_state;
+
+/* saved[0]: the forward input, or its output where grad_uses_output. */
 static kn_status unary_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    const unary_state *st = KN_STATE(n, unary_state);
     kn_tensor *x = n->saved[0];
-    kn_tensor *out = kn__new(x->ndim, x->shape, x->dtype, x->storage->device);
-    if (!out) return kn_error_code();
+    kn_device dev = x->storage->device;
     kn_tensor *gc = kn__cast_raw(g, x->dtype);
-    kn_call c = {.op = KN_OP_UNARY_BACKWARD, .device = x->storage->device, .in = {gc, x},
-                 .out = {out}, .i = {n->i[0]}, .f = {n->f[0], n->f[1]}};
-    bool ok = gc && kn__run_ok(&c);
+    kn_tensor *out = gc ? kn__new(x->ndim, x->shape, x->dtype, dev) : NULL;
+    if (out) {
+        kn_unary_backward_args a = {.out = kn__view(out), .grad = kn__view(gc), .x = kn__view(x), .fn = st->fn,
+                                    .p0 = st->p0, .p1 = st->p1};
+        out = kn__run_out(KN_OP_UNARY_BACKWARD, dev, &a, out);
+    }
     kn_release(gc);
-    if (!ok) return kn_error_code();
+    if (!out) return kn_error_code();
     gin[0] = kn__scoped(out);
     return KN_OK;
 }
@@ -47,20 +56,19 @@ static kn_tensor *unary(kn_unary_fn f, kn_tensor *a, double p0, double p1) {
         (p0 != floor(p0) || (f == KN_UNARY_CLAMP && isfinite(p1) && p1 != floor(p1))))
         dt = KN_F32;
     if (dt == KN_BOOL && f != KN_UNARY_RELU) dt = KN_I64;
-    kn_tensor *out = kn__new(a->ndim, a->shape, dt, a->storage->device);
-    if (!out) return NULL;
+    kn_device dev = a->storage->device;
     kn_tensor *in = kn_dtype_is_float(dt) ? kn__cast_raw(a, dt) : kn_retain(a);
-    kn_call c = {.op = KN_OP_UNARY, .device = a->storage->device, .in = {in}, .out = {out},
-                 .i = {f}, .f = {p0, p1}};
-    bool ok = in && kn__run_ok(&c);
+    kn_tensor *out = in ? kn__new(a->ndim, a->shape, dt, dev) : NULL;
+    if (out) {
+        kn_unary_args args = {.out = kn__view(out), .x = kn__view(in), .fn = f, .p0 = p0, .p1 = p1};
+        out = kn__run_out(KN_OP_UNARY, dev, &args, out);
+    }
     kn_release(in);
-    if (!ok) return NULL;
-    kn_node *n = kn__record(out, name, unary_backward, 1, &a);
+    if (!out) return NULL;
+    kn_node *n = kn__record(out, name, unary_backward, 1, &a, sizeof(unary_state));
     if (n) {
         kn__save(n, 0, grad_uses_output(f) ? out : a);
-        n->i[0] = f;
-        n->f[0] = p0;
-        n->f[1] = p1;
+        *KN_STATE(n, unary_state) = (unary_state){f, p0, p1};
     }
     return kn__scoped(out);
 }
@@ -91,10 +99,16 @@ kn_tensor *kn_pow_scalar(kn_tensor *a, double s) { return unary(KN_UNARY_POW_SCA
 /* ---- binary ------------------------------------------------------------------------ */
 static bool is_comparison(kn_binary_fn f) { return f >= KN_BINARY_EQ; }
 
+typedef struct {
+    kn_binary_fn fn;
+} binary_state;
+
+/* saved[0] a, [1] b. */
 static kn_status binary_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    kn_binary_fn fn = KN_STATE(n, binary_state)->fn;
     kn_tensor *a = n->saved[0], *b = n->saved[1];
     kn_tensor *ga = NULL, *gb = NULL;
-    switch ((kn_binary_fn)n->i[0]) {
+    switch (fn) {
     case KN_BINARY_ADD: ga = g; gb = g; break;
     case KN_BINARY_SUB: ga = g; gb = n->needs[1] ? kn_neg(g) : NULL; break;
     case KN_BINARY_MUL:
@@ -115,7 +129,7 @@ static kn_status binary_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
     case KN_BINARY_MAX:
     case KN_BINARY_MIN: {
         /* The larger (smaller) input gets the gradient; ties split it evenly. */
-        bool mx = n->i[0] == KN_BINARY_MAX;
+        bool mx = fn == KN_BINARY_MAX;
         kn_tensor *half = kn_mul_scalar(g, 0.5), *zero = kn_zeros_like(g), *tie = kn_eq(a, b);
         kn_tensor *a_wins = mx ? kn_gt(a, b) : kn_lt(a, b), *b_wins = mx ? kn_lt(a, b) : kn_gt(a, b);
         ga = kn_where(a_wins, g, kn_where(tie, half, zero));
@@ -142,23 +156,22 @@ static kn_tensor *binary(kn_binary_fn f, kn_tensor *a, kn_tensor *b) {
     int nd = kn__broadcast(name, a->ndim, a->shape, b->ndim, b->shape, shape);
     if (nd < 0) return NULL;
     kn_device dev = a->storage->device;
-    kn_tensor *out = kn__new(nd, shape, is_comparison(f) ? KN_BOOL : dt, dev);
-    kn_tensor *ca = out ? kn__cast_raw(a, dt) : NULL, *cb = ca ? kn__cast_raw(b, dt) : NULL;
-    kn_tensor *ea = cb ? kn__expand(ca, nd, shape) : NULL, *eb = ea ? kn__expand(cb, nd, shape) : NULL;
-    kn_call c = {.op = KN_OP_BINARY, .device = dev, .in = {ea, eb}, .out = {out}, .i = {f}};
-    bool ok = eb && kn__run_ok(&c);
-    if (!ok && !eb) kn_release(out);
-    kn_release(ea);
-    kn_release(eb);
+    kn_tensor *ca = kn__cast_raw(a, dt), *cb = ca ? kn__cast_raw(b, dt) : NULL;
+    kn_tensor *out = cb ? kn__new(nd, shape, is_comparison(f) ? KN_BOOL : dt, dev) : NULL;
+    if (out) {
+        kn_binary_args args = {.out = kn__view(out), .a = kn__view_expand(ca, nd, shape),
+                               .b = kn__view_expand(cb, nd, shape), .fn = f};
+        out = kn__run_out(KN_OP_BINARY, dev, &args, out);
+    }
     kn_release(ca);
     kn_release(cb);
-    if (!ok) return NULL;
+    if (!out) return NULL;
     if (!is_comparison(f)) {
-        kn_node *n = kn__record(out, name, binary_backward, 2, ab);
+        kn_node *n = kn__record(out, name, binary_backward, 2, ab, sizeof(binary_state));
         if (n) {
             kn__save(n, 0, a);
             kn__save(n, 1, b);
-            n->i[0] = f;
+            KN_STATE(n, binary_state)->fn = f;
         }
     }
     return kn__scoped(out);
@@ -196,18 +209,19 @@ kn_tensor *kn_where(kn_tensor *cond, kn_tensor *a, kn_tensor *b) {
     if (nd < 0) return NULL;
     kn_dtype dt = kn_dtype_promote(a->dtype, b->dtype);
     kn_device dev = a->storage->device;
-    kn_tensor *out = kn__new(nd, shape, dt, dev);
-    kn_tensor *cc = out ? kn__cast_raw(cond, KN_BOOL) : NULL;
+    kn_tensor *cc = kn__cast_raw(cond, KN_BOOL);
     kn_tensor *ca = cc ? kn__cast_raw(a, dt) : NULL, *cb = ca ? kn__cast_raw(b, dt) : NULL;
-    kn_tensor *e0 = cb ? kn__expand(cc, nd, shape) : NULL, *e1 = e0 ? kn__expand(ca, nd, shape) : NULL;
-    kn_tensor *e2 = e1 ? kn__expand(cb, nd, shape) : NULL;
-    kn_call c = {.op = KN_OP_WHERE, .device = dev, .in = {e0, e1, e2}, .out = {out}};
-    bool ok = e2 && kn__run_ok(&c);
-    if (!ok && !e2) kn_release(out);
-    kn_tensor *tmp[] = {cc, ca, cb, e0, e1, e2};
-    for (size_t k = 0; k < sizeof tmp / sizeof *tmp; k++) kn_release(tmp[k]);
-    if (!ok) return NULL;
-    kn_node *n = kn__record(out, "where", where_backward, 3, all);
+    kn_tensor *out = cb ? kn__new(nd, shape, dt, dev) : NULL;
+    if (out) {
+        kn_where_args args = {.out = kn__view(out), .cond = kn__view_expand(cc, nd, shape),
+                              .a = kn__view_expand(ca, nd, shape), .b = kn__view_expand(cb, nd, shape)};
+        out = kn__run_out(KN_OP_WHERE, dev, &args, out);
+    }
+    kn_release(cc);
+    kn_release(ca);
+    kn_release(cb);
+    if (!out) return NULL;
+    kn_node *n = kn__record(out, "where", where_backward, 3, all, 0);
     if (n) {
         n->needs[0] = false;
         kn__save(n, 0, cond);

@@ -42,9 +42,8 @@ static void rename_error(const char *from, const char *to) {
 static kn_status index_add_into(kn_tensor *dst, int dim, kn_tensor *index, kn_tensor *src) {
     kn_tensor *s = kn__cast_raw(src, dst->dtype);
     if (!s) return kn_error_code();
-    kn_call c = {.op = KN_OP_INDEX_ADD, .device = dst->storage->device, .in = {s, index},
-                 .out = {dst}, .i = {dim}};
-    kn_status st = kn__run(&c);
+    kn_index_add_args a = {.out = kn__view(dst), .src = kn__view(s), .index = kn__view(index), .dim = dim};
+    kn_status st = kn__run(KN_OP_INDEX_ADD, dst->storage->device, &a);
     kn_release(s);
     return st;
 }
@@ -54,11 +53,17 @@ static kn_tensor *select_raw(kn_tensor *a, int d, kn_tensor *idx) {
     int64_t shape[KN_MAX_DIMS];
     memcpy(shape, a->shape, sizeof shape);
     shape[d] = idx->shape[0];
-    kn_tensor *out = kn__new(a->ndim, shape, a->dtype, a->storage->device);
-    kn_call c = {.op = KN_OP_INDEX_SELECT, .device = a->storage->device, .in = {a, idx},
-                 .out = {out}, .i = {d}};
-    return out && kn__run_ok(&c) ? out : NULL;
+    kn_device dev = a->storage->device;
+    kn_tensor *out = kn__new(a->ndim, shape, a->dtype, dev);
+    if (!out) return NULL;
+    kn_index_select_args args = {.out = kn__view(out), .x = kn__view(a), .index = kn__view(idx), .dim = d};
+    return kn__run_out(KN_OP_INDEX_SELECT, dev, &args, out);
 }
+
+/* The dim of index_select, gather and index_add, for their backward rules. */
+typedef struct {
+    int dim;
+} index_state;
 
 /* "[*, 3]": t's shape with dim d left open. */
 static const char *open_shape(const kn_tensor *t, int d, char *buf, size_t cap) {
@@ -72,13 +77,17 @@ static const char *open_shape(const kn_tensor *t, int d, char *buf, size_t cap) 
 }
 
 /* ---- concat ------------------------------------------------------------------------------------ */
-/* i[0] = dim, i[1 + k] = size of input k along dim: a node joins at most 7. */
-#define CONCAT_MAX_IN 7
+typedef struct {
+    int dim;
+    int64_t len[]; /* [n_in]: each input's size along dim */
+} concat_state;
+
 static kn_status concat_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
-    int dim = (int)n->i[0];
+    const concat_state *st = KN_STATE(n, concat_state);
+    int dim = st->dim;
     int64_t off = 0;
     for (int k = 0; k < n->n_in; k++) {
-        int64_t len = n->i[1 + k];
+        int64_t len = st->len[k];
         if (n->needs[k] && !(gin[k] = kn_narrow(g, dim, off, len))) return kn_error_code();
         off += len;
     }
@@ -86,8 +95,7 @@ static kn_status concat_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
 }
 
 /* One allocation; each input is copied into its slice of it, so any backend
- * with a COPY kernel runs it. Checked inputs; raw result, recorded when
- * n fits in a tape node. */
+ * with a COPY kernel runs it. Checked inputs; raw result, recorded. */
 static kn_tensor *concat_run(int n, kn_tensor *const *ts, int d, kn_dtype dt) {
     int nd = ts[0]->ndim;
     int64_t shape[KN_MAX_DIMS];
@@ -101,24 +109,23 @@ static kn_tensor *concat_run(int n, kn_tensor *const *ts, int d, kn_dtype dt) {
     for (int k = 0; k < n; k++) {
         int64_t len = ts[k]->shape[d];
         if (kn_numel(ts[k]) > 0) {
-            shape[d] = len;
-            kn_tensor *v = kn__alias(out, nd, shape, out->stride, out->offset + off * out->stride[d]);
-            kn_call c = {.op = KN_OP_COPY, .device = dev, .in = {ts[k]}, .out = {v}};
-            bool ok = v && kn__run(&c) == KN_OK;
-            kn_release(v);
-            if (!ok) {
+            /* Input k's slice of out, a strided view. */
+            kn_copy_args a = {.out = kn__view(out), .x = kn__view(ts[k])};
+            a.out.data = (char *)a.out.data + (size_t)(off * out->stride[d]) * kn_dtype_size(dt);
+            a.out.shape[d] = len;
+            if (kn__run(KN_OP_COPY, dev, &a) != KN_OK) {
                 kn_release(out);
                 return NULL;
             }
         }
         off += len;
     }
-    if (n <= CONCAT_MAX_IN) {
-        kn_node *node = kn__record(out, "concat", concat_backward, n, ts);
-        if (node) {
-            node->i[0] = d;
-            for (int k = 0; k < n; k++) node->i[1 + k] = ts[k]->shape[d];
-        }
+    kn_node *node = kn__record(out, "concat", concat_backward, n, ts,
+                               sizeof(concat_state) + (size_t)n * sizeof(int64_t));
+    if (node) {
+        concat_state *st = KN_STATE(node, concat_state);
+        st->dim = d;
+        for (int k = 0; k < n; k++) st->len[k] = ts[k]->shape[d];
     }
     return out;
 }
@@ -139,7 +146,6 @@ kn_tensor *kn_concat(int n, kn_tensor *const *ts, int dim) {
     int d = kn__dim("concat", dim, t0->ndim);
     if (d < 0) return NULL;
     kn_dtype dt = t0->dtype;
-    bool grad = false;
     for (int k = 0; k < n; k++) {
         const kn_tensor *t = ts[k];
         bool ok = t->ndim == t0->ndim;
@@ -151,26 +157,8 @@ kn_tensor *kn_concat(int n, kn_tensor *const *ts, int dim) {
             return NULL;
         }
         dt = kn_dtype_promote(dt, t->dtype);
-        grad = grad || t->requires_grad;
     }
-    if (n <= CONCAT_MAX_IN || !grad || !kn_grad_enabled()) return kn__scoped(concat_run(n, ts, d, dt));
-    /* Too many inputs for one tape node: join groups, then the groups (a tree). */
-    int ng = (n + CONCAT_MAX_IN - 1) / CONCAT_MAX_IN;
-    kn_tensor **parts = malloc((size_t)ng * sizeof *parts);
-    if (!parts) {
-        kn__err(KN_ERR_OOM, "concat: out of host memory");
-        return NULL;
-    }
-    kn_scope s = kn_scope_begin();
-    bool ok = true;
-    for (int g = 0; g < ng && ok; g++) {
-        int m = n - g * CONCAT_MAX_IN < CONCAT_MAX_IN ? n - g * CONCAT_MAX_IN : CONCAT_MAX_IN;
-        ok = (parts[g] = kn__scoped(concat_run(m, ts + g * CONCAT_MAX_IN, d, dt))) != NULL;
-    }
-    kn_tensor *r = ok ? kn_keep(kn_concat(ng, parts, d)) : NULL;
-    kn_scope_end(s);
-    free(parts);
-    return r;
+    return kn__scoped(concat_run(n, ts, d, dt));
 }
 
 kn_tensor *kn_stack(int n, kn_tensor *const *ts, int dim) {
@@ -251,14 +239,14 @@ int kn_split(kn_tensor *t, int64_t split_size, int dim, kn_tensor **out, int cap
 }
 
 /* ---- index_select ---------------------------------------------------------------------------- */
-/* i[0] = dim; saved[0] = the 1-D index. Scatter-add into zeros: correct
+/* index_state; saved[0] = the 1-D index. Scatter-add into zeros: correct
  * with repeated indices. */
 static kn_status index_select_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
     kn_tensor *a = n->in[0];
     kn_tensor *z = kn_zeros(a->ndim, a->shape, g->dtype, g->storage->device);
     if (!z) return kn_error_code();
     gin[0] = z;
-    return index_add_into(z, (int)n->i[0], n->saved[0], g);
+    return index_add_into(z, KN_STATE(n, index_state)->dim, n->saved[0], g);
 }
 
 kn_tensor *kn_index_select(kn_tensor *a, int dim, kn_tensor *index) {
@@ -274,48 +262,35 @@ kn_tensor *kn_index_select(kn_tensor *a, int dim, kn_tensor *index) {
     if (!idx) return NULL;
     kn_tensor *out = select_raw(a, d, idx);
     if (out) {
-        kn_node *node = kn__record(out, "index_select", index_select_backward, 1, &a);
+        kn_node *node = kn__record(out, "index_select", index_select_backward, 1, &a, sizeof(index_state));
         if (node) {
-            node->i[0] = d;
+            KN_STATE(node, index_state)->dim = d;
             kn__save(node, 0, idx);
         }
+    } else {
+        rename_error("gather", "index_select"); /* from the composite, where the backend has no kernel */
     }
     kn_release(idx);
     return kn__scoped(out);
 }
 
 /* ---- gather -------------------------------------------------------------------------------------- */
-/* i[0] = dim; saved[0] = index. The scatter-add is an index_add on flat
- * views: element p of the gradient goes to z's linear offset with p's
- * coordinate along dim replaced by index[p]. */
+/* index_state; saved[0] = index. The gradient is scatter-added into zeros
+ * at the same index (g has the index's shape). */
 static kn_status gather_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
     kn_tensor *a = n->in[0], *index = n->saved[0];
-    int dim = (int)n->i[0], nd = a->ndim;
-    if (nd == 0) { /* a 0-d gather is the identity */
+    if (a->ndim == 0) { /* a 0-d gather is the identity */
         gin[0] = g;
         return KN_OK;
     }
     kn_device dev = g->storage->device;
-    kn_tensor *z = kn_zeros(nd, a->shape, g->dtype, dev);
+    kn_tensor *z = kn_zeros(a->ndim, a->shape, g->dtype, dev);
     if (!z) return kn_error_code();
     gin[0] = z;
     if (kn_numel(index) == 0) return KN_OK;
-    kn_tensor *lin = kn_mul_scalar(kn_cast(index, KN_I64), (double)z->stride[dim]);
-    for (int e = 0; e < nd; e++) {
-        if (e == dim || index->shape[e] == 1) continue;
-        int64_t shape[KN_MAX_DIMS];
-        for (int k = 0; k < nd; k++) shape[k] = 1;
-        shape[e] = index->shape[e];
-        double st = (double)z->stride[e];
-        kn_tensor *ramp = kn_arange(0, (double)index->shape[e] * st, st, KN_I64, dev);
-        lin = kn_add(lin, kn_reshape(ramp, nd, shape));
-    }
-    int64_t total = kn_numel(z);
-    kn_tensor *flat_i = kn_reshape(lin, KN_SHAPE(-1)), *flat_g = kn_reshape(g, KN_SHAPE(-1));
-    kn_tensor *flat_z = kn__view_raw(z, 1, &total);
-    kn_status s = flat_i && flat_g && flat_z ? index_add_into(flat_z, 0, flat_i, flat_g) : kn_error_code();
-    kn_release(flat_z);
-    return s;
+    kn_scatter_add_args s = {.out = kn__view(z), .src = kn__view(g), .index = kn__view(index),
+                             .dim = KN_STATE(n, index_state)->dim};
+    return kn__run(KN_OP_SCATTER_ADD, dev, &s);
 }
 
 kn_tensor *kn_gather(kn_tensor *a, int dim, kn_tensor *index) {
@@ -337,23 +312,33 @@ kn_tensor *kn_gather(kn_tensor *a, int dim, kn_tensor *index) {
                     kn__shape_str(a->ndim, a->shape, sa, sizeof sa), e, d);
             return NULL;
         }
-    kn_tensor *out = kn__new(index->ndim, index->shape, a->dtype, a->storage->device);
-    kn_call c = {.op = KN_OP_GATHER, .device = a->storage->device, .in = {a, index}, .out = {out},
-                 .i = {d}};
-    if (!out || !kn__run_ok(&c)) return NULL;
-    kn_node *node = kn__record(out, "gather", gather_backward, 1, &a);
+    kn_device dev = a->storage->device;
+    kn_tensor *out = kn__new(index->ndim, index->shape, a->dtype, dev);
+    if (!out) return NULL;
+    kn_gather_args args = {.out = kn__view(out), .x = kn__view(a), .index = kn__view(index), .dim = d};
+    if (a->ndim == 0) { /* seen by the kernel as [1], so no kernel needs a 0-d case */
+        kn_operand *vs[3] = {&args.out, &args.x, &args.index};
+        for (int k = 0; k < 3; k++) {
+            vs[k]->ndim = 1;
+            vs[k]->shape[0] = 1;
+            vs[k]->stride[0] = 1;
+        }
+    }
+    if (!(out = kn__run_out(KN_OP_GATHER, dev, &args, out))) return NULL;
+    kn_node *node = kn__record(out, "gather", gather_backward, 1, &a, sizeof(index_state));
     if (node) {
-        node->i[0] = d;
+        KN_STATE(node, index_state)->dim = d;
         kn__save(node, 0, index);
     }
     return kn__scoped(out);
 }
 
 /* ---- index_add ------------------------------------------------------------------------------------ */
-/* i[0] = dim; saved[0] = the 1-D index. */
+/* index_state; saved[0] = the 1-D index. */
 static kn_status index_add_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
     if (n->needs[0]) gin[0] = g;
-    if (n->needs[1] && !(gin[1] = kn_index_select(g, (int)n->i[0], n->saved[0]))) return kn_error_code();
+    if (n->needs[1] && !(gin[1] = kn_index_select(g, KN_STATE(n, index_state)->dim, n->saved[0])))
+        return kn_error_code();
     return KN_OK;
 }
 
@@ -380,17 +365,19 @@ kn_tensor *kn_index_add(kn_tensor *a, int dim, kn_tensor *index, kn_tensor *src)
         return NULL;
     }
     kn_dtype dt = kn_dtype_promote(a->dtype, src->dtype);
-    kn_tensor *out = kn__new(a->ndim, a->shape, dt, a->storage->device);
-    kn_call c = {.op = KN_OP_COPY, .device = a->storage->device, .in = {a}, .out = {out}};
-    bool ok = out && kn__run(&c) == KN_OK && index_add_into(out, d, idx, src) == KN_OK;
+    kn_device dev = a->storage->device;
+    kn_tensor *out = kn__new(a->ndim, a->shape, dt, dev);
+    kn_copy_args cp = {.out = kn__view(out), .x = kn__view(a)};
+    bool ok = out && kn__run(KN_OP_COPY, dev, &cp) == KN_OK && index_add_into(out, d, idx, src) == KN_OK;
     if (ok) {
         kn_tensor *ins[2] = {a, src};
-        kn_node *node = kn__record(out, "index_add", index_add_backward, 2, ins);
+        kn_node *node = kn__record(out, "index_add", index_add_backward, 2, ins, sizeof(index_state));
         if (node) {
-            node->i[0] = d;
+            KN_STATE(node, index_state)->dim = d;
             kn__save(node, 0, idx);
         }
     } else {
+        rename_error("scatter_add", "index_add"); /* from the composite, where the backend has no kernel */
         kn_release(out);
         out = NULL;
     }
@@ -436,7 +423,10 @@ kn_tensor *kn_embedding(kn_tensor *weight, kn_tensor *indices) {
         kn_release(ic);
     }
     kn_tensor *out = flat ? select_raw(weight, 0, flat) : NULL;
-    if (!out) rename_error("index_select", "embedding");
+    if (!out) {
+        rename_error("index_select", "embedding");
+        rename_error("gather", "embedding"); /* from index_select's composite */
+    }
     if (out && indices->ndim != 1) { /* [n, dim] viewed as indices.shape + [dim] */
         int64_t shape[KN_MAX_DIMS];
         memcpy(shape, indices->shape, sizeof shape);
@@ -446,7 +436,7 @@ kn_tensor *kn_embedding(kn_tensor *weight, kn_tensor *indices) {
         out = v;
     }
     if (out) {
-        kn_node *node = kn__record(out, "embedding", embedding_backward, 1, &weight);
+        kn_node *node = kn__record(out, "embedding", embedding_backward, 1, &weight, 0);
         if (node) kn__save(node, 0, flat);
     }
     kn_release(flat);
@@ -456,45 +446,56 @@ kn_tensor *kn_embedding(kn_tensor *weight, kn_tensor *indices) {
 /* ---- embedding_cat ---------------------------------------------------------------------------------
  * Many tables, one lookup each, joined: one kernel each way instead of a
  * lookup per table, a copy per table into the join, and a zeroing and a
- * scatter per table backward. saved[0] = the codes [N, T]; i[0] = T. */
+ * scatter per table backward. saved[0] = the codes [N, T]; T = n_in. */
 static kn_status embedding_cat_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
-    int T = (int)n->i[0];
+    int T = n->n_in;
     kn_device dev = g->storage->device;
-    kn_call c = {.op = KN_OP_EMBEDDING_CAT_BACKWARD, .device = dev, .in = {g, n->saved[0]}, .i = {T}};
-    for (int k = 0; k < T; k++)
-        if (!(c.out[k] = kn__new(2, n->in[k]->shape, g->dtype, dev))) {
-            kn__release_outs(&c);
-            return kn_error_code();
-        }
-    if (!kn__run_ok(&c)) return kn_error_code();
-    for (int k = 0; k < T; k++) gin[k] = kn__scoped(c.out[k]);
-    return KN_OK;
+    kn_operand *grads = malloc((size_t)T * sizeof *grads);
+    if (!grads) return kn__err(KN_ERR_OOM, "embedding_cat: out of host memory");
+    kn_status s = KN_OK;
+    /* Every table's gradient is written (the kernel writes them whole); scoped. */
+    for (int k = 0; k < T && s == KN_OK; k++) {
+        if ((gin[k] = kn__scoped(kn__new(2, n->in[k]->shape, g->dtype, dev)))) grads[k] = kn__view(gin[k]);
+        else s = kn_error_code();
+    }
+    if (s == KN_OK) {
+        kn_embedding_cat_backward_args a = {.grads = grads, .n_tables = T, .grad = kn__view(g),
+                                            .codes = kn__view(n->saved[0])};
+        s = kn__run(KN_OP_EMBEDDING_CAT_BACKWARD, dev, &a);
+    }
+    free(grads);
+    return s;
 }
 
-/* At most KN_EMBEDDING_CAT_MAX checked tables (dtype dt) into a new [N, sum D] (raw). */
+/* T checked tables (dtype dt) into a new [N, sum D] (raw). */
 static kn_tensor *embedding_cat_run(int T, kn_tensor *const *w, kn_tensor *codes, kn_dtype dt) {
     int64_t D = 0;
     for (int k = 0; k < T; k++) D += w[k]->shape[1];
     kn_device dev = codes->storage->device;
-    kn_tensor *out = kn__new(2, (int64_t[]){codes->shape[0], D}, dt, dev);
-    kn_call c = {.op = KN_OP_EMBEDDING_CAT, .device = dev, .in = {codes}, .out = {out}, .i = {T}};
-    bool ok = out != NULL;
-    for (int k = 0; k < T && ok; k++) {
-        kn_tensor *cw = kn__cast_raw(w[k], dt);
-        ok = cw && (c.in[1 + k] = kn__contiguous_raw(cw)) != NULL;
-        kn_release(cw);
-    }
-    ok = ok && kn__run_ok(&c);
-    for (int k = 0; k < T; k++) kn_release(c.in[1 + k]);
-    if (!ok) {
-        if (c.out[0]) kn_release(out);
+    kn_operand *tables = malloc((size_t)T * sizeof *tables);
+    if (!tables) {
+        kn__err(KN_ERR_OOM, "embedding_cat: out of host memory");
         return NULL;
     }
-    kn_node *node = kn__record(out, "embedding_cat", embedding_cat_backward, T, w);
-    if (node) {
-        kn__save(node, 0, codes);
-        node->i[0] = T;
+    /* The tables in dt, contiguous: scoped temporaries. */
+    kn_scope s = kn_scope_begin();
+    bool ok = true;
+    for (int k = 0; k < T && ok; k++) {
+        kn_tensor *cw = kn__scoped(kn__cast_raw(w[k], dt));
+        kn_tensor *c = cw ? kn__scoped(kn__contiguous_raw(cw)) : NULL;
+        if ((ok = c != NULL)) tables[k] = kn__view(c);
     }
+    kn_tensor *out = ok ? kn__new(2, (int64_t[]){codes->shape[0], D}, dt, dev) : NULL;
+    if (out) {
+        kn_embedding_cat_args a = {.out = kn__view(out), .codes = kn__view(codes), .tables = tables,
+                                   .n_tables = T};
+        out = kn__run_out(KN_OP_EMBEDDING_CAT, dev, &a, out);
+    }
+    kn_scope_end(s);
+    free(tables);
+    if (!out) return NULL;
+    kn_node *node = kn__record(out, "embedding_cat", embedding_cat_backward, T, w, 0);
+    if (node) kn__save(node, 0, codes);
     return out;
 }
 
@@ -526,25 +527,7 @@ kn_tensor *kn_embedding_cat(int n, kn_tensor *const *weights, kn_tensor *indices
         }
         dt = kn_dtype_promote(dt, w->dtype);
     }
-    if (n <= KN_EMBEDDING_CAT_MAX) return kn__scoped(embedding_cat_run(n, weights, indices, dt));
-    /* More tables than one call takes: groups, joined. */
-    int ng = (n + KN_EMBEDDING_CAT_MAX - 1) / KN_EMBEDDING_CAT_MAX;
-    kn_tensor **parts = malloc((size_t)ng * sizeof *parts);
-    if (!parts) {
-        kn__err(KN_ERR_OOM, "%s: out of host memory", op);
-        return NULL;
-    }
-    kn_scope sc = kn_scope_begin();
-    bool ok = true;
-    for (int g = 0; g < ng && ok; g++) {
-        int k0 = g * KN_EMBEDDING_CAT_MAX, m = n - k0 < KN_EMBEDDING_CAT_MAX ? n - k0 : KN_EMBEDDING_CAT_MAX;
-        kn_tensor *codes = kn_narrow(indices, 1, k0, m);
-        ok = codes && (parts[g] = kn__scoped(embedding_cat_run(m, weights + k0, codes, dt))) != NULL;
-    }
-    kn_tensor *r = ok ? kn_keep(kn_concat(ng, parts, 1)) : NULL;
-    kn_scope_end(sc);
-    free(parts);
-    return r;
+    return kn__scoped(embedding_cat_run(n, weights, indices, dt));
 }
 
 /* ---- masked_select --------------------------------------------------------------------------------- */

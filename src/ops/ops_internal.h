@@ -11,10 +11,20 @@ bool kn__same_device(const char *op, int n, kn_tensor *const *ts);
 kn_tensor *kn__cast_raw(kn_tensor *t, kn_dtype dt);
 /* A contiguous raw reference to t's data (t retained when already contiguous). */
 kn_tensor *kn__contiguous_raw(kn_tensor *t);
-/* Runs the call; on failure releases `out` (up to 4) and returns false. */
-bool kn__run_ok(kn_call *c);
-/* Sets *out to the tensor made by a call that failed: releases every output. */
-void kn__release_outs(kn_call *c);
+/* Runs op on dev: the backend's kernel when it has one for these arguments;
+ * else, for a FUSED op, its composite of primitives (kn__composite) on the
+ * same device; else (a primitive the backend lacks) the CPU kernel on host
+ * copies, counted and warned once (kn__launch). */
+kn_status kn__run(kn_op op, kn_device dev, void *args);
+/* The composite of a FUSED op (src/ops/composite*.c): the same result from
+ * primitives alone, random draws included, on dev. */
+kn_status kn__composite(kn_op op, kn_device dev, void *args);
+/* Runs op (kn__run) whose result is the new tensor out (already in args):
+ * returns out, or NULL after releasing out when the op fails. */
+kn_tensor *kn__run_out(kn_op op, kn_device dev, void *args, kn_tensor *out);
+/* A view of t broadcast to shape (ndim >= t's; stride 0 on new and size-1
+ * dims): a kernel's input without an alias tensor (kn__expand). */
+kn_operand kn__view_expand(const kn_tensor *t, int ndim, const int64_t *shape);
 /* Reshapes a contiguous raw tensor (a raw alias). */
 kn_tensor *kn__view_raw(kn_tensor *t, int ndim, const int64_t *shape);
 

@@ -39,30 +39,46 @@ static bool plan(const char *op, const kn_tensor *a, int ndims, const int *dims,
     return true;
 }
 
-/* Reduced tensor with keepdim shape (raw). */
+/* The reduction into a new tensor of the output's shape (raw); the kernel
+ * sees it with the keepdim shape, which has the same contiguous layout. */
 static kn_tensor *run_reduce(kn_reduce_fn fn, kn_tensor *a, const reduce_plan *p, kn_dtype odt,
                              int correction) {
-    kn_tensor *out = kn__new(a->ndim, p->keep_shape, odt, a->storage->device);
+    kn_device dev = a->storage->device;
+    kn_tensor *out = kn__new(p->out_ndim, p->out_shape, odt, dev);
     if (!out) return NULL;
-    kn_call c = {.op = KN_OP_REDUCE, .device = a->storage->device, .in = {a}, .out = {out},
-                 .i = {fn, (int64_t)p->mask, correction}};
-    return kn__run_ok(&c) ? out : NULL;
+    kn_reduce_args args = {.out = kn__view(out), .x = kn__view(a), .fn = fn, .dims = (int64_t)p->mask,
+                           .correction = correction};
+    args.out.ndim = a->ndim;
+    memcpy(args.out.shape, p->keep_shape, sizeof p->keep_shape);
+    kn__contiguous_strides(a->ndim, p->keep_shape, args.out.stride);
+    return kn__run_out(KN_OP_REDUCE, dev, &args, out);
 }
+
+typedef struct {
+    kn_reduce_fn fn;
+    bool is_std;       /* var then sqrt: saved[0] is the std */
+    uint64_t mask;     /* the reduced dims */
+    int64_t correction;
+    double count;      /* elements folded into each output */
+} reduce_state;
 
 /* grad (output shape) viewed with keepdim shape and broadcast to x's shape. */
 static kn_tensor *expand_back(kn_tensor *g, const kn_node *n) {
     kn_tensor *x = n->in[0];
+    uint64_t mask = KN_STATE(n, reduce_state)->mask;
     int64_t keep[KN_MAX_DIMS];
-    for (int d = 0; d < x->ndim; d++) keep[d] = (uint64_t)n->i[1] >> d & 1 ? 1 : x->shape[d];
+    for (int d = 0; d < x->ndim; d++) keep[d] = mask >> d & 1 ? 1 : x->shape[d];
     return kn_expand(kn_reshape(g, x->ndim, keep), x->ndim, x->shape);
 }
 
+/* saved[0]: the output, for max/min (the hits) and std. */
 static kn_status reduce_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    const reduce_state *st = KN_STATE(n, reduce_state);
     kn_tensor *x = n->in[0];
-    double count = (double)n->f[0];
+    double count = st->count;
     kn_tensor *ge = expand_back(g, n);
     kn_tensor *r = NULL;
-    switch ((kn_reduce_fn)n->i[0]) {
+    switch (st->fn) {
     case KN_REDUCE_SUM: r = ge; break;
     case KN_REDUCE_MEAN: r = kn_mul_scalar(ge, 1.0 / count); break;
     case KN_REDUCE_MAX:
@@ -71,7 +87,7 @@ static kn_status reduce_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
         kn_tensor *hit = kn_cast(kn_eq(x, expand_back(n->saved[0], n)), x->dtype);
         int dims[KN_MAX_DIMS], nd = 0;
         for (int d = 0; d < x->ndim; d++)
-            if ((uint64_t)n->i[1] >> d & 1) dims[nd++] = d;
+            if (st->mask >> d & 1) dims[nd++] = d;
         kn_tensor *hits = kn_expand(kn_sum(hit, nd, dims, true), x->ndim, x->shape);
         r = kn_div(kn_mul(ge, hit), hits);
         break;
@@ -80,10 +96,10 @@ static kn_status reduce_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
         /* d var / dx = 2 (x - mean) / (N - correction); std divides by 2 std more. */
         int dims[KN_MAX_DIMS], nd = 0;
         for (int d = 0; d < x->ndim; d++)
-            if ((uint64_t)n->i[1] >> d & 1) dims[nd++] = d;
+            if (st->mask >> d & 1) dims[nd++] = d;
         kn_tensor *dev = kn_sub(x, kn_mean(x, nd, dims, true));
-        r = kn_mul(ge, kn_mul_scalar(dev, 2.0 / (count - (double)n->i[2])));
-        if (n->i[3]) r = kn_div(r, kn_mul_scalar(expand_back(n->saved[0], n), 2.0));
+        r = kn_mul(ge, kn_mul_scalar(dev, 2.0 / (count - (double)st->correction)));
+        if (st->is_std) r = kn_div(r, kn_mul_scalar(expand_back(n->saved[0], n), 2.0));
         break;
     }
     default: return kn__err(KN_ERR_AUTOGRAD, "backward: %s is not differentiable", n->name);
@@ -105,27 +121,22 @@ static kn_tensor *reduce(kn_reduce_fn fn, kn_tensor *a, int ndims, const int *di
         kn__err(KN_ERR_SHAPE, "%s: cannot reduce over a dimension of size 0", name);
         return NULL;
     }
-    kn_tensor *k = run_reduce(fn, a, &p, odt, correction);
-    if (!k) return NULL;
-    if (is_std) {
-        kn_tensor *s = kn__new_like(k);
-        kn_call c = {.op = KN_OP_UNARY, .device = k->storage->device, .in = {k}, .out = {s},
-                     .i = {KN_UNARY_SQRT}};
-        bool ok = s && kn__run_ok(&c);
-        kn_release(k);
-        if (!ok) return NULL;
-        k = s;
-    }
-    kn_tensor *out = kn__view_raw(k, p.out_ndim, p.out_shape);
-    kn_release(k);
+    kn_tensor *out = run_reduce(fn, a, &p, odt, correction);
     if (!out) return NULL;
-    kn_node *n = kn__record(out, name, reduce_backward, 1, &a);
+    if (is_std) {
+        kn_tensor *var = out;
+        out = kn__new_like(var);
+        if (out) {
+            kn_unary_args args = {.out = kn__view(out), .x = kn__view(var), .fn = KN_UNARY_SQRT};
+            out = kn__run_out(KN_OP_UNARY, var->storage->device, &args, out);
+        }
+        kn_release(var);
+        if (!out) return NULL;
+    }
+    kn_node *n = kn__record(out, name, reduce_backward, 1, &a, sizeof(reduce_state));
     if (n) {
-        n->i[0] = fn;
-        n->i[1] = (int64_t)p.mask;
-        n->i[2] = correction;
-        n->i[3] = is_std;
-        n->f[0] = (double)p.count;
+        *KN_STATE(n, reduce_state) = (reduce_state){.fn = fn, .is_std = is_std, .mask = p.mask,
+                                                    .correction = correction, .count = (double)p.count};
         if (fn == KN_REDUCE_MAX || fn == KN_REDUCE_MIN || is_std) kn__save(n, 0, out);
     }
     return kn__scoped(out);
@@ -161,10 +172,7 @@ static kn_tensor *argreduce(kn_reduce_fn fn, kn_tensor *a, int dim, bool keepdim
         kn__err(KN_ERR_SHAPE, "%s: cannot reduce over a dimension of size 0", name);
         return NULL;
     }
-    kn_tensor *k = run_reduce(fn, a, &p, KN_I64, 0);
-    kn_tensor *out = k ? kn__view_raw(k, p.out_ndim, p.out_shape) : NULL;
-    kn_release(k);
-    return kn__scoped(out);
+    return kn__scoped(run_reduce(fn, a, &p, KN_I64, 0));
 }
 
 kn_tensor *kn_argmax(kn_tensor *a, int dim, bool keepdim) {

@@ -10,31 +10,50 @@ static kn_status reshape_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
     return gin[0] ? KN_OK : kn_error_code();
 }
 
+typedef struct {
+    int perm[KN_MAX_DIMS]; /* output dim k is input dim perm[k] */
+} permute_state;
+
 static kn_status permute_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    const permute_state *st = KN_STATE(n, permute_state);
     int inv[KN_MAX_DIMS];
-    for (int d = 0; d < n->in[0]->ndim; d++) inv[n->i[d]] = d;
+    for (int d = 0; d < n->in[0]->ndim; d++) inv[st->perm[d]] = d;
     gin[0] = kn_permute(g, n->in[0]->ndim, inv);
     return gin[0] ? KN_OK : kn_error_code();
 }
 
-/* Slice-like views: scatter the gradient into zeros of the input's shape.
- * i[0] = dim, i[1] = start, i[2] = step, i[3] = 1 when the dim was removed. */
+/* Slice-like views (slice, select) of one dim of the input. */
+typedef struct {
+    int dim;
+    bool removed; /* select: the dim is gone from the output */
+    int64_t start, step;
+} slice_state;
+
+/* Scatters the gradient into zeros of the input's shape: g copied into the
+ * slice's place (a strided view of the zeros; a removed dim comes back as
+ * size 1). */
 static kn_status slice_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    const slice_state *st = KN_STATE(n, slice_state);
     kn_tensor *x = n->in[0];
-    kn_tensor *z = kn_zeros(x->ndim, x->shape, g->dtype, g->storage->device);
+    kn_device dev = g->storage->device;
+    kn_tensor *z = kn_zeros(x->ndim, x->shape, g->dtype, dev);
     if (!z) return kn_error_code();
-    int dim = (int)n->i[0];
-    int64_t len = n->i[3] ? 1 : g->shape[dim];
-    int64_t stride[KN_MAX_DIMS], shape[KN_MAX_DIMS];
-    memcpy(shape, x->shape, sizeof shape);
-    memcpy(stride, z->stride, sizeof stride);
-    shape[dim] = len;
-    stride[dim] *= n->i[2];
-    kn_tensor *v = kn__alias(z, x->ndim, shape, stride, n->i[1] * z->stride[dim]);
-    kn_status s = v ? kn_copy_(v, n->i[3] ? kn_unsqueeze(g, dim) : g) : kn_error_code();
-    kn_release(v);
     gin[0] = z;
-    return s;
+    int dim = st->dim;
+    kn_copy_args a = {.out = kn__view(z), .x = kn__view(g)};
+    a.out.data = (char *)a.out.data + (size_t)(st->start * z->stride[dim]) * kn_dtype_size(z->dtype);
+    a.out.shape[dim] = st->removed ? 1 : g->shape[dim];
+    a.out.stride[dim] *= st->step;
+    if (st->removed) {
+        for (int d = x->ndim - 1; d > dim; d--) {
+            a.x.shape[d] = a.x.shape[d - 1];
+            a.x.stride[d] = a.x.stride[d - 1];
+        }
+        a.x.shape[dim] = 1;
+        a.x.stride[dim] = 0;
+        a.x.ndim = x->ndim;
+    }
+    return kn_numel(g) ? kn__run(KN_OP_COPY, dev, &a) : KN_OK;
 }
 
 static kn_status expand_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
@@ -56,10 +75,10 @@ static kn_status convert_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
 /* A view of t recorded on the tape. */
 static kn_tensor *make_view(const char *name, kn_tensor *t, int ndim, const int64_t *shape,
                             const int64_t *stride, int64_t offset, kn_backward_fn bw,
-                            kn_node **node) {
+                            size_t state_size, kn_node **node) {
     kn_tensor *v = kn__alias(t, ndim, shape, stride, offset);
     if (!v) return NULL;
-    kn_node *n = kn__record(v, name, bw, 1, &t);
+    kn_node *n = kn__record(v, name, bw, 1, &t, state_size);
     if (node) *node = n;
     return kn__scoped(v);
 }
@@ -124,7 +143,7 @@ static kn_tensor *reshape_impl(const char *op, kn_tensor *t, int nd, const int64
     int64_t shape[KN_MAX_DIMS], stride[KN_MAX_DIMS];
     if (!infer_shape(op, t, nd, in, shape)) return NULL;
     if (view_strides(t, nd, shape, stride))
-        return make_view(op, t, nd, shape, stride, t->offset, reshape_backward, NULL);
+        return make_view(op, t, nd, shape, stride, t->offset, reshape_backward, 0, NULL);
     if (!copy_ok) {
         kn__err(KN_ERR_SHAPE, "view: the tensor's strides cannot be viewed as this shape; use kn_reshape (which copies) or kn_contiguous first");
         return NULL;
@@ -168,7 +187,7 @@ kn_tensor *kn_squeeze(kn_tensor *t, int dim) {
             shape[nd] = t->shape[k];
             stride[nd++] = t->stride[k];
         }
-    return make_view("squeeze", t, nd, shape, stride, t->offset, reshape_backward, NULL);
+    return make_view("squeeze", t, nd, shape, stride, t->offset, reshape_backward, 0, NULL);
 }
 
 kn_tensor *kn_unsqueeze(kn_tensor *t, int dim) {
@@ -189,7 +208,7 @@ kn_tensor *kn_unsqueeze(kn_tensor *t, int dim) {
             stride[k] = t->stride[j++];
         }
     }
-    return make_view("unsqueeze", t, t->ndim + 1, shape, stride, t->offset, reshape_backward, NULL);
+    return make_view("unsqueeze", t, t->ndim + 1, shape, stride, t->offset, reshape_backward, 0, NULL);
 }
 
 /* ---- permutations --------------------------------------------------------------------- */
@@ -215,9 +234,9 @@ kn_tensor *kn_permute(kn_tensor *t, int nd, const int *dims) {
         stride[k] = t->stride[d];
     }
     kn_node *n = NULL;
-    kn_tensor *v = make_view("permute", t, nd, shape, stride, t->offset, permute_backward, &n);
-    if (n)
-        for (int k = 0; k < nd; k++) n->i[k] = perm[k];
+    kn_tensor *v = make_view("permute", t, nd, shape, stride, t->offset, permute_backward, sizeof(permute_state),
+                             &n);
+    if (n) memcpy(KN_STATE(n, permute_state)->perm, perm, sizeof perm);
     return v;
 }
 
@@ -257,12 +276,8 @@ kn_tensor *kn_slice(kn_tensor *t, int dim, int64_t start, int64_t end, int64_t s
     if (shape[d] > 1) stride[d] *= step;
     kn_node *node = NULL;
     kn_tensor *v = make_view("slice", t, t->ndim, shape, stride, t->offset + start * t->stride[d],
-                             slice_backward, &node);
-    if (node) {
-        node->i[0] = d;
-        node->i[1] = start;
-        node->i[2] = step;
-    }
+                             slice_backward, sizeof(slice_state), &node);
+    if (node) *KN_STATE(node, slice_state) = (slice_state){.dim = d, .start = start, .step = step};
     return v;
 }
 
@@ -300,13 +315,8 @@ kn_tensor *kn_select(kn_tensor *t, int dim, int64_t index) {
         }
     kn_node *node = NULL;
     kn_tensor *v = make_view("select", t, nd, shape, stride, t->offset + i * t->stride[d],
-                             slice_backward, &node);
-    if (node) {
-        node->i[0] = d;
-        node->i[1] = i;
-        node->i[2] = 1;
-        node->i[3] = 1;
-    }
+                             slice_backward, sizeof(slice_state), &node);
+    if (node) *KN_STATE(node, slice_state) = (slice_state){.dim = d, .removed = true, .start = i, .step = 1};
     return v;
 }
 
@@ -335,11 +345,19 @@ kn_tensor *kn_expand(kn_tensor *t, int nd, const int64_t *shape) {
     }
     kn_tensor *v = kn__expand(t, nd, full);
     if (!v) return NULL;
-    kn__record(v, "expand", expand_backward, 1, &t);
+    kn__record(v, "expand", expand_backward, 1, &t, 0);
     return kn__scoped(v);
 }
 
 /* ---- copies and conversions --------------------------------------------------------------- */
+/* A new tensor of x's shape in dtype dt, copied from x (on dev, x's device); raw. */
+static kn_tensor *copy_new(kn_tensor *x, kn_dtype dt, kn_device dev) {
+    kn_tensor *out = kn__new(x->ndim, x->shape, dt, dev);
+    if (!out) return NULL;
+    kn_copy_args a = {.out = kn__view(out), .x = kn__view(x)};
+    return kn__run_out(KN_OP_COPY, dev, &a, out);
+}
+
 /* A recorded copy of t with dtype dt on dev. */
 static kn_tensor *convert(const char *op, kn_tensor *t, kn_device dev, kn_dtype dt, kn_backward_fn bw) {
     if (!kn_device_ok(dev)) {
@@ -347,33 +365,26 @@ static kn_tensor *convert(const char *op, kn_tensor *t, kn_device dev, kn_dtype 
             kn__err(KN_ERR_DEVICE, "%s: device %s is not available", op, kn_device_str(dev));
         return NULL;
     }
-    kn_tensor *out = kn__new(t->ndim, t->shape, dt, dev);
-    if (!out) return NULL;
     kn_device src = t->storage->device;
-    bool ok;
+    kn_tensor *out;
     if (kn_device_equal(src, dev)) {
-        kn_call c = {.op = KN_OP_COPY, .device = dev, .in = {t}, .out = {out}};
-        ok = kn__run_ok(&c);
+        out = copy_new(t, dt, dev);
     } else {
         /* Across devices: make the bytes contiguous in the source dtype where
          * they are, move them, then convert on the destination. */
         kn_tensor *cs = kn__contiguous_raw(t);
         kn_tensor *moved = cs ? kn__new(t->ndim, t->shape, t->dtype, dev) : NULL;
-        ok = moved && kn__copy_bytes(dev, moved->storage->data, src, kn__data(cs),
-                                     (size_t)kn_numel(t) * kn_dtype_size(t->dtype)) == KN_OK;
-        if (ok && dt == t->dtype) {
-            kn_release(out);
-            out = kn_retain(moved);
-        } else if (ok) {
-            kn_call c = {.op = KN_OP_COPY, .device = dev, .in = {moved}, .out = {out}};
-            ok = kn__run(&c) == KN_OK;
+        if (moved && kn__copy_bytes(dev, moved->storage->data, src, kn__data(cs),
+                                    (size_t)kn_numel(t) * kn_dtype_size(t->dtype)) != KN_OK) {
+            kn_release(moved);
+            moved = NULL;
         }
         kn_release(cs);
+        out = moved && dt != t->dtype ? copy_new(moved, dt, dev) : kn_retain(moved);
         kn_release(moved);
-        if (!ok) kn_release(out);
     }
-    if (!ok) return NULL;
-    if (kn_dtype_is_float(dt)) kn__record(out, op, bw, 1, &t);
+    if (!out) return NULL;
+    if (kn_dtype_is_float(dt)) kn__record(out, op, bw, 1, &t, 0);
     return kn__scoped(out);
 }
 
@@ -445,8 +456,12 @@ kn_status kn_copy_(kn_tensor *dst, kn_tensor *src) {
         s = kn_to(src, dst->storage->device);
         kn_no_grad_end();
     }
-    kn_call c = {.op = KN_OP_COPY, .device = dst->storage->device, .in = {s}, .out = {dst}};
-    kn_status st = s ? kn__run(&c) : kn_error_code();
+    kn_status st = kn_error_code();
+    if (s) {
+        /* The kernel takes the source broadcast to the destination's shape. */
+        kn_copy_args a = {.out = kn__view(dst), .x = kn__view_expand(s, dst->ndim, dst->shape)};
+        st = kn__run(KN_OP_COPY, dst->storage->device, &a);
+    }
     kn_scope_end(sc);
     if (st == KN_OK) dst->storage->version++;
     return st;
@@ -455,8 +470,8 @@ kn_status kn_copy_(kn_tensor *dst, kn_tensor *src) {
 kn_status kn_fill_(kn_tensor *dst, double v) {
     if (!dst) return kn__err_null("fill_"), KN_ERR_NULL;
     if (!inplace_ok("fill_", dst)) return KN_ERR_AUTOGRAD;
-    kn_call c = {.op = KN_OP_FILL, .device = dst->storage->device, .out = {dst}, .f = {v}};
-    kn_status st = kn__run(&c);
+    kn_fill_args a = {.out = kn__view(dst), .value = v, .step = 0};
+    kn_status st = kn__run(KN_OP_FILL, dst->storage->device, &a);
     if (st == KN_OK) dst->storage->version++;
     return st;
 }

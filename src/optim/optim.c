@@ -1,7 +1,7 @@
 /* Optimizers: SGD (momentum, Nesterov, weight decay), Adam and AdamW. Each
  * parameter's update is one fused kernel (KN_OP_SGD / KN_OP_ADAM) on the
- * parameter's own device. */
-#include "core/internal.h"
+ * parameter's own device, or its composite where the backend has none. */
+#include "ops/ops_internal.h" /* kn__run: fused ops with their composites */
 
 #include <math.h>
 #include <stdlib.h>
@@ -142,12 +142,8 @@ static kn_status follow(kn_tensor **state, const kn_tensor *p) {
 static kn_tensor *state_like(kn_tensor *p) {
     kn_tensor *t = kn__new_like(p);
     if (!t) return NULL;
-    kn_call c = {.op = KN_OP_FILL, .device = p->storage->device, .out = {t}, .f = {0}};
-    if (kn__run(&c) != KN_OK) {
-        kn_release(t);
-        return NULL;
-    }
-    return t;
+    kn_fill_args a = {.out = kn__view(t), .value = 0};
+    return kn__run_out(KN_OP_FILL, p->storage->device, &a, t);
 }
 
 /* Advances the device-side step counter Adam reads (t += 1 on the device). */
@@ -155,12 +151,12 @@ static kn_status advance_step(kn_optim *o, kn_device dev) {
     if (!o->step_t) {
         o->step_t = kn__new(0, NULL, KN_F32, dev);
         if (!o->step_t) return kn_error_code();
-        kn_call z = {.op = KN_OP_FILL, .device = dev, .out = {o->step_t}, .f = {(double)o->steps - 1}};
-        if (kn__run(&z) != KN_OK) return kn_error_code();
+        kn_fill_args z = {.out = kn__view(o->step_t), .value = (double)o->steps - 1};
+        if (kn__run(KN_OP_FILL, dev, &z) != KN_OK) return kn_error_code();
     }
-    kn_call c = {.op = KN_OP_UNARY, .device = dev, .in = {o->step_t}, .out = {o->step_t},
-                 .i = {KN_UNARY_ADD_SCALAR}, .f = {1}};
-    return kn__run(&c);
+    kn_operand t = kn__view(o->step_t);
+    kn_unary_args a = {.out = t, .x = t, .fn = KN_UNARY_ADD_SCALAR, .p0 = 1};
+    return kn__run(KN_OP_UNARY, dev, &a);
 }
 
 kn_status kn_optim_step(kn_optim *o) {
@@ -186,41 +182,30 @@ kn_status kn_optim_step(kn_optim *o) {
         kn_status fs = follow(&o->state_a[i], p);
         if (fs == KN_OK) fs = follow(&o->state_b[i], p);
         if (fs != KN_OK) return fs;
-        kn_call c = {.device = p->storage->device, .in = {g}};
-        bool fresh = false;
+        kn_device dev = p->storage->device;
+        kn_status s;
         if (o->kind == OPT_SGD) {
+            bool fresh = false;
             if (o->sgd.momentum > 0 && !o->state_a[i]) {
                 if (!(o->state_a[i] = state_like(p))) return kn_error_code();
                 fresh = true;
             }
-            c.op = KN_OP_SGD;
-            c.out[0] = p;
-            c.out[1] = o->state_a[i];
-            c.f[0] = o->lr;
-            c.f[1] = o->sgd.momentum;
-            c.f[2] = o->sgd.dampening;
-            c.f[3] = o->sgd.weight_decay;
-            c.i[0] = o->sgd.nesterov;
-            c.i[1] = fresh;
+            kn_sgd_args a = {.param = kn__view(p), .buf = kn__view(o->state_a[i]), .grad = kn__view(g),
+                             .lr = o->lr, .momentum = o->sgd.momentum, .dampening = o->sgd.dampening,
+                             .weight_decay = o->sgd.weight_decay, .nesterov = o->sgd.nesterov, .fresh = fresh};
+            s = kn__run(KN_OP_SGD, dev, &a);
         } else {
             if (!o->state_a[i] && !(o->state_a[i] = state_like(p))) return kn_error_code();
             if (!o->state_b[i] && !(o->state_b[i] = state_like(p))) return kn_error_code();
             if (!kn_device_equal(o->step_t->storage->device, p->storage->device))
                 return kn__err(KN_ERR_DEVICE, "optim_step: parameters on different devices (%s and %s)",
                                kn_device_str(o->step_t->storage->device), kn_device_str(p->storage->device));
-            c.op = KN_OP_ADAM;
-            c.in[1] = o->step_t;
-            c.out[0] = p;
-            c.out[1] = o->state_a[i];
-            c.out[2] = o->state_b[i];
-            c.f[0] = o->lr;
-            c.f[1] = o->adam.beta1;
-            c.f[2] = o->adam.beta2;
-            c.f[3] = o->adam.eps;
-            c.f[4] = o->adam.weight_decay;
-            c.i[0] = o->kind == OPT_ADAMW;
+            kn_adam_args a = {.param = kn__view(p), .m = kn__view(o->state_a[i]), .v = kn__view(o->state_b[i]),
+                              .grad = kn__view(g), .step = kn__view(o->step_t), .lr = o->lr,
+                              .beta1 = o->adam.beta1, .beta2 = o->adam.beta2, .eps = o->adam.eps,
+                              .weight_decay = o->adam.weight_decay, .decoupled = o->kind == OPT_ADAMW};
+            s = kn__run(KN_OP_ADAM, dev, &a);
         }
-        kn_status s = kn__run(&c);
         if (s != KN_OK) return s;
     }
     return KN_OK;

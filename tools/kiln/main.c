@@ -185,8 +185,7 @@ int cmd_devices(int argc, char **argv) {
     const char *reason = kn_device_ok(def) ? kn_device_default_reason() : kn_error();
     printf("%-10s %-8s %-12s %s\n", "device", "kind", "memory", "name");
     int total = 0;
-    for (int k = 0; k < KN_DEVICE_KIND_COUNT; k++) {
-        if (k == KN_DEVICE_TEST) continue;
+    for (int k = 0; k < KN_DEVICE_KIND_COUNT; k++) { /* the well-known kinds */
         for (int i = 0; i < kn_device_count((kn_device_kind)k); i++) {
             kn_device d = {(int16_t)k, (int16_t)i};
             size_t fb = 0, tb = 0;

@@ -154,9 +154,38 @@ static kn_status stats(int index, kn_memory_stats *out) {
     return KN_OK;
 }
 
+/* ---- scratch for the kernels (cpu_internal.h) ---------------------------------------- */
+void *kn__cpu_scratch(size_t nbytes) { return alloc(0, nbytes ? nbytes : 1); }
+void kn__cpu_scratch_free(void *p, size_t nbytes) {
+    if (p) release(0, p, nbytes ? nbytes : 1);
+}
+
+kn_status kn__cpu_dense(const char *op, kn_dense *d, const kn_operand *v, kn_dtype dt) {
+    memset(d, 0, sizeof *d);
+    if (!kn_operand_present(v)) return KN_OK;
+    if (v->dtype == dt && kn_operand_contiguous(v)) {
+        d->v = *v;
+        return KN_OK;
+    }
+    d->nbytes = (size_t)kn_operand_numel(v) * kn_dtype_size(dt);
+    if (!(d->owned = kn__cpu_scratch(d->nbytes))) return kn__err(KN_ERR_OOM, "%s: out of memory", op);
+    d->v = kn__cpu_dense_view(v, dt, d->owned);
+    kn_copy_args c = {.out = d->v, .x = *v};
+    kn_status s = kn__cpu_copy(0, &c);
+    if (s != KN_OK) kn__cpu_dense_free(d);
+    return s;
+}
+
+void kn__cpu_dense_free(kn_dense *d) {
+    kn__cpu_scratch_free(d->owned, d->nbytes);
+    memset(d, 0, sizeof *d);
+}
+
+/* ---- the backend -------------------------------------------------------------------------- */
 static const kn_backend cpu = {
     .name = "cpu",
-    .kind = KN_DEVICE_CPU,
+    .title = "CPU",
+    .priority = 0, /* the last resort: used when named, or when nothing else is here */
     .device_count = count,
     .device_name = name,
     .memory = memory,
@@ -168,36 +197,14 @@ static const kn_backend cpu = {
     .synchronize = synchronize,
     .memory_stats = stats,
     .empty_cache = empty_cache,
+    .dtypes = 0, /* every dtype */
+    /* Every op, primitives and fused: the CPU is the reference, and the
+     * host fallback's target. */
     .kernels =
         {
-            [KN_OP_COPY] = kn__cpu_copy,
-            [KN_OP_FILL] = kn__cpu_fill,
-            [KN_OP_ARANGE] = kn__cpu_arange,
-            [KN_OP_UNARY] = kn__cpu_unary,
-            [KN_OP_UNARY_BACKWARD] = kn__cpu_unary_backward,
-            [KN_OP_BINARY] = kn__cpu_binary,
-            [KN_OP_WHERE] = kn__cpu_where,
-            [KN_OP_REDUCE] = kn__cpu_reduce,
-            [KN_OP_MATMUL] = kn__cpu_matmul,
-            [KN_OP_INDEX_SELECT] = kn__cpu_index_select,
-            [KN_OP_GATHER] = kn__cpu_gather,
-            [KN_OP_INDEX_ADD] = kn__cpu_index_add,
-            [KN_OP_EMBEDDING_CAT] = kn__cpu_embedding_cat,
-            [KN_OP_EMBEDDING_CAT_BACKWARD] = kn__cpu_embedding_cat_backward,
-            [KN_OP_SOFTMAX] = kn__cpu_softmax,
-            [KN_OP_SOFTMAX_BACKWARD] = kn__cpu_softmax_backward,
-            [KN_OP_NLL] = kn__cpu_nll,
-            [KN_OP_NLL_BACKWARD] = kn__cpu_nll_backward,
-            [KN_OP_CROSS_ENTROPY] = kn__cpu_cross_entropy,
-            [KN_OP_CROSS_ENTROPY_BACKWARD] = kn__cpu_cross_entropy_backward,
-            [KN_OP_BATCH_NORM] = kn__cpu_batch_norm,
-            [KN_OP_BATCH_NORM_BACKWARD] = kn__cpu_batch_norm_backward,
-            [KN_OP_LAYER_NORM] = kn__cpu_layer_norm,
-            [KN_OP_LAYER_NORM_BACKWARD] = kn__cpu_layer_norm_backward,
-            [KN_OP_RANDOM] = kn__cpu_random,
-            [KN_OP_DROPOUT] = kn__cpu_dropout,
-            [KN_OP_ADAM] = kn__cpu_adam,
-            [KN_OP_SGD] = kn__cpu_sgd,
+#define KN_OP(ID, name, tier, fields) [KN_OP_##ID] = kn__cpu_##name,
+#include "core/ops.def"
+#undef KN_OP
         },
 };
 

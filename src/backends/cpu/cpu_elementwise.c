@@ -1,9 +1,9 @@
-/* CPU elementwise kernels: copy, fill, arange, unary, binary, where.
+/* CPU elementwise kernels: copy, fill (and arange), unary, binary, where.
  * float32 has dedicated loops; other dtypes go through double (floats) or
  * int64 (integers), which is exact for every value those dtypes hold except
  * int64 beyond 2^53 in float math. */
 #include "cpu_internal.h"
-#include "core/scalar_math.h"
+#include "backends/common/scalar_math.h"
 
 #include <math.h>
 #include <string.h>
@@ -45,66 +45,72 @@ static void copy_inner(char **p, const int64_t *s, int64_t n, void *vc) {
     }
 }
 
-kn_status kn__cpu_copy(const kn_call *c) {
-    kn_tensor *src = c->in[0], *dst = c->out[0];
-    kn_tensor *ops[2] = {dst, src};
-    kn_tensor *bsrc = NULL;
-    if (src->ndim != dst->ndim || memcmp(src->shape, dst->shape, (size_t)dst->ndim * 8)) {
-        bsrc = kn__expand(src, dst->ndim, dst->shape);
-        if (!bsrc) return kn_error_code();
-        ops[1] = bsrc;
-    }
+kn_status kn__cpu_copy(int device, const void *args) {
+    (void)device;
+    const kn_copy_args *a = args;
+    kn_operand src = kn__cpu_expand(&a->x, &a->out);
+    const kn_operand *ops[2] = {&a->out, &src};
     kn_iter it;
     kn__iter_init(&it, 2, ops);
-    copy_ctx cc = {dst->dtype, src->dtype};
+    copy_ctx cc = {a->out.dtype, src.dtype};
     kn__iter_for_each(&it, copy_inner, &cc);
-    kn_release(bsrc);
     return KN_OK;
 }
 
 /* ---- fill and arange -------------------------------------------------------------------- */
 static void fill_inner(char **p, const int64_t *s, int64_t n, void *vc) {
-    const kn_tensor *t = vc;
-    size_t es = kn_dtype_size(t->dtype);
+    size_t es = kn_dtype_size(*(const kn_dtype *)vc);
     char pattern[8];
     memcpy(pattern, p[1], es);
     for (int64_t i = 0; i < n; i++) memcpy(p[0] + i * s[0], pattern, es);
 }
 
-kn_status kn__cpu_fill(const kn_call *c) {
-    kn_tensor *t = c->out[0];
+/* arange: out[k] = value + k * step in row-major order, through any strides. */
+static void fill_steps(const kn_operand *t, double value, double step) {
+    kn_geom g;
+    const kn_operand *ops[1] = {t};
+    kn_geom_init(&g, 1, ops);
+    char *d = t->data;
+    size_t es = kn_dtype_size(t->dtype);
+    int64_t len = g.shape[g.ndim - 1], st = g.stride[0][g.ndim - 1];
+    for (int64_t k0 = 0; k0 < g.numel; k0 += len) {
+        int64_t off = kn_geom_offset(&g, 0, k0);
+        for (int64_t j = 0; j < len; j++)
+            kn__store(d + (size_t)(off + j * st) * es, t->dtype, value + (double)(k0 + j) * step);
+    }
+}
+
+kn_status kn__cpu_fill(int device, const void *args) {
+    (void)device;
+    const kn_fill_args *a = args;
+    const kn_operand *t = &a->out;
+    if (a->step != 0) {
+        fill_steps(t, a->value, a->step);
+        return KN_OK;
+    }
     /* The value, converted once, is read through a 0-stride second operand. */
     char value[8] = {0};
-    kn__store(value, t->dtype, c->f[0]);
-    kn_tensor v = *t;
-    kn_storage vs = {.refcount = 1, .data = value, .nbytes = 8, .device = KN_CPU, .external = true};
-    v.storage = &vs;
-    v.offset = 0;
+    kn__store(value, t->dtype, a->value);
+    kn_operand v = *t;
+    v.data = value;
     memset(v.stride, 0, sizeof v.stride);
-    kn_tensor *ops[2] = {t, &v};
+    const kn_operand *ops[2] = {t, &v};
     kn_iter it;
     kn__iter_init(&it, 2, ops);
-    if (t->dtype == KN_F32 && kn__is_contiguous(t)) {
-        float *d = kn__data(t), x = (float)c->f[0];
+    if (t->dtype == KN_F32 && kn_operand_contiguous(t)) {
+        float *d = t->data, x = (float)a->value;
         for (int64_t i = 0; i < it.numel; i++) d[i] = x;
         return KN_OK;
     }
-    kn__iter_for_each(&it, fill_inner, t);
-    return KN_OK;
-}
-
-kn_status kn__cpu_arange(const kn_call *c) {
-    kn_tensor *t = c->out[0];
-    char *d = kn__data(t);
-    size_t es = kn_dtype_size(t->dtype);
-    int64_t n = t->shape[0];
-    for (int64_t k = 0; k < n; k++) kn__store(d + k * es, t->dtype, c->f[0] + (double)k * c->f[1]);
+    kn_dtype dt = t->dtype;
+    kn__iter_for_each(&it, fill_inner, &dt);
     return KN_OK;
 }
 
 /* ---- unary ------------------------------------------------------------------------------- */
 typedef struct {
-    const kn_call *c;
+    int fn;
+    double p0, p1;
     kn_dtype out, in;
 } ew_ctx;
 
@@ -135,8 +141,8 @@ static inline float relu_f32(float x) {
 
 static void unary_inner(char **p, const int64_t *s, int64_t n, void *vc) {
     const ew_ctx *e = vc;
-    kn_unary_fn f = (kn_unary_fn)e->c->i[0];
-    double p0 = e->c->f[0], p1 = e->c->f[1];
+    kn_unary_fn f = (kn_unary_fn)e->fn;
+    double p0 = e->p0, p1 = e->p1;
     if (e->out == KN_F32 && e->in == KN_F32) {
         float a = (float)p0, b = (float)p1;
         switch (f) {
@@ -178,19 +184,22 @@ static void unary_inner(char **p, const int64_t *s, int64_t n, void *vc) {
         kn__store(p[0] + i * s[0], e->out, kn__unary_eval(f, kn__load(p[1] + i * s[1], e->in), p0, p1));
 }
 
-kn_status kn__cpu_unary(const kn_call *c) {
-    kn_tensor *ops[2] = {c->out[0], c->in[0]};
+kn_status kn__cpu_unary(int device, const void *args) {
+    (void)device;
+    const kn_unary_args *a = args;
+    kn_operand x = kn__cpu_expand(&a->x, &a->out);
+    const kn_operand *ops[2] = {&a->out, &x};
     kn_iter it;
     kn__iter_init(&it, 2, ops);
-    ew_ctx e = {c, c->out[0]->dtype, c->in[0]->dtype};
+    ew_ctx e = {(int)a->fn, a->p0, a->p1, a->out.dtype, x.dtype};
     kn__iter_for_each(&it, unary_inner, &e);
     return KN_OK;
 }
 
 static void unary_bw_inner(char **p, const int64_t *s, int64_t n, void *vc) {
     const ew_ctx *e = vc;
-    kn_unary_fn f = (kn_unary_fn)e->c->i[0];
-    double p0 = e->c->f[0], p1 = e->c->f[1];
+    kn_unary_fn f = (kn_unary_fn)e->fn;
+    double p0 = e->p0, p1 = e->p1;
     if (e->out == KN_F32 && f == KN_UNARY_RELU && s[0] == 4 && s[1] == 4 && s[2] == 4) {
         float *o = (float *)p[0];
         const float *G = (const float *)p[1], *X = (const float *)p[2];
@@ -224,11 +233,14 @@ static void unary_bw_inner(char **p, const int64_t *s, int64_t n, void *vc) {
                                  kn__load(p[2] + i * s[2], e->out), p0, p1));
 }
 
-kn_status kn__cpu_unary_backward(const kn_call *c) {
-    kn_tensor *ops[3] = {c->out[0], c->in[0], c->in[1]};
+kn_status kn__cpu_unary_backward(int device, const void *args) {
+    (void)device;
+    const kn_unary_backward_args *a = args;
+    kn_operand g = kn__cpu_expand(&a->grad, &a->out), x = kn__cpu_expand(&a->x, &a->out);
+    const kn_operand *ops[3] = {&a->out, &g, &x};
     kn_iter it;
     kn__iter_init(&it, 3, ops);
-    ew_ctx e = {c, c->out[0]->dtype, c->in[0]->dtype};
+    ew_ctx e = {(int)a->fn, a->p0, a->p1, a->out.dtype, g.dtype};
     kn__iter_for_each(&it, unary_bw_inner, &e);
     return KN_OK;
 }
@@ -267,7 +279,7 @@ kn_status kn__cpu_unary_backward(const kn_call *c) {
 
 static void binary_inner(char **p, const int64_t *s, int64_t n, void *vc) {
     const ew_ctx *e = vc;
-    kn_binary_fn f = (kn_binary_fn)e->c->i[0];
+    kn_binary_fn f = (kn_binary_fn)e->fn;
     if (e->out == KN_F32 && e->in == KN_F32) {
         switch (f) {
         case KN_BINARY_ADD: F32_BIN(a + b); return;
@@ -291,11 +303,14 @@ static void binary_inner(char **p, const int64_t *s, int64_t n, void *vc) {
                   kn__binary_eval(f, kn__load(p[1] + i * s[1], e->in), kn__load(p[2] + i * s[2], e->in)));
 }
 
-kn_status kn__cpu_binary(const kn_call *c) {
-    kn_tensor *ops[3] = {c->out[0], c->in[0], c->in[1]};
+kn_status kn__cpu_binary(int device, const void *args) {
+    (void)device;
+    const kn_binary_args *a = args;
+    kn_operand x = kn__cpu_expand(&a->a, &a->out), y = kn__cpu_expand(&a->b, &a->out);
+    const kn_operand *ops[3] = {&a->out, &x, &y};
     kn_iter it;
     kn__iter_init(&it, 3, ops);
-    ew_ctx e = {c, c->out[0]->dtype, c->in[0]->dtype};
+    ew_ctx e = {(int)a->fn, 0, 0, a->out.dtype, x.dtype};
     kn__iter_for_each(&it, binary_inner, &e);
     return KN_OK;
 }
@@ -306,11 +321,15 @@ static void where_inner(char **p, const int64_t *s, int64_t n, void *vc) {
         memcpy(p[0] + i * s[0], *(const uint8_t *)(p[1] + i * s[1]) ? p[2] + i * s[2] : p[3] + i * s[3], es);
 }
 
-kn_status kn__cpu_where(const kn_call *c) {
-    kn_tensor *ops[4] = {c->out[0], c->in[0], c->in[1], c->in[2]};
+kn_status kn__cpu_where(int device, const void *args) {
+    (void)device;
+    const kn_where_args *a = args;
+    kn_operand cond = kn__cpu_expand(&a->cond, &a->out), x = kn__cpu_expand(&a->a, &a->out),
+            y = kn__cpu_expand(&a->b, &a->out);
+    const kn_operand *ops[4] = {&a->out, &cond, &x, &y};
     kn_iter it;
     kn__iter_init(&it, 4, ops);
-    ew_ctx e = {c, c->out[0]->dtype, c->in[1]->dtype};
+    ew_ctx e = {0, 0, 0, a->out.dtype, x.dtype};
     kn__iter_for_each(&it, where_inner, &e);
     return KN_OK;
 }

@@ -1,6 +1,6 @@
 /* CPU matmul: each batch goes to GEMM with the operands' own strides when
  * they are row- or column-major (no copy), else through a packed copy.
- * float16/bfloat16 compute in float32. The activation (i[0]) is applied to
+ * float16/bfloat16 compute in float32. The activation (act) is applied to
  * each batch's block while it is still in cache. */
 #include "cpu_internal.h"
 #include "gemm.h"
@@ -44,9 +44,11 @@ static bool prepare(operand *o, const char *p, int64_t rows, int64_t cols, int64
     return true;
 }
 
-kn_status kn__cpu_matmul(const kn_call *c) {
-    const kn_tensor *a = c->in[0], *b = c->in[1], *bias = c->in[2];
-    kn_tensor *out = c->out[0];
+kn_status kn__cpu_matmul(int device, const void *args) {
+    (void)device;
+    const kn_matmul_args *mm = args;
+    const kn_operand *a = &mm->a, *b = &mm->b, *out = &mm->out;
+    const kn_operand *bias = kn_operand_present(&mm->bias) ? &mm->bias : NULL;
     int64_t B = out->shape[0], M = out->shape[1], N = out->shape[2], K = a->shape[2];
     kn_dtype dt = out->dtype, wt = dt == KN_F64 ? KN_F64 : KN_F32;
     size_t ws = kn_dtype_size(wt), es = kn_dtype_size(dt);
@@ -55,11 +57,11 @@ kn_status kn__cpu_matmul(const kn_call *c) {
     if (dt != wt && !cbuf) return kn__err(KN_ERR_OOM, "matmul: out of host memory");
     kn_status st = KN_OK;
     for (int64_t bi = 0; bi < B && st == KN_OK; bi++) {
-        char *C = dt == wt ? (char *)kn__data(out) + (size_t)(bi * M * N) * es : cbuf;
+        char *C = dt == wt ? (char *)out->data + (size_t)(bi * M * N) * es : cbuf;
         double beta = 0;
         if (bias) { /* C starts as the bias rows; GEMM then adds with beta = 1 */
             size_t bs = kn_dtype_size(bias->dtype);
-            const char *bp = kn__data(bias);
+            const char *bp = bias->data;
             if (wt == KN_F32 && bias->dtype == KN_F32 && bias->stride[0] == 1) {
                 for (int64_t i = 0; i < M; i++) memcpy(C + (size_t)(i * N) * ws, bp, (size_t)N * ws);
             } else {
@@ -70,8 +72,8 @@ kn_status kn__cpu_matmul(const kn_call *c) {
             beta = 1;
         }
         operand A, Bo;
-        const char *pa = (const char *)kn__data(a) + (size_t)(bi * a->stride[0]) * es;
-        const char *pb = (const char *)kn__data(b) + (size_t)(bi * b->stride[0]) * es;
+        const char *pa = (const char *)a->data + (size_t)(bi * a->stride[0]) * es;
+        const char *pb = (const char *)b->data + (size_t)(bi * b->stride[0]) * es;
         if (!prepare(&A, pa, M, K, a->stride[1], a->stride[2], dt, wt) ||
             !prepare(&Bo, pb, K, N, b->stride[1], b->stride[2], dt, wt)) {
             st = kn__err(KN_ERR_OOM, "matmul: out of host memory");
@@ -83,14 +85,14 @@ kn_status kn__cpu_matmul(const kn_call *c) {
             kn__dgemm(A.trans, Bo.trans, M, N, K, 1.0, A.p, A.ld, Bo.p, Bo.ld, beta, (double *)C, N);
         free(A.owned);
         free(Bo.owned);
-        if (c->i[0] == KN_ACT_RELU) { /* the epilogue; NaN stays NaN, as kn_relu keeps it */
+        if (mm->act == KN_ACT_RELU) { /* the epilogue; NaN stays NaN, as kn_relu keeps it */
             if (wt == KN_F32)
                 for (int64_t k = 0; k < M * N; k++) ((float *)C)[k] = ((float *)C)[k] <= 0 ? 0.0f : ((float *)C)[k];
             else
                 for (int64_t k = 0; k < M * N; k++) ((double *)C)[k] = ((double *)C)[k] <= 0 ? 0.0 : ((double *)C)[k];
         }
         if (cbuf) {
-            char *o = (char *)kn__data(out) + (size_t)(bi * M * N) * es;
+            char *o = (char *)out->data + (size_t)(bi * M * N) * es;
             for (int64_t k = 0; k < M * N; k++) kn__store(o + (size_t)k * es, dt, kn__load(cbuf + (size_t)k * ws, wt));
         }
     }

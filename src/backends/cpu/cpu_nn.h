@@ -1,7 +1,8 @@
 /* Helpers shared by the CPU nn kernels (cpu_softmax.c, cpu_norm.c). float32
  * has dedicated loops that accumulate in double; other float dtypes go
  * through double with kn__load/kn__store. Inputs of any strides are accepted:
- * the kernels copy non-contiguous bulk inputs to contiguous scratch first. */
+ * the kernels copy non-contiguous bulk inputs to contiguous scratch first
+ * (kn__cpu_dense). */
 #ifndef KILN_CPU_NN_H
 #define KILN_CPU_NN_H
 
@@ -18,36 +19,23 @@ static inline int64_t grain_for(int64_t per_unit) {
     return per_unit >= GRAIN_ELEMS ? 1 : GRAIN_ELEMS / (per_unit > 0 ? per_unit : 1);
 }
 
-/* t itself (retained) when contiguous and of dtype dt, else a contiguous
- * scratch copy converted to dt. */
-static inline kn_tensor *contig_as(kn_tensor *t, kn_dtype dt) {
-    if (!t || (kn__is_contiguous(t) && t->dtype == dt)) return t ? kn_retain(t) : NULL;
-    kn_tensor *o = kn__new(t->ndim, t->shape, dt, KN_CPU);
-    if (!o) return NULL;
-    kn_call c = {.op = KN_OP_COPY, .device = KN_CPU, .in = {t}, .out = {o}};
-    if (kn__cpu_copy(&c) != KN_OK) {
-        kn_release(o);
-        return NULL;
-    }
-    return o;
+/* Element k of a 1-D view of any dtype and stride (small parameter vectors),
+ * or the element of a 0-d view. */
+static inline double vget(const kn_operand *v, int64_t k) {
+    int64_t s = v->ndim ? v->stride[0] : 0;
+    return kn__load((const char *)v->data + (size_t)(k * s) * kn_dtype_size(v->dtype), v->dtype);
 }
-static inline kn_tensor *contig(kn_tensor *t) { return t ? contig_as(t, t->dtype) : NULL; }
-
-/* Element k of a 1-D tensor of any dtype and stride (small parameter vectors). */
-static inline double vget(const kn_tensor *t, int64_t k) {
-    return kn__load((const char *)kn__data(t) + (size_t)(k * t->stride[0]) * kn_dtype_size(t->dtype),
-                    t->dtype);
-}
-static inline void vset(kn_tensor *t, int64_t k, double v) {
-    kn__store((char *)kn__data(t) + (size_t)(k * t->stride[0]) * kn_dtype_size(t->dtype), t->dtype, v);
+static inline void vset(const kn_operand *v, int64_t k, double x) {
+    int64_t s = v->ndim ? v->stride[0] : 0;
+    kn__store((char *)v->data + (size_t)(k * s) * kn_dtype_size(v->dtype), v->dtype, x);
 }
 
-/* A 1-D tensor's values as doubles (def where t is NULL); malloc'd. */
-static inline double *vload(const kn_tensor *t, int64_t n, double def) {
-    double *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
-    if (!v) return NULL;
-    for (int64_t k = 0; k < n; k++) v[k] = t ? vget(t, k) : def;
-    return v;
+/* A 1-D view's values as doubles (def where v is absent); malloc'd. */
+static inline double *vload(const kn_operand *v, int64_t n, double def) {
+    double *r = malloc((size_t)(n > 0 ? n : 1) * sizeof *r);
+    if (!r) return NULL;
+    for (int64_t k = 0; k < n; k++) r[k] = kn_operand_present(v) ? vget(v, k) : def;
+    return r;
 }
 
 static inline kn_status oom(const char *op) { return kn__err(KN_ERR_OOM, "%s: out of memory for scratch", op); }

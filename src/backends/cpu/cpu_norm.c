@@ -2,7 +2,7 @@
 #include "cpu_nn.h"
 
 /* ---- batch norm ------------------------------------------------------------------------------
- * x is [N, C, L] (contiguous after contig()). For L == 1 the channels are the
+ * x is [N, C, L] (contiguous after kn__cpu_dense). For L == 1 the channels are the
  * contiguous dim: each task owns a range of channels and streams every row
  * through per-channel accumulators (long, vectorizable inner loops); for
  * L > 1 work is split by channel. */
@@ -234,25 +234,27 @@ static float *bn_floats(bn_ctx *s) {
 }
 
 /* Dropout of t (contiguous) into out (may be t itself): KN_OP_DROPOUT's mask. */
-static void bn_dropout(kn_tensor *t, kn_tensor *out, double p, int64_t seed, int64_t offset) {
-    kn_call d = {.op = KN_OP_DROPOUT, .device = KN_CPU, .in = {t}, .out = {out}, .i = {0, seed, offset}, .f = {p}};
-    kn__cpu_dropout(&d);
+static void bn_dropout(const kn_operand *t, const kn_operand *out, double p, int64_t seed, int64_t offset) {
+    kn_dropout_args d = {.out = *out, .x = *t, .p = p, .seed = seed, .offset = offset};
+    kn__cpu_dropout(0, &d);
 }
 
-kn_status kn__cpu_batch_norm(const kn_call *c) {
-    kn_tensor *x = contig(c->in[0]);
-    if (!x) return kn_error_code();
-    const kn_tensor *w = c->in[1], *bias = c->in[2];
-    kn_tensor *rm = c->in[3], *rv = c->in[4];
-    bool training = c->i[0] != 0;
-    double momentum = c->f[0], eps = c->f[1];
+kn_status kn__cpu_batch_norm(int device, const void *args) {
+    (void)device;
+    const kn_batch_norm_args *a = args;
+    kn_dense xd;
+    if (kn__cpu_dense("batch_norm", &xd, &a->x, a->x.dtype) != KN_OK) return kn_error_code();
+    const kn_operand *x = &xd.v, *w = &a->weight, *bias = &a->bias, *rm = &a->running_mean,
+                     *rv = &a->running_var;
+    bool training = a->training != 0;
+    double momentum = a->momentum, eps = a->eps;
     bn_ctx s = {.N = x->shape[0], .C = x->shape[1], .L = x->shape[2], .dt = x->dtype,
-                .avx2 = cpu_avx2(), .x = kn__data(x), .y = kn__data(c->out[0])};
+                .avx2 = cpu_avx2(), .x = x->data, .y = a->y.data};
     int64_t C = s.C, M = s.N * s.L;
     double *buf = malloc((size_t)(7 * (C > 0 ? C : 1)) * sizeof *buf);
     float *fbuf = NULL;
     if (!buf) {
-        kn_release(x);
+        kn__cpu_dense_free(&xd);
         return oom("batch_norm");
     }
     double *mean = buf, *invstd = buf + C, *k0 = buf + 2 * C, *k1 = buf + 3 * C, *shift = buf + 6 * C;
@@ -265,7 +267,7 @@ kn_status kn__cpu_batch_norm(const kn_call *c) {
         s.shift = shift;
         if (!bn_stats(&s)) {
             free(buf);
-            kn_release(x);
+            kn__cpu_dense_free(&xd);
             return oom("batch_norm");
         }
         for (int64_t ch = 0; ch < C; ch++) {
@@ -274,8 +276,8 @@ kn_status kn__cpu_batch_norm(const kn_call *c) {
             mean[ch] = shift[ch] + dm;
             invstd[ch] = 1 / sqrt(var + eps);
             /* Running stats take the unbiased variance, as in PyTorch. */
-            if (rm) vset(rm, ch, (1 - momentum) * vget(rm, ch) + momentum * mean[ch]);
-            if (rv)
+            if (kn_operand_present(rm)) vset(rm, ch, (1 - momentum) * vget(rm, ch) + momentum * mean[ch]);
+            if (kn_operand_present(rv))
                 vset(rv, ch, (1 - momentum) * vget(rv, ch) +
                                  momentum * (M > 1 ? var * (double)M / (double)(M - 1) : NAN));
         }
@@ -286,43 +288,44 @@ kn_status kn__cpu_batch_norm(const kn_call *c) {
         }
     }
     for (int64_t ch = 0; ch < C; ch++) {
-        k1[ch] = invstd[ch] * (w ? vget(w, ch) : 1);
-        k0[ch] = bias ? vget(bias, ch) : 0;
+        k1[ch] = invstd[ch] * (kn_operand_present(w) ? vget(w, ch) : 1);
+        k0[ch] = kn_operand_present(bias) ? vget(bias, ch) : 0;
     }
     s.mean = mean, s.k0 = k0, s.k1 = k1;
     kn_status st = KN_OK;
     if (s.dt == KN_F32 && !(fbuf = bn_floats(&s))) st = oom("batch_norm");
     if (st == KN_OK) {
         bn_apply(&s);
-        if (c->f[2] > 0) bn_dropout(c->out[0], c->out[0], c->f[2], c->i[1], c->i[2]);
+        if (a->p > 0) bn_dropout(&a->y, &a->y, a->p, a->seed, a->offset);
         for (int64_t ch = 0; ch < C; ch++) {
-            if (c->out[1]) vset(c->out[1], ch, mean[ch]);
-            if (c->out[2]) vset(c->out[2], ch, invstd[ch]);
+            if (kn_operand_present(&a->mean)) vset(&a->mean, ch, mean[ch]);
+            if (kn_operand_present(&a->invstd)) vset(&a->invstd, ch, invstd[ch]);
         }
-        kn_tensor *count = c->in[5];
-        if (training && count)
-            kn__store_i64(kn__data(count), count->dtype, kn__load_i64(kn__data(count), count->dtype) + 1);
+        const kn_operand *count = &a->count;
+        if (training && kn_operand_present(count))
+            kn__store_i64(count->data, count->dtype, kn__load_i64(count->data, count->dtype) + 1);
     }
     free(fbuf);
     free(buf);
-    kn_release(x);
+    kn__cpu_dense_free(&xd);
     return st;
 }
 
-/* After the backward pass: grad x through the ReLU that made x (zero where
- * x <= 0) and its per-channel sums (a Linear's bias gradient). */
-static kn_status bn_backward_tail(const kn_call *c, const kn_tensor *x) {
-    kn_tensor *gx = c->out[0], *sums = c->out[3];
+/* After the backward pass: grad x (gx, contiguous) through the ReLU that
+ * made x (zero where x <= 0) and its per-channel sums (a Linear's bias
+ * gradient) into sums (or absent). */
+static kn_status bn_backward_tail(const kn_operand *gx, const kn_operand *sums, const kn_operand *x,
+                                  bool relu) {
     int64_t N = x->shape[0], C = x->shape[1], L = x->shape[2];
     size_t es = kn_dtype_size(x->dtype);
-    double *acc = sums ? calloc((size_t)(C > 0 ? C : 1), sizeof *acc) : NULL;
-    if (sums && !acc) return oom("batch_norm");
-    const char *xp = kn__data(x);
-    char *gp = kn__data(gx);
+    bool want = kn_operand_present(sums);
+    double *acc = want ? calloc((size_t)(C > 0 ? C : 1), sizeof *acc) : NULL;
+    if (want && !acc) return oom("batch_norm");
+    const char *xp = x->data;
+    char *gp = gx->data;
     if (x->dtype == KN_F32) { /* the hot case: one pass in float, sums in double */
         const float *xf = (const float *)xp;
         float *gf = (float *)gp;
-        bool relu = c->i[3] != 0;
         for (int64_t r = 0; r < N * C; r += L == 1 ? C : 1) {
             const float *xr = xf + r * L;
             float *gr = gf + r * L;
@@ -347,7 +350,7 @@ static kn_status bn_backward_tail(const kn_call *c, const kn_tensor *x) {
     }
     for (int64_t i = 0; i < N * C * L; i++) {
         double v = kn__load(gp + (size_t)i * es, x->dtype);
-        if (c->i[3] && !(kn__load(xp + (size_t)i * es, x->dtype) > 0)) {
+        if (relu && !(kn__load(xp + (size_t)i * es, x->dtype) > 0)) {
             v = 0;
             kn__store(gp + (size_t)i * es, x->dtype, 0);
         }
@@ -358,61 +361,73 @@ static kn_status bn_backward_tail(const kn_call *c, const kn_tensor *x) {
     return KN_OK;
 }
 
-kn_status kn__cpu_batch_norm_backward(const kn_call *c) {
-    kn_tensor *g = contig(c->in[0]), *x = g ? contig(c->in[1]) : NULL;
-    if (!x) {
-        kn_release(g);
-        return kn_error_code();
-    }
-    if (c->f[0] > 0) { /* the grad of a dropout of y: back through its mask first */
-        kn_tensor *gd = kn__new(g->ndim, g->shape, g->dtype, KN_CPU);
-        if (gd) bn_dropout(g, gd, c->f[0], c->i[1], c->i[2]);
-        kn_release(g);
-        if (!(g = gd)) {
-            kn_release(x);
-            return kn_error_code();
+kn_status kn__cpu_batch_norm_backward(int device, const void *args) {
+    (void)device;
+    const kn_batch_norm_backward_args *a = args;
+    kn_dense gd, xd = {0};
+    kn_status st = kn__cpu_dense("batch_norm", &gd, &a->grad, a->grad.dtype);
+    if (st == KN_OK) st = kn__cpu_dense("batch_norm", &xd, &a->x, a->x.dtype);
+    if (st == KN_OK && a->p > 0) { /* the grad of a dropout of y: back through its mask first */
+        if (!gd.owned) { /* the caller's grad: the masked copy goes to scratch */
+            kn_dense in = gd;
+            gd.nbytes = (size_t)kn_operand_numel(&in.v) * kn_dtype_size(in.v.dtype);
+            if (!(gd.owned = kn__cpu_scratch(gd.nbytes))) {
+                gd.nbytes = 0;
+                st = kn__err(KN_ERR_OOM, "batch_norm: out of memory");
+            } else {
+                gd.v = kn__cpu_dense_view(&in.v, in.v.dtype, gd.owned);
+                bn_dropout(&in.v, &gd.v, a->p, a->seed, a->offset);
+            }
+        } else {
+            bn_dropout(&gd.v, &gd.v, a->p, a->seed, a->offset);
         }
     }
-    const kn_tensor *w = c->in[2];
-    bool training = c->i[0] != 0;
+    if (st != KN_OK) {
+        kn__cpu_dense_free(&gd);
+        kn__cpu_dense_free(&xd);
+        return st;
+    }
+    const kn_operand *x = &xd.v, *w = &a->weight;
+    bool training = a->training != 0;
     bn_ctx s = {.N = x->shape[0], .C = x->shape[1], .L = x->shape[2], .dt = x->dtype,
-                .avx2 = cpu_avx2(), .x = kn__data(x), .g = kn__data(g)};
+                .avx2 = cpu_avx2(), .x = x->data, .g = gd.v.data};
     int64_t C = s.C;
     double M = (double)(s.N * s.L);
     double *buf = malloc((size_t)(7 * (C > 0 ? C : 1)) * sizeof *buf);
     float *fbuf = NULL;
-    kn_status st = buf ? KN_OK : oom("batch_norm");
+    st = buf ? KN_OK : oom("batch_norm");
     if (st == KN_OK) {
         double *mean = buf, *k0 = buf + C, *k1 = buf + 2 * C, *k2 = buf + 3 * C, *invstd = buf + 4 * C;
         s.s1 = buf + 5 * C;
         s.s2 = buf + 6 * C;
         for (int64_t ch = 0; ch < C; ch++) {
-            mean[ch] = vget(c->in[3], ch);
-            invstd[ch] = vget(c->in[4], ch);
+            mean[ch] = vget(&a->mean, ch);
+            invstd[ch] = vget(&a->invstd, ch);
         }
         s.mean = s.shift = mean;
         if (!bn_stats(&s)) st = oom("batch_norm"); /* s1 = sum(g), s2 = sum(g * (x - mean)) */
         for (int64_t ch = 0; st == KN_OK && ch < C; ch++) {
             double is = invstd[ch];
-            k1[ch] = is * (w ? vget(w, ch) : 1);
+            k1[ch] = is * (kn_operand_present(w) ? vget(w, ch) : 1);
             /* Training: the batch statistics depend on x too. */
             k0[ch] = training ? s.s1[ch] / M : 0;
             k2[ch] = training ? is * is * s.s2[ch] / M : 0;
-            if (c->out[1]) vset(c->out[1], ch, s.s2[ch] * is);
-            if (c->out[2]) vset(c->out[2], ch, s.s1[ch]);
+            if (kn_operand_present(&a->grad_weight)) vset(&a->grad_weight, ch, s.s2[ch] * is);
+            if (kn_operand_present(&a->grad_bias)) vset(&a->grad_bias, ch, s.s1[ch]);
         }
         s.k0 = k0, s.k1 = k1, s.k2 = k2;
-        if (st == KN_OK && c->out[0]) {
-            s.y = kn__data(c->out[0]);
+        if (st == KN_OK && kn_operand_present(&a->grad_x)) {
+            s.y = a->grad_x.data;
             if (s.dt == KN_F32 && !(fbuf = bn_floats(&s))) st = oom("batch_norm");
             else bn_apply(&s);
-            if (st == KN_OK && (c->i[3] || c->out[3])) st = bn_backward_tail(c, x);
+            if (st == KN_OK && (a->relu || kn_operand_present(&a->grad_pre_bias)))
+                st = bn_backward_tail(&a->grad_x, &a->grad_pre_bias, x, a->relu != 0);
         }
     }
     free(fbuf);
     free(buf);
-    kn_release(g);
-    kn_release(x);
+    kn__cpu_dense_free(&gd);
+    kn__cpu_dense_free(&xd);
     return st;
 }
 
@@ -551,20 +566,22 @@ static void ln_fwd_range(int64_t b, int64_t e, void *p) {
     }
 }
 
-kn_status kn__cpu_layer_norm(const kn_call *c) {
-    int64_t H = c->i[0];
-    kn_tensor *x = contig(c->in[0]);
-    kn_tensor *w = x ? contig_as(c->in[1], x->dtype) : NULL, *b = x ? contig_as(c->in[2], x->dtype) : NULL;
-    if (!x || (c->in[1] && !w) || (c->in[2] && !b)) {
-        kn_release(x), kn_release(w), kn_release(b);
-        return kn_error_code();
+kn_status kn__cpu_layer_norm(int device, const void *args) {
+    (void)device;
+    const kn_layer_norm_args *a = args;
+    int64_t H = a->n;
+    kn_dense xd, wd = {0}, bd = {0};
+    kn_status status = kn__cpu_dense("layer_norm", &xd, &a->x, a->x.dtype);
+    if (status == KN_OK) status = kn__cpu_dense("layer_norm", &wd, &a->weight, a->x.dtype);
+    if (status == KN_OK) status = kn__cpu_dense("layer_norm", &bd, &a->bias, a->x.dtype);
+    if (status != KN_OK) {
+        kn__cpu_dense_free(&xd), kn__cpu_dense_free(&wd), kn__cpu_dense_free(&bd);
+        return status;
     }
-    int64_t numel = kn__numel_shape(x->ndim, x->shape);
-    ln_ctx s = {.R = H ? numel / H : 0, .H = H, .dt = x->dtype, .x = kn__data(x),
-                .w = w ? kn__data(w) : NULL, .b = b ? kn__data(b) : NULL, .y = kn__data(c->out[0]),
-                .eps = c->f[0], .avx2 = cpu_avx2()};
+    int64_t numel = kn_operand_numel(&xd.v);
+    ln_ctx s = {.R = H ? numel / H : 0, .H = H, .dt = xd.v.dtype, .x = xd.v.data, .w = wd.v.data,
+                .b = bd.v.data, .y = a->y.data, .eps = a->eps, .avx2 = cpu_avx2()};
     double *buf = malloc((size_t)(2 * s.R + 1) * sizeof *buf);
-    kn_status status = KN_OK;
     if (!buf) {
         status = oom("layer_norm");
     } else {
@@ -572,12 +589,12 @@ kn_status kn__cpu_layer_norm(const kn_call *c) {
         s.invstd = buf + s.R;
         kn__parallel_for(s.R, grain_for(3 * H), ln_fwd_range, &s);
         for (int64_t r = 0; r < s.R; r++) {
-            if (c->out[1]) vset(c->out[1], r, s.mean[r]);
-            if (c->out[2]) vset(c->out[2], r, s.invstd[r]);
+            if (kn_operand_present(&a->mean)) vset(&a->mean, r, s.mean[r]);
+            if (kn_operand_present(&a->invstd)) vset(&a->invstd, r, s.invstd[r]);
         }
     }
     free(buf);
-    kn_release(x), kn_release(w), kn_release(b);
+    kn__cpu_dense_free(&xd), kn__cpu_dense_free(&wd), kn__cpu_dense_free(&bd);
     return status;
 }
 
@@ -648,44 +665,45 @@ static void ln_bwd_cols(int64_t b, int64_t e, void *p) {
     }
 }
 
-kn_status kn__cpu_layer_norm_backward(const kn_call *c) {
-    kn_tensor *g = contig(c->in[0]), *x = g ? contig(c->in[1]) : NULL;
-    kn_tensor *w = x ? contig_as(c->in[2], x->dtype) : NULL;
-    if (!x || (c->in[2] && !w)) {
-        kn_release(g), kn_release(x), kn_release(w);
-        return kn_error_code();
+kn_status kn__cpu_layer_norm_backward(int device, const void *args) {
+    (void)device;
+    const kn_layer_norm_backward_args *a = args;
+    kn_dense gd, xd = {0}, wd = {0};
+    kn_status status = kn__cpu_dense("layer_norm", &gd, &a->grad, a->grad.dtype);
+    if (status == KN_OK) status = kn__cpu_dense("layer_norm", &xd, &a->x, a->x.dtype);
+    if (status == KN_OK) status = kn__cpu_dense("layer_norm", &wd, &a->weight, a->x.dtype);
+    if (status != KN_OK) {
+        kn__cpu_dense_free(&gd), kn__cpu_dense_free(&xd), kn__cpu_dense_free(&wd);
+        return status;
     }
-    int64_t R = c->in[3]->shape[0], H = R ? kn__numel_shape(x->ndim, x->shape) / R : 0;
-    if (!R && (c->out[1] || c->out[2])) { /* no rows: H from the weight grads */
-        kn_tensor *o = c->out[1] ? c->out[1] : c->out[2];
-        H = kn__numel_shape(o->ndim, o->shape);
-    }
-    ln_ctx s = {.R = R, .H = H, .dt = x->dtype, .x = kn__data(x), .g = kn__data(g),
-                .w = w ? kn__data(w) : NULL, .avx2 = cpu_avx2()};
+    const kn_operand *gw = &a->grad_weight, *gb = &a->grad_bias;
+    int64_t R = kn_operand_numel(&a->mean), H = a->n;
+    ln_ctx s = {.R = R, .H = H, .dt = xd.v.dtype, .x = xd.v.data, .g = gd.v.data, .w = wd.v.data,
+                .avx2 = cpu_avx2()};
     double *buf = malloc((size_t)(2 * R + 2 * H + 1) * sizeof *buf);
-    kn_status status = buf ? KN_OK : oom("layer_norm");
+    status = buf ? KN_OK : oom("layer_norm");
     if (status == KN_OK) {
         s.mean = buf;
         s.invstd = buf + R;
         for (int64_t r = 0; r < R; r++) {
-            s.mean[r] = vget(c->in[3], r);
-            s.invstd[r] = vget(c->in[4], r);
+            s.mean[r] = vget(&a->mean, r);
+            s.invstd[r] = vget(&a->invstd, r);
         }
-        if (c->out[0]) {
-            s.y = kn__data(c->out[0]);
+        if (kn_operand_present(&a->grad_x)) {
+            s.y = a->grad_x.data;
             kn__parallel_for(R, grain_for(3 * H), ln_bwd_rows, &s);
         }
-        if (c->out[1] || c->out[2]) {
-            s.gw = c->out[1] ? buf + 2 * R : NULL;
-            s.gb = c->out[2] ? buf + 2 * R + H : NULL;
+        if (kn_operand_present(gw) || kn_operand_present(gb)) {
+            s.gw = kn_operand_present(gw) ? buf + 2 * R : NULL;
+            s.gb = kn_operand_present(gb) ? buf + 2 * R + H : NULL;
             kn__parallel_for((H + LN_BLOCK - 1) / LN_BLOCK, grain_for(R * LN_BLOCK), ln_bwd_cols, &s);
             for (int64_t k = 0; k < H; k++) {
-                if (s.gw) vset(c->out[1], k, s.gw[k]);
-                if (s.gb) vset(c->out[2], k, s.gb[k]);
+                if (s.gw) vset(gw, k, s.gw[k]);
+                if (s.gb) vset(gb, k, s.gb[k]);
             }
         }
     }
     free(buf);
-    kn_release(g), kn_release(x), kn_release(w);
+    kn__cpu_dense_free(&gd), kn__cpu_dense_free(&xd), kn__cpu_dense_free(&wd);
     return status;
 }

@@ -97,11 +97,11 @@ static void reduce_rows(rows_ctx *r, int64_t n_out, double *acc) {
 }
 
 /* Walks x in its own order; acc index from out strides (0 on reduced dims). */
-static void reduce_scatter(kn_reduce_fn fn, const kn_tensor *x, const int64_t *ostride, double *acc,
+static void reduce_scatter(kn_reduce_fn fn, const kn_operand *x, const int64_t *ostride, double *acc,
                            const double *mean) {
-    int64_t n = kn__numel_shape(x->ndim, x->shape);
-    int64_t idx[KN_MAX_DIMS] = {0}, xo = x->offset, oo = 0;
-    const char *base = x->storage->data;
+    int64_t n = kn_operand_numel(x);
+    int64_t idx[KN_MAX_DIMS] = {0}, xo = 0, oo = 0;
+    const char *base = x->data;
     size_t es = kn_dtype_size(x->dtype);
     int last = x->ndim - 1;
     for (int64_t k = 0; k < n;) {
@@ -141,17 +141,16 @@ static void reduce_scatter(kn_reduce_fn fn, const kn_tensor *x, const int64_t *o
     }
 }
 
-static kn_status argreduce(const kn_call *c, int dim) {
-    const kn_tensor *x = c->in[0];
-    kn_tensor *out = c->out[0];
-    bool mx = c->i[0] == KN_REDUCE_ARGMAX;
-    int64_t n_out = kn__numel_shape(out->ndim, out->shape), len = x->shape[dim];
+static kn_status argreduce(const kn_reduce_args *a, int dim) {
+    const kn_operand *x = &a->x, *out = &a->out;
+    bool mx = a->fn == KN_REDUCE_ARGMAX;
+    int64_t n_out = kn_operand_numel(out), len = x->shape[dim];
     int64_t idx[KN_MAX_DIMS] = {0};
-    const char *base = x->storage->data;
+    const char *base = x->data;
     size_t es = kn_dtype_size(x->dtype);
-    int64_t *o = kn__data(out);
+    int64_t *o = out->data;
     for (int64_t k = 0; k < n_out; k++) {
-        int64_t off = x->offset;
+        int64_t off = 0;
         for (int d = 0; d < x->ndim; d++) off += idx[d] * x->stride[d];
         double best = 0;
         int64_t bi = 0;
@@ -173,17 +172,18 @@ static kn_status argreduce(const kn_call *c, int dim) {
     return KN_OK;
 }
 
-kn_status kn__cpu_reduce(const kn_call *c) {
-    kn_reduce_fn fn = (kn_reduce_fn)c->i[0];
-    uint64_t mask = (uint64_t)c->i[1];
-    const kn_tensor *x = c->in[0];
-    kn_tensor *out = c->out[0];
+kn_status kn__cpu_reduce(int device, const void *args) {
+    (void)device;
+    const kn_reduce_args *a = args;
+    kn_reduce_fn fn = (kn_reduce_fn)a->fn;
+    uint64_t mask = (uint64_t)a->dims;
+    const kn_operand *x = &a->x, *out = &a->out;
     if (fn == KN_REDUCE_ARGMAX || fn == KN_REDUCE_ARGMIN) {
         int dim = 0;
         while (dim < x->ndim && !(mask >> dim & 1)) dim++;
-        return argreduce(c, dim);
+        return argreduce(a, dim);
     }
-    int64_t n_out = kn__numel_shape(out->ndim, out->shape), R = 1;
+    int64_t n_out = kn_operand_numel(out), R = 1;
     if (n_out == 0) return KN_OK; /* nothing to write (e.g. a batch of 0 rows) */
     for (int d = 0; d < x->ndim; d++)
         if (mask >> d & 1) R *= x->shape[d];
@@ -195,7 +195,7 @@ kn_status kn__cpu_reduce(const kn_call *c) {
         return kn__err(KN_ERR_OOM, "%s: out of host memory", kn__reduce_name(fn));
     }
     /* Rows strategy: reduced dims trailing and x contiguous. */
-    bool trailing = kn__is_contiguous(x);
+    bool trailing = kn_operand_contiguous(x);
     for (int d = 0, seen = 0; d < x->ndim && trailing; d++) {
         if (mask >> d & 1) seen = 1;
         else if (seen && x->shape[d] != 1) trailing = false;
@@ -204,13 +204,16 @@ kn_status kn__cpu_reduce(const kn_call *c) {
     for (int pass = 0; pass < passes; pass++) {
         kn_reduce_fn f = pass == 0 && fn == KN_REDUCE_VAR ? KN_REDUCE_SUM : fn;
         if (trailing && R > 0) {
-            rows_ctx r = {f, x->dtype, kn__data(x), R, NULL, pass ? mean : NULL};
+            rows_ctx r = {f, x->dtype, x->data, R, NULL, pass ? mean : NULL};
             reduce_rows(&r, n_out, acc);
         } else {
             double init = f == KN_REDUCE_MAX ? -INFINITY : f == KN_REDUCE_MIN ? INFINITY : 0;
             for (int64_t k = 0; k < n_out; k++) acc[k] = init;
-            int64_t ostride[KN_MAX_DIMS];
-            kn__contiguous_strides(out->ndim, out->shape, ostride);
+            int64_t ostride[KN_MAX_DIMS], st = 1;
+            for (int d = out->ndim - 1; d >= 0; d--) { /* acc is in out's row-major order */
+                ostride[d] = st;
+                st *= out->shape[d] > 1 ? out->shape[d] : 1;
+            }
             for (int d = 0; d < x->ndim; d++)
                 if (mask >> d & 1) ostride[d] = 0;
             if (R > 0) reduce_scatter(f, x, ostride, acc, pass ? mean : NULL);
@@ -218,9 +221,9 @@ kn_status kn__cpu_reduce(const kn_call *c) {
         if (pass == 0 && fn == KN_REDUCE_VAR)
             for (int64_t k = 0; k < n_out; k++) mean[k] = acc[k] / (double)R;
     }
-    char *o = kn__data(out);
+    char *o = out->data;
     size_t es = kn_dtype_size(out->dtype);
-    double denom = fn == KN_REDUCE_MEAN ? (double)R : fn == KN_REDUCE_VAR ? (double)(R - c->i[2]) : 1;
+    double denom = fn == KN_REDUCE_MEAN ? (double)R : fn == KN_REDUCE_VAR ? (double)(R - a->correction) : 1;
     for (int64_t k = 0; k < n_out; k++) {
         double v = acc[k];
         if (fn == KN_REDUCE_MEAN || fn == KN_REDUCE_VAR) v = denom > 0 ? v / denom : NAN;

@@ -169,19 +169,22 @@ static void sm_range(int64_t b, int64_t e, void *p) {
     }
 }
 
-static kn_status softmax_run(const kn_call *c, bool backward) {
-    kn_tensor *out = c->out[0];
+/* x: x (forward) or grad (backward); y: absent (forward) or the forward output. */
+static kn_status softmax_run(const kn_operand *out, const kn_operand *x, const kn_operand *y, int64_t dim_,
+                             bool log_, bool backward) {
+    const char *op = log_ ? "log_softmax" : "softmax";
     int nd = out->ndim;
-    int dim = nd ? (int)c->i[0] : 0;
-    kn_tensor *a = contig(c->in[0]), *b = backward ? contig(c->in[1]) : NULL;
-    if (!a || (backward && !b)) {
-        kn_release(a);
-        kn_release(b);
-        return kn_error_code();
+    int dim = nd ? (int)dim_ : 0;
+    kn_dense a, b = {0};
+    kn_status st = kn__cpu_dense(op, &a, x, x->dtype);
+    if (st == KN_OK && backward) st = kn__cpu_dense(op, &b, y, y->dtype);
+    if (st != KN_OK) {
+        kn__cpu_dense_free(&a);
+        return st;
     }
-    sm_ctx s = {.a = kn__data(a), .b = b ? kn__data(b) : NULL, .out = kn__data(out),
+    sm_ctx s = {.a = a.v.data, .b = b.v.data, .out = out->data,
                 .dt = out->dtype, .outer = 1, .D = nd ? out->shape[dim] : 1, .inner = 1,
-                .log = c->i[1] != 0, .backward = backward, .avx2 = cpu_avx2()};
+                .log = log_, .backward = backward, .avx2 = cpu_avx2()};
     for (int d = 0; d < dim; d++) s.outer *= out->shape[d];
     for (int d = dim + 1; d < nd; d++) s.inner *= out->shape[d];
     s.nblk = (s.inner + SM_BLOCK - 1) / SM_BLOCK;
@@ -190,29 +193,38 @@ static kn_status softmax_run(const kn_call *c, bool backward) {
     else if (s.inner == 1) units = s.outer, per_unit = s.D;
     else units = s.outer * s.nblk, per_unit = s.D * (s.inner < SM_BLOCK ? s.inner : SM_BLOCK);
     if (s.D > 0) kn__parallel_for(units, grain_for(per_unit * 4), sm_range, &s);
-    kn_release(a);
-    kn_release(b);
+    kn__cpu_dense_free(&a);
+    kn__cpu_dense_free(&b);
     return KN_OK;
 }
 
-kn_status kn__cpu_softmax(const kn_call *c) { return softmax_run(c, false); }
-kn_status kn__cpu_softmax_backward(const kn_call *c) { return softmax_run(c, true); }
+kn_status kn__cpu_softmax(int device, const void *args) {
+    (void)device;
+    const kn_softmax_args *a = args;
+    kn_operand none = {0};
+    return softmax_run(&a->out, &a->x, &none, a->dim, a->log != 0, false);
+}
+
+kn_status kn__cpu_softmax_backward(int device, const void *args) {
+    (void)device;
+    const kn_softmax_backward_args *a = args;
+    return softmax_run(&a->out, &a->grad, &a->y, a->dim, a->log != 0, true);
+}
 
 /* ---- nll ----------------------------------------------------------------------------------- */
 
-static int64_t target_at(const kn_tensor *t, int64_t n) {
-    return kn__load_i64((const char *)kn__data(t) + (size_t)(n * t->stride[0]) * kn_dtype_size(t->dtype),
-                        t->dtype);
+static int64_t target_at(const kn_operand *t, int64_t n) {
+    size_t es = kn_dtype_size(t->dtype);
+    return kn__load_i64((const char *)t->data + (size_t)(n * t->stride[0]) * es, t->dtype);
 }
 
-static double lp_at(const kn_tensor *lp, int64_t n, int64_t k) {
-    return kn__load((const char *)kn__data(lp) +
-                        (size_t)(n * lp->stride[0] + k * lp->stride[1]) * kn_dtype_size(lp->dtype),
-                    lp->dtype);
+static double lp_at(const kn_operand *lp, int64_t n, int64_t k) {
+    size_t es = kn_dtype_size(lp->dtype);
+    return kn__load((const char *)lp->data + (size_t)(n * lp->stride[0] + k * lp->stride[1]) * es, lp->dtype);
 }
 
 /* Checks every target but ignore; an error names the first bad one. */
-static kn_status check_targets(const char *op, const kn_tensor *tg, int64_t ignore, int64_t N, int64_t C) {
+static kn_status check_targets(const char *op, const kn_operand *tg, int64_t ignore, int64_t N, int64_t C) {
     for (int64_t n = 0; n < N; n++) {
         int64_t t = target_at(tg, n);
         if (t != ignore && (t < 0 || t >= C))
@@ -222,12 +234,14 @@ static kn_status check_targets(const char *op, const kn_tensor *tg, int64_t igno
     return KN_OK;
 }
 
-kn_status kn__cpu_nll(const kn_call *c) {
-    const kn_tensor *lp = c->in[0], *tg = c->in[1], *w = c->in[2];
-    kn_tensor *loss = c->out[0], *wout = c->out[1];
-    int64_t N = lp->shape[0], C = lp->shape[1];
-    double s = c->f[0];
-    kn_status st = check_targets("nll_loss", tg, c->i[0], N, C);
+kn_status kn__cpu_nll(int device, const void *args) {
+    (void)device;
+    const kn_nll_args *a = args;
+    const kn_operand *lp = &a->logp, *tg = &a->target, *w = &a->weight;
+    const kn_operand *loss = &a->loss, *wout = &a->row_weight;
+    int64_t N = lp->shape[0], C = lp->shape[1], ignore = a->ignore_index;
+    double s = a->smoothing;
+    kn_status st = check_targets("nll_loss", tg, ignore, N, C);
     if (st != KN_OK) return st;
     double *wv = vload(w, C, 1.0);
     if (!wv) return oom("nll_loss");
@@ -235,13 +249,13 @@ kn_status kn__cpu_nll(const kn_call *c) {
     for (int64_t n = 0; n < N; n++) {
         int64_t t = target_at(tg, n);
         double l = 0, rw = 0;
-        if (t != c->i[0]) {
+        if (t != ignore) {
             rw = wv[t];
             l = -(1 - s) * wv[t] * lp_at(lp, n, t);
             if (s != 0) {
                 double acc = 0;
                 if (f32_rows) {
-                    const float *row = (const float *)kn__data(lp) + n * lp->stride[0];
+                    const float *row = (const float *)lp->data + n * lp->stride[0];
                     for (int64_t k = 0; k < C; k++) acc += wv[k] * row[k];
                 } else {
                     for (int64_t k = 0; k < C; k++) acc += wv[k] * lp_at(lp, n, k);
@@ -250,27 +264,28 @@ kn_status kn__cpu_nll(const kn_call *c) {
             }
         }
         vset(loss, n, l);
-        if (wout) vset(wout, n, rw);
+        if (kn_operand_present(wout)) vset(wout, n, rw);
     }
     free(wv);
     return KN_OK;
 }
 
-kn_status kn__cpu_nll_backward(const kn_call *c) {
-    const kn_tensor *g = c->in[0], *tg = c->in[1], *w = c->in[2];
-    kn_tensor *out = c->out[0];
-    int64_t N = out->shape[0], C = out->shape[1];
-    double s = c->f[0];
-    kn_status st = check_targets("nll_loss", tg, c->i[0], N, C);
+kn_status kn__cpu_nll_backward(int device, const void *args) {
+    (void)device;
+    const kn_nll_backward_args *a = args;
+    const kn_operand *g = &a->grad, *tg = &a->target, *w = &a->weight, *out = &a->out;
+    int64_t N = out->shape[0], C = out->shape[1], ignore = a->ignore_index;
+    double s = a->smoothing;
+    kn_status st = check_targets("nll_loss", tg, ignore, N, C);
     if (st != KN_OK) return st;
     double *wv = vload(w, C, 1.0);
     if (!wv) return oom("nll_loss");
     size_t es = kn_dtype_size(out->dtype);
-    char *o = kn__data(out);
+    char *o = out->data;
     memset(o, 0, (size_t)(N * C) * es); /* all-zero bits are 0.0 in every float dtype */
     for (int64_t n = 0; n < N; n++) {
         int64_t t = target_at(tg, n);
-        if (t == c->i[0]) continue;
+        if (t == ignore) continue;
         double gl = vget(g, n);
         char *row = o + (size_t)(n * C) * es;
         if (s != 0) {
@@ -293,27 +308,38 @@ kn_status kn__cpu_nll_backward(const kn_call *c) {
  * NLL row loss of lp. The backward needs only the saved lse:
  * d loss_n / d z_j = p_j * A_n - B_nj with p_j = exp(z_j - lse_n),
  * A_n = (1 - s) w_t + s / C * sum_c w_c, B_nj = (1 - s) w_t [j == t] + s / C * w_j. */
-static double ce_z(const kn_tensor *z, int64_t n, int64_t j, int64_t C) {
-    if (z->dtype == KN_F32) return ((const float *)kn__data(z))[n * C + j];
-    return kn__load((const char *)kn__data(z) + (size_t)(n * C + j) * kn_dtype_size(z->dtype), z->dtype);
+/* kn_reduction (kiln/ops.h), which the backend contract does not include. */
+enum { RED_MEAN = 0, RED_SUM = 1, RED_NONE = 2 };
+
+/* Logit j of row n (the logits are contiguous [N, C]). */
+static double ce_z(const kn_operand *z, int64_t n, int64_t j, int64_t C) {
+    if (z->dtype == KN_F32) return ((const float *)z->data)[n * C + j];
+    return kn__load((const char *)z->data + (size_t)(n * C + j) * kn_dtype_size(z->dtype), z->dtype);
 }
 
 /* The class weights of a cross-entropy call as doubles, after checking its
  * targets; NULL with an error. */
-static double *ce_weights(const kn_call *c, const kn_tensor *tg, const kn_tensor *w, int64_t N, int64_t C) {
-    if (check_targets("cross_entropy", tg, c->i[0], N, C) != KN_OK) return NULL;
+static double *ce_weights(int64_t ignore, const kn_operand *tg, const kn_operand *w, int64_t N, int64_t C) {
+    if (check_targets("cross_entropy", tg, ignore, N, C) != KN_OK) return NULL;
     double *wv = vload(w, C, 1.0);
     if (!wv) oom("cross_entropy");
     return wv;
 }
 
-kn_status kn__cpu_cross_entropy(const kn_call *c) {
-    const kn_tensor *z = c->in[0], *tg = c->in[1], *w = c->in[2];
-    int64_t N = z->shape[0], C = z->shape[1];
-    double s = c->f[0];
-    kn_reduction red = (kn_reduction)c->i[1];
-    double *wv = ce_weights(c, tg, w, N, C);
-    if (!wv) return kn_error_code();
+kn_status kn__cpu_cross_entropy(int device, const void *args) {
+    (void)device;
+    const kn_cross_entropy_args *a = args;
+    const kn_operand *tg = &a->target, *w = &a->weight;
+    int64_t N = a->logits.shape[0], C = a->logits.shape[1], ignore = a->ignore_index, red = a->reduction;
+    double s = a->smoothing;
+    kn_dense zd;
+    if (kn__cpu_dense("cross_entropy", &zd, &a->logits, a->logits.dtype) != KN_OK) return kn_error_code();
+    const kn_operand *z = &zd.v;
+    double *wv = ce_weights(ignore, tg, w, N, C);
+    if (!wv) {
+        kn__cpu_dense_free(&zd);
+        return kn_error_code();
+    }
     double total = 0, wsum = 0;
     for (int64_t n = 0; n < N; n++) {
         double mx = -INFINITY, e = 0, lse, l = 0;
@@ -324,7 +350,7 @@ kn_status kn__cpu_cross_entropy(const kn_call *c) {
         for (int64_t j = 0; j < C; j++) e += exp(ce_z(z, n, j, C) - mx);
         lse = mx + log(e);
         int64_t t = target_at(tg, n);
-        if (t != c->i[0]) {
+        if (t != ignore) {
             l = -(1 - s) * wv[t] * (ce_z(z, n, t, C) - lse);
             if (s != 0) {
                 double acc = 0;
@@ -334,40 +360,47 @@ kn_status kn__cpu_cross_entropy(const kn_call *c) {
             wsum += wv[t];
         }
         total += l;
-        if (red == KN_REDUCTION_NONE) vset(c->out[0], n, l);
-        vset(c->out[1], n, lse);
+        if (red == RED_NONE) vset(&a->loss, n, l);
+        vset(&a->lse, n, lse);
     }
-    if (red != KN_REDUCTION_NONE) {
-        double v = red == KN_REDUCTION_SUM ? total : total / wsum;
-        kn__store(kn__data(c->out[0]), c->out[0]->dtype, v);
+    if (red != RED_NONE) {
+        double v = red == RED_SUM ? total : total / wsum;
+        kn__store(a->loss.data, a->loss.dtype, v);
     }
-    kn__store(kn__data(c->out[2]), c->out[2]->dtype, wsum);
+    kn__store(a->weight_sum.data, a->weight_sum.dtype, wsum);
     free(wv);
+    kn__cpu_dense_free(&zd);
     return KN_OK;
 }
 
-kn_status kn__cpu_cross_entropy_backward(const kn_call *c) {
-    const kn_tensor *g = c->in[0], *z = c->in[1], *tg = c->in[2], *w = c->in[3], *lse = c->in[4];
-    kn_tensor *out = c->out[0];
-    int64_t N = out->shape[0], C = out->shape[1];
-    double s = c->f[0];
-    kn_reduction red = (kn_reduction)c->i[1];
-    double *wv = ce_weights(c, tg, w, N, C);
-    if (!wv) return kn_error_code();
+kn_status kn__cpu_cross_entropy_backward(int device, const void *args) {
+    (void)device;
+    const kn_cross_entropy_backward_args *a = args;
+    const kn_operand *g = &a->grad, *tg = &a->target, *w = &a->weight, *lse = &a->lse, *out = &a->out;
+    int64_t N = out->shape[0], C = out->shape[1], ignore = a->ignore_index, red = a->reduction;
+    double s = a->smoothing;
+    kn_dense zd;
+    if (kn__cpu_dense("cross_entropy", &zd, &a->logits, a->logits.dtype) != KN_OK) return kn_error_code();
+    const kn_operand *z = &zd.v;
+    double *wv = ce_weights(ignore, tg, w, N, C);
+    if (!wv) {
+        kn__cpu_dense_free(&zd);
+        return kn_error_code();
+    }
     double wall = 0;
     for (int64_t j = 0; j < C; j++) wall += wv[j];
-    double G = red == KN_REDUCTION_NONE ? 0 : kn__load(kn__data(g), g->dtype);
-    if (red == KN_REDUCTION_MEAN) G /= kn__load(kn__data(c->in[5]), c->in[5]->dtype);
+    double G = red == RED_NONE ? 0 : kn__load(g->data, g->dtype);
+    if (red == RED_MEAN) G /= kn__load(a->weight_sum.data, a->weight_sum.dtype);
     size_t es = kn_dtype_size(out->dtype);
-    char *o = kn__data(out);
+    char *o = out->data;
     for (int64_t n = 0; n < N; n++) {
         int64_t t = target_at(tg, n);
         char *row = o + (size_t)(n * C) * es;
-        if (t == c->i[0]) {
+        if (t == ignore) {
             memset(row, 0, (size_t)C * es); /* all-zero bits are 0.0 in every float dtype */
             continue;
         }
-        double Gn = red == KN_REDUCTION_NONE ? vget(g, n) : G, ln = vget(lse, n);
+        double Gn = red == RED_NONE ? vget(g, n) : G, ln = vget(lse, n);
         double A = (1 - s) * wv[t] + s / (double)C * wall;
         for (int64_t j = 0; j < C; j++) {
             double B = (j == t ? (1 - s) * wv[t] : 0) + s / (double)C * wv[j];
@@ -375,5 +408,6 @@ kn_status kn__cpu_cross_entropy_backward(const kn_call *c) {
         }
     }
     free(wv);
+    kn__cpu_dense_free(&zd);
     return KN_OK;
 }

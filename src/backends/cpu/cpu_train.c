@@ -1,38 +1,29 @@
 /* CPU kernels for randomness (Philox), dropout and the optimizer updates. */
 #include "cpu_internal.h"
-#include "core/philox.h"
+#include "backends/common/philox.h"
 
 #include <math.h>
 
-typedef struct {
-    const kn_call *c;
-    char *out;
-    kn_dtype dt;
-} rand_ctx;
-
 static void rand_range(int64_t b, int64_t e, void *p) {
-    const rand_ctx *r = p;
-    const kn_call *c = r->c;
-    size_t es = kn_dtype_size(r->dt);
+    const kn_random_args *r = p;
+    char *out = r->out.data;
+    kn_dtype dt = r->out.dtype;
+    size_t es = kn_dtype_size(dt);
     for (int64_t k = b; k < e; k++) {
-        double v = kn__random_value((int)c->i[0], (uint64_t)c->i[1], (uint64_t)c->i[2], k, c->f[0], c->f[1]);
-        if (c->i[0] == KN_RANDOM_INT || c->i[0] == KN_RANDOM_BITS)
-            kn__store_i64(r->out + (size_t)k * es, r->dt, (int64_t)v);
+        double v = kn__random_value((int)r->kind, (uint64_t)r->seed, (uint64_t)r->offset, k, r->a, r->b);
+        if (r->kind == KN_RANDOM_INT || r->kind == KN_RANDOM_BITS)
+            kn__store_i64(out + (size_t)k * es, dt, (int64_t)v);
         else
-            kn__store(r->out + (size_t)k * es, r->dt, v);
+            kn__store(out + (size_t)k * es, dt, v);
     }
 }
 
-kn_status kn__cpu_random(const kn_call *c) {
-    kn_tensor *t = c->out[0];
-    rand_ctx r = {c, kn__data(t), t->dtype};
-    kn__parallel_for(kn__numel_shape(t->ndim, t->shape), 16384, rand_range, &r);
+kn_status kn__cpu_random(int device, const void *args) {
+    (void)device;
+    const kn_random_args *a = args;
+    kn__parallel_for(kn_operand_numel(&a->out), 16384, rand_range, (void *)a);
     return KN_OK;
 }
-
-typedef struct {
-    const kn_call *c;
-} drop_ctx;
 
 /* Dropout over elements [lo, hi) of the span of 4 * KN_PHILOX_BATCH
  * elements starting at k0 (float32, contiguous). keep = (word >> 8) * 2^-24
@@ -89,13 +80,12 @@ __attribute__((target("avx2"))) static void drop_span_avx2(DROP_SPAN_ARGS) {
 #endif
 
 static void drop_range(int64_t b, int64_t e, void *p) {
-    const kn_call *c = ((drop_ctx *)p)->c;
-    const kn_tensor *x = c->in[0];
-    kn_tensor *y = c->out[0], *mask = c->out[1];
-    double keep_p = 1 - c->f[0], scale = keep_p > 0 ? 1 / keep_p : 0;
-    uint64_t seed = (uint64_t)c->i[1], off = (uint64_t)c->i[2];
-    uint32_t thresh = (uint32_t)ceil(c->f[0] * 16777216.0);
-    uint8_t *m = mask ? kn__data(mask) : NULL;
+    const kn_dropout_args *c = p;
+    const kn_operand *x = &c->x, *y = &c->out;
+    double keep_p = 1 - c->p, scale = keep_p > 0 ? 1 / keep_p : 0;
+    uint64_t seed = (uint64_t)c->seed, off = (uint64_t)c->offset;
+    uint32_t thresh = (uint32_t)ceil(c->p * 16777216.0);
+    uint8_t *m = c->mask.data; /* NULL when absent */
     enum { SPAN = 4 * KN_PHILOX_BATCH };
     void (*span)(DROP_SPAN_ARGS) = drop_span_generic;
 #ifdef KN_HAVE_PHILOX_AVX2
@@ -103,39 +93,41 @@ static void drop_range(int64_t b, int64_t e, void *p) {
 #endif
     if (x->dtype == KN_F32) {
         for (int64_t k0 = b - b % SPAN; k0 < e; k0 += SPAN)
-            span(kn__data(x), kn__data(y), m, k0, k0 < b ? b : k0, k0 + SPAN < e ? k0 + SPAN : e, seed, off,
+            span(x->data, y->data, m, k0, k0 < b ? b : k0, k0 + SPAN < e ? k0 + SPAN : e, seed, off,
                  thresh, (float)scale);
         return;
     }
-    const char *xs = kn__data(x);
-    char *ys = kn__data(y);
+    const char *xs = x->data;
+    char *ys = y->data;
     size_t es = kn_dtype_size(x->dtype);
     for (int64_t k = b; k < e; k++) {
         double u = kn__random_value(KN_RANDOM_UNIFORM, seed, off, k, 0, 1);
-        bool keep = u >= c->f[0];
+        bool keep = u >= c->p;
         if (m) m[k] = keep;
         kn__store(ys + (size_t)k * es, x->dtype, kn__load(xs + (size_t)k * es, x->dtype) * (keep ? scale : 0));
     }
 }
 
-kn_status kn__cpu_dropout(const kn_call *c) {
+kn_status kn__cpu_dropout(int device, const void *args) {
+    (void)device;
     /* The op layer passes contiguous x and outputs. */
-    drop_ctx d = {c};
-    kn__parallel_for(kn__numel_shape(c->in[0]->ndim, c->in[0]->shape), 16384, drop_range, &d);
+    const kn_dropout_args *a = args;
+    kn__parallel_for(kn_operand_numel(&a->x), 16384, drop_range, (void *)a);
     return KN_OK;
 }
 
-kn_status kn__cpu_adam(const kn_call *c) {
-    kn_tensor *p = c->out[0], *m = c->out[1], *v = c->out[2];
-    const kn_tensor *g = c->in[0];
-    int64_t n = kn__numel_shape(p->ndim, p->shape);
-    double lr = c->f[0], b1 = c->f[1], b2 = c->f[2], eps = c->f[3], wd = c->f[4];
-    double t = kn__load(kn__data(c->in[1]), c->in[1]->dtype);
+kn_status kn__cpu_adam(int device, const void *args) {
+    (void)device;
+    const kn_adam_args *a = args;
+    const kn_operand *p = &a->param, *m = &a->m, *v = &a->v, *g = &a->grad;
+    int64_t n = kn_operand_numel(p);
+    double lr = a->lr, b1 = a->beta1, b2 = a->beta2, eps = a->eps, wd = a->weight_decay;
+    double t = kn__load(a->step.data, a->step.dtype);
     double bc1 = 1 - pow(b1, t), bc2 = 1 - pow(b2, t);
-    bool adamw = c->i[0];
+    bool adamw = a->decoupled;
     if (p->dtype == KN_F32 && g->dtype == KN_F32 && m->dtype == KN_F32) {
-        float *P = kn__data(p), *M = kn__data(m), *V = kn__data(v);
-        const float *G = kn__data(g);
+        float *P = p->data, *M = m->data, *V = v->data;
+        const float *G = g->data;
         float step = (float)(lr / bc1), sb2 = (float)(1 / sqrt(bc2)), fb1 = (float)b1, fb2 = (float)b2;
         float decay = adamw ? (float)(1 - lr * wd) : 1, l2 = adamw ? 0 : (float)wd, feps = (float)eps;
         for (int64_t i = 0; i < n; i++) {
@@ -146,8 +138,8 @@ kn_status kn__cpu_adam(const kn_call *c) {
         }
         return KN_OK;
     }
-    char *P = kn__data(p), *M = kn__data(m), *V = kn__data(v);
-    const char *G = kn__data(g);
+    char *P = p->data, *M = m->data, *V = v->data;
+    const char *G = g->data;
     size_t ep = kn_dtype_size(p->dtype), em = kn_dtype_size(m->dtype), eg = kn_dtype_size(g->dtype);
     for (int64_t i = 0; i < n; i++) {
         double pi = kn__load(P + i * ep, p->dtype), gi = kn__load(G + i * eg, g->dtype);
@@ -164,15 +156,16 @@ kn_status kn__cpu_adam(const kn_call *c) {
     return KN_OK;
 }
 
-kn_status kn__cpu_sgd(const kn_call *c) {
-    kn_tensor *p = c->out[0], *buf = c->out[1];
-    const kn_tensor *g = c->in[0];
-    int64_t n = kn__numel_shape(p->ndim, p->shape);
-    double lr = c->f[0], mom = c->f[1], damp = c->f[2], wd = c->f[3];
-    bool nesterov = c->i[0], fresh = c->i[1];
-    char *P = kn__data(p), *B = buf ? kn__data(buf) : NULL;
-    const char *G = kn__data(g);
-    size_t ep = kn_dtype_size(p->dtype), eg = kn_dtype_size(g->dtype), eb = buf ? kn_dtype_size(buf->dtype) : 0;
+kn_status kn__cpu_sgd(int device, const void *args) {
+    (void)device;
+    const kn_sgd_args *a = args;
+    const kn_operand *p = &a->param, *buf = &a->buf, *g = &a->grad;
+    int64_t n = kn_operand_numel(p);
+    double lr = a->lr, mom = a->momentum, damp = a->dampening, wd = a->weight_decay;
+    bool nesterov = a->nesterov, fresh = a->fresh;
+    char *P = p->data, *B = buf->data; /* NULL: no momentum buffer */
+    const char *G = g->data;
+    size_t ep = kn_dtype_size(p->dtype), eg = kn_dtype_size(g->dtype), eb = B ? kn_dtype_size(buf->dtype) : 0;
     for (int64_t i = 0; i < n; i++) {
         double pi = kn__load(P + i * ep, p->dtype), d = kn__load(G + i * eg, g->dtype) + wd * pi;
         if (B) {

@@ -12,7 +12,7 @@
  * else plain C. */
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/gemm_kernels.h"
-#include "core/internal.h"
+#include "core/backend.h"
 
 #include <limits.h>
 #include <stdlib.h>

@@ -1,36 +1,18 @@
 /* The strided multi-operand iterator behind every elementwise CPU kernel. */
 #include "cpu_internal.h"
 
-void kn__iter_init(kn_iter *it, int n_ops, kn_tensor *const *ops) {
-    const kn_tensor *ref = ops[0];
+void kn__iter_init(kn_iter *it, int n_ops, const kn_operand *const *ops) {
+    kn_geom g;
+    kn_geom_init(&g, n_ops, ops);
     it->n_ops = n_ops;
-    it->numel = kn__numel_shape(ref->ndim, ref->shape);
-    for (int k = 0; k < n_ops; k++) it->base[k] = (char *)kn__data(ops[k]);
-    /* Drop size-1 dims, then merge neighbours that are contiguous for all. */
-    int nd = 0;
-    for (int d = 0; d < ref->ndim; d++) {
-        if (ref->shape[d] == 1) continue;
-        it->shape[nd] = ref->shape[d];
-        for (int k = 0; k < n_ops; k++)
-            it->stride[k][nd] = ops[k]->stride[d] * (int64_t)kn_dtype_size(ops[k]->dtype);
-        if (nd > 0) {
-            bool merge = true;
-            for (int k = 0; k < n_ops; k++)
-                if (it->stride[k][nd - 1] != it->stride[k][nd] * it->shape[nd]) merge = false;
-            if (merge) {
-                it->shape[nd - 1] *= it->shape[nd];
-                for (int k = 0; k < n_ops; k++) it->stride[k][nd - 1] = it->stride[k][nd];
-                continue;
-            }
-        }
-        nd++;
+    it->ndim = g.ndim;
+    it->numel = g.numel;
+    for (int d = 0; d < g.ndim; d++) it->shape[d] = g.shape[d];
+    for (int k = 0; k < n_ops; k++) {
+        int64_t es = (int64_t)kn_dtype_size(ops[k]->dtype); /* the loops step in bytes */
+        it->base[k] = (char *)ops[k]->data;
+        for (int d = 0; d < g.ndim; d++) it->stride[k][d] = g.stride[k][d] * es;
     }
-    if (nd == 0) {
-        it->shape[0] = 1;
-        for (int k = 0; k < n_ops; k++) it->stride[k][0] = 0;
-        nd = 1;
-    }
-    it->ndim = nd;
 }
 
 int64_t kn__iter_outer(const kn_iter *it) {

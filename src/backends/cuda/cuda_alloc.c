@@ -10,7 +10,8 @@
  * private to that graph (its blocks are reused only during that capture, in
  * stream order). Blocks from the shared cache freed during a capture are held
  * by the pool too: the graph may still read them on replay. When the graph is
- * freed, the pool's blocks go back to the shared cache as their tensors die.
+ * freed, the pool's blocks go back to the shared cache (those in use when
+ * they are freed).
  *
  * Out of memory: the cache is given back to the driver and cudaMalloc tried
  * once more; then NULL with "out of memory on cuda:N: asked for X bytes, Y of
@@ -322,8 +323,4 @@ kn_status kc_empty_cache(int index) {
     release_cached(&heaps[index]);
     mtx_unlock(&lock);
     return s;
-}
-
-kn_tensor *kc_scratch(int ndim, const int64_t *shape, kn_dtype dt, kn_device dev) {
-    return kn__new(ndim, shape, dt, dev);
 }

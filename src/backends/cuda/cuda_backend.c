@@ -118,6 +118,7 @@ static const char *fault_op_name(long long op) {
     case KC_OP_NLL: return "nll_loss";
     case KC_OP_CROSS_ENTROPY: return "cross_entropy";
     case KC_OP_EMBEDDING_CAT: return "embedding_cat";
+    case KC_OP_SCATTER_ADD: return "scatter_add";
     default: return "kernel";
     }
 }
@@ -138,9 +139,8 @@ kn_status kc_fault_check(kc_dev *d) {
                    fault_op_name(op), v, dim, lim, d->index);
 }
 
-kc_dev *kc_enter(const kn_call *c, bool keep_pending) {
-    const char *op = kn__call_name(c);
-    kc_dev *d = kc_device(c->device.index, op);
+kc_dev *kc_enter(int index, const char *op, bool keep_pending) {
+    kc_dev *d = kc_device(index, op);
     if (!d) return NULL;
     if (!keep_pending && kc_adam_flush(d) != KN_OK) return NULL;
     if (kc_fault_check(d) != KN_OK) return NULL;
@@ -183,11 +183,10 @@ static kn_status synchronize(int index) {
     return d ? kc_sync(d, "synchronize") : kn_error_code();
 }
 
-static void install_profile(void);
-
 static kn_backend cuda = {
     .name = "cuda",
-    .kind = KN_DEVICE_CUDA,
+    .title = "CUDA",
+    .priority = 30,
     .device_count = kc_device_count,
     .device_name = device_name,
     .memory = memory,
@@ -203,20 +202,21 @@ static kn_backend cuda = {
     .graph_end = kc_graph_end,
     .graph_launch = kc_graph_launch,
     .graph_free = kc_graph_free,
-    .is_real_gpu = true,
+    .dtypes = 0, /* all: every kernel takes every dtype the op allows */
     .kernels =
         {
             [KN_OP_COPY] = kn__cuda_copy,
             [KN_OP_FILL] = kn__cuda_fill,
-            [KN_OP_ARANGE] = kn__cuda_arange,
             [KN_OP_UNARY] = kn__cuda_unary,
             [KN_OP_UNARY_BACKWARD] = kn__cuda_unary_backward,
             [KN_OP_BINARY] = kn__cuda_binary,
             [KN_OP_WHERE] = kn__cuda_where,
             [KN_OP_REDUCE] = kn__cuda_reduce,
             [KN_OP_MATMUL] = kn__cuda_matmul,
-            [KN_OP_INDEX_SELECT] = kn__cuda_index_select,
             [KN_OP_GATHER] = kn__cuda_gather,
+            [KN_OP_SCATTER_ADD] = kn__cuda_scatter_add,
+            [KN_OP_RANDOM] = kn__cuda_random,
+            [KN_OP_INDEX_SELECT] = kn__cuda_index_select,
             [KN_OP_INDEX_ADD] = kn__cuda_index_add,
             [KN_OP_EMBEDDING_CAT] = kn__cuda_embedding_cat,
             [KN_OP_EMBEDDING_CAT_BACKWARD] = kn__cuda_embedding_cat_backward,
@@ -230,17 +230,28 @@ static kn_backend cuda = {
             [KN_OP_BATCH_NORM_BACKWARD] = kn__cuda_batch_norm_backward,
             [KN_OP_LAYER_NORM] = kn__cuda_layer_norm,
             [KN_OP_LAYER_NORM_BACKWARD] = kn__cuda_layer_norm_backward,
-            [KN_OP_RANDOM] = kn__cuda_random,
             [KN_OP_DROPOUT] = kn__cuda_dropout,
             [KN_OP_ADAM] = kn__cuda_adam,
             [KN_OP_SGD] = kn__cuda_sgd,
         },
 };
 
-static void install_profile(void) { kc_profile_install(&cuda); }
+/* Settings read once, before the core copies the definition:
+ * KILN_CUDA_GRAPHS=0 turns capture off (eager steps, for debugging), and
+ * KILN_CUDA_PROFILE=1 wraps the kernels with timing. */
+static void finish_def(void) {
+    const char *g = getenv("KILN_CUDA_GRAPHS");
+    if (g && !strcmp(g, "0")) {
+        cuda.graph_begin = NULL;
+        cuda.graph_end = NULL;
+        cuda.graph_launch = NULL;
+        cuda.graph_free = NULL;
+    }
+    kc_profile_install(&cuda);
+}
 
 const kn_backend *kn__cuda_backend_def(void) {
     static once_flag once = ONCE_FLAG_INIT;
-    call_once(&once, install_profile);
+    call_once(&once, finish_def);
     return &cuda;
 }

@@ -1,6 +1,6 @@
 /* Device helpers shared by the kernel files: element conversions that give
- * the same bits as the CPU's kn__load/kn__store, strided offsets, launch
- * sizes and fault reporting. */
+ * the same bits as kn__load/kn__store (backends/common/dtype.h), strided
+ * offsets, launch sizes and fault reporting. */
 #ifndef KILN_CUDA_COMMON_CUH
 #define KILN_CUDA_COMMON_CUH
 
@@ -57,7 +57,7 @@ static inline unsigned kc_blocks(long long n, int threads = KC_THREADS) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                  \
          i += (long long)gridDim.x * blockDim.x)
 
-/* ---- half precision, bit-exact with src/core/dtype.c ------------------------------ */
+/* ---- half precision, bit-exact with backends/common/dtype.h ------------------------ */
 __device__ __forceinline__ float kc_h2f(uint16_t h) {
     if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) /* NaN keeps its payload, as on the CPU */
         return __uint_as_float(((uint32_t)(h & 0x8000) << 16) | 0x7f800000u | ((uint32_t)(h & 0x3ff) << 13));
@@ -162,7 +162,7 @@ __device__ __forceinline__ long long kc_divmod(long long i, long long s, long lo
 }
 
 template <int N>
-__device__ __forceinline__ void kc_offsets(const kc_iter &it, long long i, long long *o) {
+__device__ __forceinline__ void kc_offsets(const kn_geom &it, long long i, long long *o) {
 #pragma unroll
     for (int k = 0; k < N; k++) o[k] = 0;
     if (it.ndim == 1) {
@@ -192,7 +192,7 @@ __device__ __forceinline__ void kc_fault(long long *err, int code, int op, long 
     __threadfence_system();
 }
 
-/* ---- Philox 4x32-10, bit-exact with src/core/random.c -------------------------------------- */
+/* ---- Philox 4x32-10, bit-exact with backends/common/philox.h --------------------------------- */
 #define PHILOX_M0 0xD2511F53u
 #define PHILOX_M1 0xCD9E8D57u
 #define PHILOX_W0 0x9E3779B9u

@@ -1,16 +1,17 @@
-/* Elementwise kernels: copy, fill, arange, unary (+backward), binary, where.
+/* Elementwise kernels: copy, fill (arange too), unary (+backward), binary, where.
  * They follow the CPU kernels' arithmetic: float32 in float, every other
  * dtype through double (floats) or int64 (integers), so results agree with
  * the CPU to rounding and integer results exactly. Any strides; dims that
  * every operand can merge are merged, so most launches walk one flat run. */
 #include "cuda_common.cuh"
-#include "core/scalar_math.h" /* the same scalar functions as the CPU */
+#include "backends/common/dtype.h"       /* kn__store: a fill value converted as the CPU does */
+#include "backends/common/scalar_math.h" /* the same scalar functions as the CPU */
 
 #include <math.h>
 
 /* ---- copy ------------------------------------------------------------------------------ */
 template <typename T>
-__global__ void copy_same(const __grid_constant__ kc_iter it, T *out, const T *in) {
+__global__ void copy_same(const __grid_constant__ kn_geom it, T *out, const T *in) {
     kc_pdl_wait();
     KC_LOOP(i, it.numel) {
         long long o[2];
@@ -19,7 +20,7 @@ __global__ void copy_same(const __grid_constant__ kc_iter it, T *out, const T *i
     }
 }
 
-__global__ void copy_convert(const __grid_constant__ kc_iter it, char *out, int odt, const char *in, int idt) {
+__global__ void copy_convert(const __grid_constant__ kn_geom it, char *out, int odt, const char *in, int idt) {
     kc_pdl_wait();
     int os = kc_dsize(odt), is = kc_dsize(idt);
     bool ints = !kc_is_float(odt) && !kc_is_float(idt);
@@ -32,7 +33,7 @@ __global__ void copy_convert(const __grid_constant__ kc_iter it, char *out, int 
 }
 
 /* float32 <-> half types without the double detour (same bits). */
-__global__ void copy_f32_to_half(const __grid_constant__ kc_iter it, uint16_t *out, const float *in, bool bf16) {
+__global__ void copy_f32_to_half(const __grid_constant__ kn_geom it, uint16_t *out, const float *in, bool bf16) {
     kc_pdl_wait();
     KC_LOOP(i, it.numel) {
         long long o[2];
@@ -43,55 +44,53 @@ __global__ void copy_f32_to_half(const __grid_constant__ kc_iter it, uint16_t *o
 }
 
 template <typename T>
-static void launch_copy_same(kc_dev *d, const kc_iter &it, void *out, const void *in) {
+static void launch_copy_same(kc_dev *d, const kn_geom &it, void *out, const void *in) {
     KC_LAUNCH(d, copy_same<T>, kc_blocks(it.numel), KC_THREADS, it, (T *)out, (const T *)in);
 }
 
-extern "C" kn_status kn__cuda_copy(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
-    if (!d) return kn_error_code();
-    kn_tensor *src = c->in[0], *dst = c->out[0];
-    kn_tensor *bsrc = NULL;
-    if (src->ndim != dst->ndim || memcmp(src->shape, dst->shape, (size_t)dst->ndim * 8)) {
-        if (!(bsrc = kn__expand(src, dst->ndim, dst->shape))) return kn_error_code();
-        src = bsrc;
-    }
-    kn_tensor *ops[2] = {dst, src};
-    kc_iter it;
-    kc_iter_init(&it, 2, ops);
+extern "C" kn_status kc_copy_view(kc_dev *d, const kn_operand *out, const kn_operand *x) {
+    kn_operand src = *x;
+    if (x->ndim != out->ndim || memcmp(x->shape, out->shape, (size_t)out->ndim * sizeof out->shape[0]))
+        src = kc_view_expand(x, out->ndim, out->shape);
+    const kn_operand *ops[2] = {out, &src};
+    kn_geom it;
+    kn_geom_init(&it, 2, ops);
+    if (it.numel == 0) return KN_OK;
     kn_status s = KN_OK;
-    if (it.numel > 0) {
-        size_t es = kn_dtype_size(dst->dtype);
-        void *out = kn__data(dst);
-        const void *in = kn__data(src);
-        /* The copy engine for large flat copies; a kernel otherwise (it keeps
-         * the chain of dependent launches going). */
-        if (dst->dtype == src->dtype && kc_iter_flat(&it) && it.stride[0][0] == 1 && it.stride[1][0] == 1 &&
-            (size_t)it.numel * es >= KC_BULK_BYTES) {
-            s = kc_check(cudaMemcpyAsync(out, in, (size_t)it.numel * es, cudaMemcpyDeviceToDevice, d->stream), "copy");
-        } else if (dst->dtype == src->dtype) {
-            switch (es) {
-            case 1: launch_copy_same<uint8_t>(d, it, out, in); break;
-            case 2: launch_copy_same<uint16_t>(d, it, out, in); break;
-            case 4: launch_copy_same<uint32_t>(d, it, out, in); break;
-            default: launch_copy_same<unsigned long long>(d, it, out, in); break;
-            }
-        } else if (src->dtype == KN_F32 && (dst->dtype == KN_F16 || dst->dtype == KN_BF16)) {
-            KC_LAUNCH(d, copy_f32_to_half, kc_blocks(it.numel), KC_THREADS, it, (uint16_t *)out, (const float *)in,
-                                                                                dst->dtype == KN_BF16);
-        } else {
-            KC_LAUNCH(d, copy_convert, kc_blocks(it.numel), KC_THREADS, it, (char *)out, dst->dtype,
-                                                                            (const char *)in, src->dtype);
+    size_t es = kn_dtype_size(out->dtype);
+    void *o = out->data;
+    const void *in = src.data;
+    /* The copy engine for large flat copies; a kernel otherwise (it keeps
+     * the chain of dependent launches going). */
+    if (out->dtype == src.dtype && kc_geom_flat(&it) && it.stride[0][0] == 1 && it.stride[1][0] == 1 &&
+        (size_t)it.numel * es >= KC_BULK_BYTES) {
+        s = kc_check(cudaMemcpyAsync(o, in, (size_t)it.numel * es, cudaMemcpyDeviceToDevice, d->stream), "copy");
+    } else if (out->dtype == src.dtype) {
+        switch (es) {
+        case 1: launch_copy_same<uint8_t>(d, it, o, in); break;
+        case 2: launch_copy_same<uint16_t>(d, it, o, in); break;
+        case 4: launch_copy_same<uint32_t>(d, it, o, in); break;
+        default: launch_copy_same<unsigned long long>(d, it, o, in); break;
         }
-        if (s == KN_OK) s = kc_after(d, "copy");
+    } else if (src.dtype == KN_F32 && (out->dtype == KN_F16 || out->dtype == KN_BF16)) {
+        KC_LAUNCH(d, copy_f32_to_half, kc_blocks(it.numel), KC_THREADS, it, (uint16_t *)o, (const float *)in,
+                  out->dtype == KN_BF16);
+    } else {
+        KC_LAUNCH(d, copy_convert, kc_blocks(it.numel), KC_THREADS, it, (char *)o, out->dtype, (const char *)in,
+                  src.dtype);
     }
-    kn_release(bsrc);
-    return s;
+    return s == KN_OK ? kc_after(d, "copy") : s;
 }
 
-/* ---- fill and arange ---------------------------------------------------------------------- */
+extern "C" kn_status kn__cuda_copy(int device, const void *args) {
+    const kn_copy_args *a = (const kn_copy_args *)args;
+    kc_dev *d = kc_enter(device, "copy", false);
+    return d ? kc_copy_view(d, &a->out, &a->x) : kn_error_code();
+}
+
+/* ---- fill (and arange) ---------------------------------------------------------------------- */
 template <typename T>
-__global__ void fill_kernel(const __grid_constant__ kc_iter it, T *out, T v) {
+__global__ void fill_kernel(const __grid_constant__ kn_geom it, T *out, T v) {
     kc_pdl_wait();
     KC_LOOP(i, it.numel) {
         long long o[1];
@@ -101,16 +100,16 @@ __global__ void fill_kernel(const __grid_constant__ kc_iter it, T *out, T v) {
 }
 
 template <typename T>
-static void launch_fill(kc_dev *d, const kc_iter &it, void *out, const void *pattern) {
+static void launch_fill(kc_dev *d, const kn_geom &it, void *out, const void *pattern) {
     T v;
     memcpy(&v, pattern, sizeof v);
     KC_LAUNCH(d, fill_kernel<T>, kc_blocks(it.numel), KC_THREADS, it, (T *)out, v);
 }
 
-static kn_status fill_iter(kc_dev *d, const kc_iter &it, void *out, const void *pattern, size_t es) {
+static kn_status fill_geom(kc_dev *d, const kn_geom &it, void *out, const void *pattern, size_t es) {
     bool zero = true;
     for (size_t k = 0; k < es; k++) zero = zero && ((const char *)pattern)[k] == 0;
-    if (kc_iter_flat(&it) && it.stride[0][0] == 1 && (zero || es == 1) && (size_t)it.numel * es >= KC_BULK_BYTES)
+    if (kc_geom_flat(&it) && it.stride[0][0] == 1 && (zero || es == 1) && (size_t)it.numel * es >= KC_BULK_BYTES)
         return kc_check(cudaMemsetAsync(out, ((const unsigned char *)pattern)[0], (size_t)it.numel * es, d->stream),
                         "fill");
     switch (es) {
@@ -122,33 +121,39 @@ static kn_status fill_iter(kc_dev *d, const kc_iter &it, void *out, const void *
     return KN_OK;
 }
 
-extern "C" kn_status kn__cuda_fill(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
-    if (!d) return kn_error_code();
-    kn_tensor *t = c->out[0];
-    char value[8] = {0};
-    kn__store(value, t->dtype, c->f[0]); /* converted once, exactly as the CPU does */
-    kc_iter it;
-    kc_iter_init(&it, 1, &t);
+/* out[k] = start + k * step, k the row-major index (the merged geometry
+ * keeps the order of the elements). */
+__global__ void arange_kernel(const __grid_constant__ kn_geom it, char *out, int dt, double start, double step) {
+    kc_pdl_wait();
+    int es = kc_dsize(dt);
+    KC_LOOP(k, it.numel) {
+        long long o[1];
+        kc_offsets<1>(it, k, o);
+        kc_store(out + o[0] * es, dt, __dadd_rn(start, __dmul_rn((double)k, step)));
+    }
+}
+
+extern "C" kn_status kc_fill_view(kc_dev *d, const kn_operand *out, double value, double step) {
+    const kn_operand *ops[1] = {out};
+    kn_geom it;
+    kn_geom_init(&it, 1, ops);
     if (it.numel == 0) return KN_OK;
-    kn_status s = fill_iter(d, it, kn__data(t), value, kn_dtype_size(t->dtype));
+    if (step != 0) { /* arange */
+        KC_LAUNCH(d, arange_kernel, kc_blocks(it.numel), KC_THREADS, it, (char *)out->data, out->dtype, value, step);
+        return kc_after(d, "arange");
+    }
+    /* A constant: the value converted once, exactly as the CPU does (and
+     * kept as given: -0.0 + k * 0 would lose its sign). */
+    char pattern[8] = {0};
+    kn__store(pattern, out->dtype, value);
+    kn_status s = fill_geom(d, it, out->data, pattern, kn_dtype_size(out->dtype));
     return s == KN_OK ? kc_after(d, "fill") : s;
 }
 
-__global__ void arange_kernel(char *out, int dt, long long n, double start, double step) {
-    kc_pdl_wait();
-    int es = kc_dsize(dt);
-    KC_LOOP(k, n) kc_store(out + k * es, dt, __dadd_rn(start, __dmul_rn((double)k, step)));
-}
-
-extern "C" kn_status kn__cuda_arange(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
-    if (!d) return kn_error_code();
-    kn_tensor *t = c->out[0];
-    long long n = t->shape[0];
-    if (n == 0) return KN_OK;
-    KC_LAUNCH(d, arange_kernel, kc_blocks(n), KC_THREADS, (char *)kn__data(t), t->dtype, n, c->f[0], c->f[1]);
-    return kc_after(d, "arange");
+extern "C" kn_status kn__cuda_fill(int device, const void *args) {
+    const kn_fill_args *a = (const kn_fill_args *)args;
+    kc_dev *d = kc_enter(device, "fill", false);
+    return d ? kc_fill_view(d, &a->out, a->value, a->step) : kn_error_code();
 }
 
 /* ---- unary ---------------------------------------------------------------------------------- */
@@ -185,7 +190,7 @@ __device__ __forceinline__ long long unary_int(int f, long long x, double p0, do
 
 enum { MODE_F32, MODE_INT, MODE_ANY };
 
-__global__ void unary_kernel(const __grid_constant__ kc_iter it, char *out, int odt, const char *in, int idt, int mode, int f, double p0,
+__global__ void unary_kernel(const __grid_constant__ kn_geom it, char *out, int odt, const char *in, int idt, int mode, int f, double p0,
                              double p1) {
     kc_pdl_wait();
     int os = kc_dsize(odt), is = kc_dsize(idt);
@@ -202,27 +207,30 @@ __global__ void unary_kernel(const __grid_constant__ kc_iter it, char *out, int 
     }
 }
 
-extern "C" kn_status kn__cuda_unary(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
-    if (!d) return kn_error_code();
-    kn_tensor *ops[2] = {c->out[0], c->in[0]};
-    kc_iter it;
-    kc_iter_init(&it, 2, ops);
+extern "C" kn_status kc_unary_view(kc_dev *d, const kn_operand *out, const kn_operand *x, int f, double p0,
+                                   double p1) {
+    const kn_operand *ops[2] = {out, x};
+    kn_geom it;
+    kn_geom_init(&it, 2, ops);
     if (it.numel == 0) return KN_OK;
-    int f = (int)c->i[0];
-    kn_dtype od = ops[0]->dtype, id = ops[1]->dtype;
+    kn_dtype od = out->dtype, id = x->dtype;
     int mode = od == KN_F32 && id == KN_F32 ? MODE_F32
              : !kn_dtype_is_float(od) && !kn_dtype_is_float(id) && f != KN_UNARY_SQRT && f != KN_UNARY_EXP &&
                        f != KN_UNARY_LOG
                  ? MODE_INT
                  : MODE_ANY;
-    KC_LAUNCH(d, unary_kernel, kc_blocks(it.numel), KC_THREADS, it, (char *)kn__data(ops[0]), od,
-                                                                    (const char *)kn__data(ops[1]), id, mode, f,
-                                                                    c->f[0], c->f[1]);
-    return kc_after(d, kn__call_name(c));
+    KC_LAUNCH(d, unary_kernel, kc_blocks(it.numel), KC_THREADS, it, (char *)out->data, od, (const char *)x->data, id,
+              mode, f, p0, p1);
+    return kc_after(d, kn__unary_name((kn_unary_fn)f));
 }
 
-__global__ void unary_bw_kernel(const __grid_constant__ kc_iter it, char *out, int odt, const char *g, int gdt, const char *x, int xdt, int f,
+extern "C" kn_status kn__cuda_unary(int device, const void *args) {
+    const kn_unary_args *a = (const kn_unary_args *)args;
+    kc_dev *d = kc_enter(device, kn__unary_name((kn_unary_fn)a->fn), false);
+    return d ? kc_unary_view(d, &a->out, &a->x, (int)a->fn, a->p0, a->p1) : kn_error_code();
+}
+
+__global__ void unary_bw_kernel(const __grid_constant__ kn_geom it, char *out, int odt, const char *g, int gdt, const char *x, int xdt, int f,
                                 double p0, double p1) {
     kc_pdl_wait();
     int os = kc_dsize(odt), gs = kc_dsize(gdt), xs = kc_dsize(xdt);
@@ -246,16 +254,17 @@ __global__ void unary_bw_kernel(const __grid_constant__ kc_iter it, char *out, i
     }
 }
 
-extern "C" kn_status kn__cuda_unary_backward(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_unary_backward(int device, const void *args) {
+    const kn_unary_backward_args *a = (const kn_unary_backward_args *)args;
+    kc_dev *d = kc_enter(device, "unary_backward", false);
     if (!d) return kn_error_code();
-    kn_tensor *ops[3] = {c->out[0], c->in[0], c->in[1]};
-    kc_iter it;
-    kc_iter_init(&it, 3, ops);
+    const kn_operand *ops[3] = {&a->out, &a->grad, &a->x};
+    kn_geom it;
+    kn_geom_init(&it, 3, ops);
     if (it.numel == 0) return KN_OK;
-    KC_LAUNCH(d, unary_bw_kernel, kc_blocks(it.numel), KC_THREADS, 
-        it, (char *)kn__data(ops[0]), ops[0]->dtype, (const char *)kn__data(ops[1]), ops[1]->dtype,
-        (const char *)kn__data(ops[2]), ops[2]->dtype, (int)c->i[0], c->f[0], c->f[1]);
+    KC_LAUNCH(d, unary_bw_kernel, kc_blocks(it.numel), KC_THREADS, it, (char *)a->out.data, a->out.dtype,
+              (const char *)a->grad.data, a->grad.dtype, (const char *)a->x.data, a->x.dtype, (int)a->fn, a->p0,
+              a->p1);
     return kc_after(d, "unary_backward");
 }
 
@@ -272,7 +281,7 @@ __device__ __forceinline__ float binary_f32(int f, float a, float b) {
     }
 }
 
-__global__ void binary_kernel(const __grid_constant__ kc_iter it, char *out, int odt, const char *a, const char *b, int idt, int mode, int f) {
+__global__ void binary_kernel(const __grid_constant__ kn_geom it, char *out, int odt, const char *a, const char *b, int idt, int mode, int f) {
     kc_pdl_wait();
     int os = kc_dsize(odt), is = kc_dsize(idt);
     KC_LOOP(i, it.numel) {
@@ -287,25 +296,25 @@ __global__ void binary_kernel(const __grid_constant__ kc_iter it, char *out, int
     }
 }
 
-extern "C" kn_status kn__cuda_binary(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_binary(int device, const void *args) {
+    const kn_binary_args *a = (const kn_binary_args *)args;
+    const char *name = kn__binary_name((kn_binary_fn)a->fn);
+    kc_dev *d = kc_enter(device, name, false);
     if (!d) return kn_error_code();
-    kn_tensor *ops[3] = {c->out[0], c->in[0], c->in[1]};
-    kc_iter it;
-    kc_iter_init(&it, 3, ops);
+    const kn_operand *ops[3] = {&a->out, &a->a, &a->b};
+    kn_geom it;
+    kn_geom_init(&it, 3, ops);
     if (it.numel == 0) return KN_OK;
-    kn_dtype od = ops[0]->dtype, id = ops[1]->dtype;
+    kn_dtype od = a->out.dtype, id = a->a.dtype;
     int mode = od == KN_F32 && id == KN_F32 ? MODE_F32 : !kn_dtype_is_float(id) ? MODE_INT : MODE_ANY;
-    KC_LAUNCH(d, binary_kernel, kc_blocks(it.numel), KC_THREADS, it, (char *)kn__data(ops[0]), od,
-                                                                     (const char *)kn__data(ops[1]),
-                                                                     (const char *)kn__data(ops[2]), id, mode,
-                                                                     (int)c->i[0]);
-    return kc_after(d, kn__call_name(c));
+    KC_LAUNCH(d, binary_kernel, kc_blocks(it.numel), KC_THREADS, it, (char *)a->out.data, od, (const char *)a->a.data,
+              (const char *)a->b.data, id, mode, (int)a->fn);
+    return kc_after(d, name);
 }
 
 /* ---- where --------------------------------------------------------------------------------------- */
 template <typename T>
-__global__ void where_kernel(const __grid_constant__ kc_iter it, T *out, const uint8_t *cond, const T *a, const T *b) {
+__global__ void where_kernel(const __grid_constant__ kn_geom it, T *out, const uint8_t *cond, const T *a, const T *b) {
     kc_pdl_wait();
     KC_LOOP(i, it.numel) {
         long long o[4];
@@ -315,24 +324,24 @@ __global__ void where_kernel(const __grid_constant__ kc_iter it, T *out, const u
 }
 
 template <typename T>
-static void launch_where(kc_dev *d, const kc_iter &it, kn_tensor *const *ops) {
-    KC_LAUNCH(d, where_kernel<T>, kc_blocks(it.numel), KC_THREADS, 
-        it, (T *)kn__data(ops[0]), (const uint8_t *)kn__data(ops[1]), (const T *)kn__data(ops[2]),
-        (const T *)kn__data(ops[3]));
+static void launch_where(kc_dev *d, const kn_geom &it, const kn_where_args *a) {
+    KC_LAUNCH(d, where_kernel<T>, kc_blocks(it.numel), KC_THREADS, it, (T *)a->out.data, (const uint8_t *)a->cond.data,
+              (const T *)a->a.data, (const T *)a->b.data);
 }
 
-extern "C" kn_status kn__cuda_where(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_where(int device, const void *args) {
+    const kn_where_args *a = (const kn_where_args *)args;
+    kc_dev *d = kc_enter(device, "where", false);
     if (!d) return kn_error_code();
-    kn_tensor *ops[4] = {c->out[0], c->in[0], c->in[1], c->in[2]};
-    kc_iter it;
-    kc_iter_init(&it, 4, ops);
+    const kn_operand *ops[4] = {&a->out, &a->cond, &a->a, &a->b};
+    kn_geom it;
+    kn_geom_init(&it, 4, ops);
     if (it.numel == 0) return KN_OK;
-    switch (kn_dtype_size(ops[0]->dtype)) {
-    case 1: launch_where<uint8_t>(d, it, ops); break;
-    case 2: launch_where<uint16_t>(d, it, ops); break;
-    case 4: launch_where<uint32_t>(d, it, ops); break;
-    default: launch_where<unsigned long long>(d, it, ops); break;
+    switch (kn_dtype_size(a->out.dtype)) {
+    case 1: launch_where<uint8_t>(d, it, a); break;
+    case 2: launch_where<uint16_t>(d, it, a); break;
+    case 4: launch_where<uint32_t>(d, it, a); break;
+    default: launch_where<unsigned long long>(d, it, a); break;
     }
     return kc_after(d, "where");
 }

@@ -1,40 +1,51 @@
-/* Joined embeddings (KN_OP_EMBEDDING_CAT): up to KN_EMBEDDING_CAT_MAX
- * tables looked up with one column of codes each and written side by side,
- * in one kernel; the backward sums every table's gradient rows in one
+/* Joined embeddings (KN_OP_EMBEDDING_CAT): tables looked up with one column
+ * of codes each and written side by side, up to EMB_CHUNK tables per kernel
+ * (their pointers and sizes travel as kernel parameters; more tables take
+ * one launch per chunk); the backward sums each chunk's gradient rows in one
  * kernel too (shared-memory accumulators per block, then the last block to
  * finish adds the blocks' partial sums: no zeroing pass, no global atomics).
  * Gradients too large for shared memory accumulate with global atomics in a
- * scratch (float, or double for float64) that is then converted. A code out of range is recorded
- * (kc_fault) and its row skipped. */
+ * scratch (float, or double for float64) that is then converted. A code out
+ * of range is recorded (kc_fault) and its row skipped. */
 #include "cuda_common.cuh"
 
+#define EMB_CHUNK 16 /* tables per launch */
+
 typedef struct {
-    const char *w[KN_EMBEDDING_CAT_MAX]; /* tables [V_k, D_k], contiguous; backward: grads */
-    long long rows[KN_EMBEDDING_CAT_MAX], dim[KN_EMBEDDING_CAT_MAX];
-    long long col[KN_EMBEDDING_CAT_MAX + 1];   /* first column of table k in the joined row */
-    long long start[KN_EMBEDDING_CAT_MAX + 1]; /* first element of table k among all tables' */
+    const char *w[EMB_CHUNK]; /* tables [V_k, D_k], contiguous; backward: grads */
+    long long rows[EMB_CHUNK], dim[EMB_CHUNK];
+    long long col[EMB_CHUNK + 1];   /* first column of table k in the chunk's joined row */
+    long long start[EMB_CHUNK + 1]; /* first element of table k among the chunk's tables' */
     int T;
-    const char *codes;
+    int k0; /* the chunk's first table, for messages */
+    const char *codes; /* at the chunk's first column */
     long long cs0, cs1;
     int cdt;
     long long N;
 } emb_geom;
 
-static void geom(emb_geom *g, int T, kn_tensor *const *tables, const kn_tensor *codes) {
+/* The chunk of T tables from table k0: tables[k0 .. k0 + T). */
+static void geom(emb_geom *g, int k0, int T, const kn_operand *tables, const kn_operand *codes) {
     memset(g, 0, sizeof *g);
     g->T = T;
+    g->k0 = k0;
     for (int k = 0; k < T; k++) {
-        g->w[k] = (const char *)kn__data(tables[k]);
-        g->rows[k] = tables[k]->shape[0];
-        g->dim[k] = tables[k]->shape[1];
+        const kn_operand *t = &tables[k0 + k];
+        g->w[k] = (const char *)t->data;
+        g->rows[k] = t->shape[0];
+        g->dim[k] = t->shape[1];
         g->col[k + 1] = g->col[k] + g->dim[k];
         g->start[k + 1] = g->start[k] + g->rows[k] * g->dim[k];
     }
-    g->codes = (const char *)kn__data(codes);
     g->cs0 = codes->stride[0];
     g->cs1 = codes->stride[1];
     g->cdt = codes->dtype;
+    g->codes = (const char *)codes->data + k0 * g->cs1 * (long long)kn_dtype_size(codes->dtype);
     g->N = codes->shape[0];
+}
+
+static int chunk_len(int64_t n_tables, int k0) {
+    return n_tables - k0 < EMB_CHUNK ? (int)(n_tables - k0) : EMB_CHUNK;
 }
 
 /* The table that joined column j belongs to (T is small: a scan). */
@@ -48,7 +59,7 @@ __device__ __forceinline__ int table_of(const emb_geom &g, long long j) {
 __device__ __forceinline__ long long code_at(const emb_geom &g, long long n, int k, long long *err) {
     long long v = kc_load_i(g.codes + (n * g.cs0 + k * g.cs1) * kc_dsize(g.cdt), g.cdt);
     if (v < 0 || v >= g.rows[k]) {
-        kc_fault(err, KC_FAULT_INDEX, KC_OP_EMBEDDING_CAT, v, g.rows[k], k);
+        kc_fault(err, KC_FAULT_INDEX, KC_OP_EMBEDDING_CAT, v, g.rows[k], g.k0 + k);
         return -1;
     }
     return v;
@@ -67,33 +78,39 @@ __global__ void emb_cat_kernel(const __grid_constant__ emb_geom g, T *out, long 
     }
 }
 
-extern "C" kn_status kn__cuda_embedding_cat(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+template <typename T>
+static void launch_cat(kc_dev *d, const emb_geom &g, long long n, char *out, long long os0, long long os1) {
+    KC_LAUNCH(d, emb_cat_kernel<T>, kc_blocks(n), KC_THREADS, g, (T *)out, os0, os1, d->err_dev);
+}
+
+extern "C" kn_status kn__cuda_embedding_cat(int device, const void *args) {
+    const kn_embedding_cat_args *a = (const kn_embedding_cat_args *)args;
+    kc_dev *d = kc_enter(device, "embedding_cat", false);
     if (!d) return kn_error_code();
-    kn_tensor *out = c->out[0];
-    emb_geom g;
-    geom(&g, (int)c->i[0], c->in + 1, c->in[0]);
-    long long n = g.N * g.col[g.T];
-    if (n == 0) return KN_OK;
-    switch (kn_dtype_size(out->dtype)) {
-    case 2:
-        KC_LAUNCH(d, emb_cat_kernel<uint16_t>, kc_blocks(n), KC_THREADS, g, (uint16_t *)kn__data(out), out->stride[0],
-                  out->stride[1], d->err_dev);
-        break;
-    case 4:
-        KC_LAUNCH(d, emb_cat_kernel<uint32_t>, kc_blocks(n), KC_THREADS, g, (uint32_t *)kn__data(out), out->stride[0],
-                  out->stride[1], d->err_dev);
-        break;
-    default:
-        KC_LAUNCH(d, emb_cat_kernel<unsigned long long>, kc_blocks(n), KC_THREADS, g,
-                  (unsigned long long *)kn__data(out), out->stride[0], out->stride[1], d->err_dev);
-        break;
+    const kn_operand *out = &a->out;
+    size_t es = kn_dtype_size(out->dtype);
+    long long col0 = 0;
+    kn_status s = KN_OK;
+    for (int k0 = 0; k0 < a->n_tables && s == KN_OK; k0 += EMB_CHUNK) {
+        emb_geom g;
+        geom(&g, k0, chunk_len(a->n_tables, k0), a->tables, &a->codes);
+        long long n = g.N * g.col[g.T];
+        char *o = (char *)out->data + col0 * out->stride[1] * (long long)es;
+        col0 += g.col[g.T];
+        if (n == 0) continue;
+        switch (es) {
+        case 1: launch_cat<uint8_t>(d, g, n, o, out->stride[0], out->stride[1]); break;
+        case 2: launch_cat<uint16_t>(d, g, n, o, out->stride[0], out->stride[1]); break;
+        case 4: launch_cat<uint32_t>(d, g, n, o, out->stride[0], out->stride[1]); break;
+        default: launch_cat<unsigned long long>(d, g, n, o, out->stride[0], out->stride[1]); break;
+        }
+        s = kc_after(d, "embedding_cat");
     }
-    return kc_after(d, "embedding_cat");
+    return s;
 }
 
 /* ---- backward ------------------------------------------------------------------------------------ */
-#define EMB_SMEM_MAX 4096 /* gradient elements (all tables) that accumulate in shared memory */
+#define EMB_SMEM_MAX 4096 /* gradient elements (the chunk's tables) that accumulate in shared memory */
 #define EMB_ROWS 128      /* rows per block */
 #define EMB_THREADS 1024  /* a block's items in one or two passes: latency, not bandwidth, counts */
 
@@ -102,7 +119,7 @@ typedef struct {
     const char *grad;
     long long gs0, gs1;
     int gdt;
-    char *out[KN_EMBEDDING_CAT_MAX]; /* contiguous grads, dtype odt */
+    char *out[EMB_CHUNK]; /* contiguous grads, dtype odt */
     int odt;
     void *partial;  /* [blocks][S] in the accumulation type */
     unsigned int *ticket;
@@ -175,42 +192,39 @@ __global__ void emb_cat_store(const __grid_constant__ emb_bwd b) {
     KC_LOOP(s, b.g.start[b.g.T]) emb_store<A>(b, s, ((const A *)b.partial)[s]);
 }
 
-extern "C" kn_status kn__cuda_embedding_cat_backward(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
-    if (!d) return kn_error_code();
-    int T = (int)c->i[0];
-    const kn_tensor *grad = c->in[0];
+/* One chunk of tables: their gradients from grad's columns at col0. */
+static kn_status backward_chunk(kc_dev *d, const kn_embedding_cat_backward_args *a, int k0, long long col0) {
+    const kn_operand *grad = &a->grad;
+    int T = chunk_len(a->n_tables, k0);
     emb_bwd b;
     memset(&b, 0, sizeof b);
-    geom(&b.g, T, c->out, c->in[1]);
-    b.grad = (const char *)kn__data(grad);
+    geom(&b.g, k0, T, a->grads, &a->codes);
     b.gs0 = grad->stride[0];
     b.gs1 = grad->stride[1];
     b.gdt = grad->dtype;
-    b.odt = c->out[0]->dtype;
-    for (int k = 0; k < T; k++) b.out[k] = (char *)kn__data(c->out[k]);
+    b.grad = (const char *)grad->data + col0 * b.gs1 * (long long)kn_dtype_size(grad->dtype);
+    b.odt = a->grads[k0].dtype;
+    for (int k = 0; k < T; k++) b.out[k] = (char *)a->grads[k0 + k].data;
     b.ticket = d->tickets;
     long long S = b.g.start[T], N = b.g.N;
     if (S == 0) return KN_OK;
     bool f64 = b.odt == KN_F64;
-    kn_tensor *scratch = NULL;
+    size_t acc_size = f64 ? 8 : 4, nbytes = 0;
     kn_status s = KN_OK;
     if (S <= EMB_SMEM_MAX) {
         unsigned blocks = (unsigned)((N + EMB_ROWS - 1) / EMB_ROWS);
         if (blocks < 1) blocks = 1;
         if (blocks > 1) {
-            int64_t n = (int64_t)blocks * S;
-            if (!(scratch = kc_scratch(1, &n, f64 ? KN_F64 : KN_F32, c->device))) return kn_error_code();
-            b.partial = kn__data(scratch);
+            nbytes = (size_t)blocks * (size_t)S * acc_size;
+            if (!(b.partial = kc_alloc(d->index, nbytes))) return kn_error_code();
         }
         if (f64) KC_LAUNCH(d, emb_cat_backward_smem<double>, blocks, EMB_THREADS, b, d->err_dev);
         else KC_LAUNCH(d, emb_cat_backward_smem<float>, blocks, EMB_THREADS, b, d->err_dev);
         s = kc_after(d, "embedding_cat");
     } else {
-        int64_t n = S;
-        if (!(scratch = kc_scratch(1, &n, f64 ? KN_F64 : KN_F32, c->device))) return kn_error_code();
-        b.partial = kn__data(scratch);
-        s = kc_check(cudaMemsetAsync(b.partial, 0, (size_t)S * (f64 ? 8 : 4), d->stream), "embedding_cat");
+        nbytes = (size_t)S * acc_size;
+        if (!(b.partial = kc_alloc(d->index, nbytes))) return kn_error_code();
+        s = kc_check(cudaMemsetAsync(b.partial, 0, nbytes, d->stream), "embedding_cat");
         if (s == KN_OK && N > 0) {
             if (f64) KC_LAUNCH(d, emb_cat_backward_atomic<double>, kc_blocks(N * b.g.col[T]), KC_THREADS, b, d->err_dev);
             else KC_LAUNCH(d, emb_cat_backward_atomic<float>, kc_blocks(N * b.g.col[T]), KC_THREADS, b, d->err_dev);
@@ -222,6 +236,19 @@ extern "C" kn_status kn__cuda_embedding_cat_backward(const kn_call *c) {
             s = kc_after(d, "embedding_cat");
         }
     }
-    kn_release(scratch); /* stream order keeps it alive for the kernels queued */
+    kc_free(d->index, b.partial, nbytes); /* stream order keeps it alive for the kernels queued */
+    return s;
+}
+
+extern "C" kn_status kn__cuda_embedding_cat_backward(int device, const void *args) {
+    const kn_embedding_cat_backward_args *a = (const kn_embedding_cat_backward_args *)args;
+    kc_dev *d = kc_enter(device, "embedding_cat", false);
+    if (!d) return kn_error_code();
+    long long col0 = 0;
+    kn_status s = KN_OK;
+    for (int k0 = 0; k0 < a->n_tables && s == KN_OK; k0 += EMB_CHUNK) {
+        s = backward_chunk(d, a, k0, col0);
+        for (int k = k0; k < k0 + chunk_len(a->n_tables, k0); k++) col0 += a->grads[k].shape[1];
+    }
     return s;
 }

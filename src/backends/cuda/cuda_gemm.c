@@ -271,47 +271,51 @@ typedef struct {
     char kind; /* 'r' or 'c' */
 } operand;
 
-static bool prepare(const kn_tensor *t, long long rows, long long cols, bool force_copy, operand *o, kn_tensor **tmp) {
-    *tmp = NULL;
+static kn_status prepare(kc_dev *d, const kn_operand *t, long long rows, long long cols, bool force_copy, operand *o,
+                         kc_buf *tmp) {
+    memset(tmp, 0, sizeof *tmp);
     char k = force_copy ? 0 : layout_of(rows, cols, t->stride[1], t->stride[2], &o->ld);
     if (k) {
         o->kind = k;
-        o->p = kn__data(t);
+        o->p = t->data;
         o->bstride = t->shape[0] > 1 ? t->stride[0] : 0;
-        return true;
+        return KN_OK;
     }
-    if (!(*tmp = kc_contig((kn_tensor *)t, t->dtype))) return false;
+    kn_status s = kc_contig(d, t, t->dtype, tmp); /* t itself when already contiguous */
+    if (s != KN_OK) return s;
     o->kind = 'r';
     o->ld = cols > 0 ? cols : 1;
-    o->p = kn__data(*tmp);
+    o->p = tmp->v.data;
     o->bstride = rows * cols;
-    return true;
+    return KN_OK;
 }
 
 /* act: the epilogue's activation (KN_ACT_NONE when the caller applies it). */
-static kn_status run_gemm(kc_dev *d, const kn_call *c, bool force_copy, int act, bool *retry) {
-    kn_tensor *a = c->in[0], *b = c->in[1], *bias = c->in[2], *out = c->out[0];
-    long long B = out->shape[0], M = out->shape[1], N = out->shape[2], K = a->shape[2];
-    kn_tensor *ta = NULL, *tb = NULL, *tbias = NULL;
+static kn_status run_gemm(kc_dev *d, const kn_matmul_args *m, bool force_copy, int act, bool *retry) {
+    const kn_operand *out = &m->out;
+    long long B = out->shape[0], M = out->shape[1], N = out->shape[2], K = m->a.shape[2];
+    kc_buf ta, tb, tbias;
     operand A, Bo;
-    kn_status s = KN_OK;
     *retry = false;
-    if (!prepare(a, M, K, force_copy, &A, &ta) || !prepare(b, K, N, force_copy, &Bo, &tb)) s = kn_error_code();
-    if (s == KN_OK && bias && !(tbias = kc_contig(bias, out->dtype))) s = kn_error_code();
+    memset(&tb, 0, sizeof tb);
+    memset(&tbias, 0, sizeof tbias);
+    kn_status s = prepare(d, &m->a, M, K, force_copy, &A, &ta);
+    if (s == KN_OK) s = prepare(d, &m->b, K, N, force_copy, &Bo, &tb);
+    if (s == KN_OK) s = kc_contig(d, &m->bias, out->dtype, &tbias);
     if (s == KN_OK) {
         const char *tf = getenv("KILN_ALLOW_TF32");
+        const void *bp = tbias.v.data; /* NULL: no bias */
         /* cuBLAS's A is our B (N x K as stored transposed), its B our A. */
         plan_key key = {.dtype = out->dtype, .tf32 = out->dtype == KN_F32 && tf && !strcmp(tf, "1"),
-                        .bias = tbias != NULL, .act = act, .opa = Bo.kind == 'c', .opb = A.kind == 'c', .m = N, .n = M, .k = K,
-                        .lda = Bo.ld, .ldb = A.ld, .ldc = N, .batch = B, .sa = Bo.bstride, .sb = A.bstride,
+                        .bias = bp != NULL, .act = act, .opa = Bo.kind == 'c', .opb = A.kind == 'c', .m = N, .n = M,
+                        .k = K, .lda = Bo.ld, .ldb = A.ld, .ldc = N, .batch = B, .sa = Bo.bstride, .sb = A.bstride,
                         .sc = M * N, .align_a = alignment(Bo.p), .align_b = alignment(A.p),
-                        .align_c = alignment(kn__data(out)), .align_bias = tbias ? alignment(kn__data(tbias)) : 0};
-        const void *bp = tbias ? kn__data(tbias) : NULL;
+                        .align_c = alignment(out->data), .align_bias = bp ? alignment(bp) : 0};
         float one = 1, zero = 0;
         double one_d = 1, zero_d = 0;
         const void *alpha = out->dtype == KN_F64 ? (const void *)&one_d : (const void *)&one;
         const void *beta = out->dtype == KN_F64 ? (const void *)&zero_d : (const void *)&zero;
-        gemm_ptrs gp = {Bo.p, A.p, bp, kn__data(out), alpha, beta};
+        gemm_ptrs gp = {Bo.p, A.p, bp, out->data, alpha, beta};
         plan *p = get_plan(d, &key, &gp);
         if (!p) {
             s = kn_error_code();
@@ -319,53 +323,56 @@ static kn_status run_gemm(kc_dev *d, const kn_call *c, bool force_copy, int act,
         } else {
             if (bp)
                 cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp);
-            s = lt_check(cublasLtMatmul(d->lt, p->op, alpha, Bo.p, p->la, A.p, p->lb, beta, kn__data(out), p->lc,
-                                        kn__data(out), p->lc, &p->algo, d->workspace, d->workspace_size, d->stream),
+            s = lt_check(cublasLtMatmul(d->lt, p->op, alpha, Bo.p, p->la, A.p, p->lb, beta, out->data, p->lc,
+                                        out->data, p->lc, &p->algo, d->workspace, d->workspace_size, d->stream),
                          "cublasLtMatmul");
             if (s == KN_OK) s = kc_after(d, "matmul");
         }
     }
-    kn_release(ta);
-    kn_release(tb);
-    kn_release(tbias);
+    /* Stream order keeps the copies alive for the GEMM queued. */
+    kc_buf_free(d, &ta);
+    kc_buf_free(d, &tb);
+    kc_buf_free(d, &tbias);
     return s;
 }
 
-kn_status kn__cuda_matmul(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+kn_status kn__cuda_matmul(int device, const void *args) {
+    const kn_matmul_args *m = args;
+    kc_dev *d = kc_enter(device, "matmul", false);
     if (!d) return kn_error_code();
-    kn_tensor *a = c->in[0], *bias = c->in[2], *out = c->out[0];
-    long long B = out->shape[0], M = out->shape[1], N = out->shape[2], K = a->shape[2];
+    const kn_operand *out = &m->out;
+    long long B = out->shape[0], M = out->shape[1], N = out->shape[2], K = m->a.shape[2];
     if (B * M * N == 0) return KN_OK;
     if (K == 0) { /* an empty sum: the bias (through the activation), or zeros */
-        kn_tensor *e = bias ? kn__expand(bias, 3, out->shape) : NULL;
-        kn_call f = {.op = bias ? KN_OP_COPY : KN_OP_FILL, .device = c->device, .in = {e}, .out = {out}};
-        kn_status s = bias && !e ? kn_error_code() : bias ? kn__cuda_copy(&f) : kn__cuda_fill(&f);
-        kn_release(e);
-        kn_call r = {.op = KN_OP_UNARY, .device = c->device, .in = {out}, .out = {out}, .i = {KN_UNARY_RELU}};
-        if (s == KN_OK && c->i[0] == KN_ACT_RELU) s = kn__cuda_unary(&r);
+        kn_status s;
+        if (kn_operand_present(&m->bias)) {
+            kn_operand e = kc_view_expand(&m->bias, 3, out->shape);
+            s = kc_copy_view(d, out, &e);
+        } else {
+            s = kc_fill_view(d, out, 0, 0);
+        }
+        if (s == KN_OK && m->act == KN_ACT_RELU) s = kc_unary_view(d, out, out, KN_UNARY_RELU, 0, 0);
         return s;
     }
     kn_status s = ensure_lt(d);
     if (s != KN_OK) return s;
-    int act = (int)c->i[0];
+    int act = (int)m->act;
     bool retry;
-    s = run_gemm(d, c, false, act, &retry);
+    s = run_gemm(d, m, false, act, &retry);
     /* Odd leading dimensions can leave cuBLASLt without an algorithm: copy;
      * an epilogue it has none for: a ReLU kernel after. */
     if (s != KN_OK && retry) {
         kn_error_clear();
-        s = run_gemm(d, c, true, act, &retry);
+        s = run_gemm(d, m, true, act, &retry);
     }
     if (s != KN_OK && retry && act) {
         kn_error_clear();
-        s = run_gemm(d, c, false, KN_ACT_NONE, &retry);
+        s = run_gemm(d, m, false, KN_ACT_NONE, &retry);
         if (s != KN_OK && retry) {
             kn_error_clear();
-            s = run_gemm(d, c, true, KN_ACT_NONE, &retry);
+            s = run_gemm(d, m, true, KN_ACT_NONE, &retry);
         }
-        kn_call r = {.op = KN_OP_UNARY, .device = c->device, .in = {out}, .out = {out}, .i = {KN_UNARY_RELU}};
-        if (s == KN_OK) s = kn__cuda_unary(&r);
+        if (s == KN_OK) s = kc_unary_view(d, out, out, KN_UNARY_RELU, 0, 0);
     }
     return s;
 }

@@ -1,15 +1,17 @@
 /* CUDA backend internals shared by its C host files and its .cu kernel files.
- * Valid C11 and C++17 (the .cu files include it). */
+ * Valid C11 and C++17 (the .cu files include it). The backend sees kiln only
+ * through core/backend.h: kernels get views, scratch comes from kc_alloc. */
 #ifndef KILN_CUDA_INTERNAL_H
 #define KILN_CUDA_INTERNAL_H
+
+#include "core/backend.h"
+#include "backends/common/geometry.h"
+
+#include <cuda_runtime_api.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#include "core/internal.h"
-
-#include <cuda_runtime_api.h>
 
 /* ---- per-device state --------------------------------------------------------- */
 typedef struct kc_pool kc_pool;
@@ -57,7 +59,7 @@ typedef struct {
 kc_dev *kc_device(int index, const char *op);
 /* Entry of every kernel: kc_device, flush of pending fused work (unless
  * `keep_pending`), and report of an error left by an earlier kernel. */
-kc_dev *kc_enter(const kn_call *c, bool keep_pending);
+kc_dev *kc_enter(int index, const char *op, bool keep_pending);
 /* After a launch: the launch error, or (KILN_CUDA_SYNC=1) the kernel's. */
 kn_status kc_after(kc_dev *d, const char *op);
 /* Records "op: CUDA error ..." for a failed runtime call; KN_OK for cudaSuccess. */
@@ -70,22 +72,26 @@ bool kc_sync_mode(void); /* KILN_CUDA_SYNC=1 */
 int kc_device_count(void);
 
 /* Names for kernel-recorded errors. */
-enum { KC_OP_INDEX_SELECT = 1, KC_OP_GATHER, KC_OP_INDEX_ADD, KC_OP_NLL, KC_OP_CROSS_ENTROPY, KC_OP_EMBEDDING_CAT };
+enum {
+    KC_OP_INDEX_SELECT = 1, KC_OP_GATHER, KC_OP_INDEX_ADD, KC_OP_NLL, KC_OP_CROSS_ENTROPY, KC_OP_EMBEDDING_CAT,
+    KC_OP_SCATTER_ADD
+};
 
 /* KILN_CUDA_PROFILE=1: wraps the kernel slots with timing (cuda_profile.c). */
 void kc_profile_install(kn_backend *b);
 
 /* ---- memory (cuda_alloc.c) -------------------------------------------------------- */
+/* Device memory from the caching allocator: the backend's alloc slot, and
+ * every kernel's scratch. A block freed while kernels that use it are still
+ * queued is safe: its next user is queued after them on the one stream. */
 void *kc_alloc(int index, size_t nbytes);
 void kc_free(int index, void *ptr, size_t nbytes);
 kn_status kc_memory_stats(int index, kn_memory_stats *out);
 kn_status kc_empty_cache(int index);
 kc_pool *kc_pool_new(int index);
 /* The graph no longer needs the pool: its memory returns to the cache as its
- * tensors die. */
+ * blocks are freed. */
 void kc_pool_release(int index, kc_pool *pool);
-/* A device tensor for scratch (raw, refcount 1), NULL with an error. */
-kn_tensor *kc_scratch(int ndim, const int64_t *shape, kn_dtype dt, kn_device dev);
 
 /* ---- copies (cuda_copy.c) ------------------------------------------------------------ */
 kn_status kc_copy_h2d(int index, void *dst, const void *src, size_t n);
@@ -98,52 +104,59 @@ void *kc_graph_end(int index, kn_status *status);
 kn_status kc_graph_launch(int index, void *graph);
 void kc_graph_free(int index, void *graph);
 
-/* ---- strided iteration (cuda_iter.c) -----------------------------------------------------
- * Up to 4 operands of one shape, dims merged where every operand allows,
- * strides in elements. Passed by value to kernels. */
-#define KC_MAX_OPS 4
-typedef struct {
-    int ndim, nops;
-    long long numel;
-    long long shape[KN_MAX_DIMS];
-    long long stride[KC_MAX_OPS][KN_MAX_DIMS];
-} kc_iter;
-void kc_iter_init(kc_iter *it, int nops, kn_tensor *const *ops);
+/* ---- views (cuda_view.c) -----------------------------------------------------------------
+ * Strided kernels walk a kn_geom (backends/common/geometry.h), passed by value. */
 /* Every operand walks memory with unit (or zero) stride in one dim. */
-bool kc_iter_flat(const kc_iter *it);
-/* A contiguous tensor of dtype dt with t's values: t itself (retained) when it
- * already is, else a scratch copy. NULL with an error. */
-kn_tensor *kc_contig(kn_tensor *t, kn_dtype dt);
+bool kc_geom_flat(const kn_geom *g);
+/* v broadcast to (ndim, shape), aligned on the right: stride 0 on new and
+ * size-1 dims. */
+kn_operand kc_view_expand(const kn_operand *v, int ndim, const int64_t *shape);
 
-/* ---- kernels (the .cu files) ------------------------------------------------------------ */
-kn_status kn__cuda_copy(const kn_call *c);
-kn_status kn__cuda_fill(const kn_call *c);
-kn_status kn__cuda_arange(const kn_call *c);
-kn_status kn__cuda_unary(const kn_call *c);
-kn_status kn__cuda_unary_backward(const kn_call *c);
-kn_status kn__cuda_binary(const kn_call *c);
-kn_status kn__cuda_where(const kn_call *c);
-kn_status kn__cuda_reduce(const kn_call *c);
-kn_status kn__cuda_matmul(const kn_call *c);
-kn_status kn__cuda_index_select(const kn_call *c);
-kn_status kn__cuda_gather(const kn_call *c);
-kn_status kn__cuda_index_add(const kn_call *c);
-kn_status kn__cuda_embedding_cat(const kn_call *c);
-kn_status kn__cuda_embedding_cat_backward(const kn_call *c);
-kn_status kn__cuda_softmax(const kn_call *c);
-kn_status kn__cuda_softmax_backward(const kn_call *c);
-kn_status kn__cuda_nll(const kn_call *c);
-kn_status kn__cuda_nll_backward(const kn_call *c);
-kn_status kn__cuda_cross_entropy(const kn_call *c);
-kn_status kn__cuda_cross_entropy_backward(const kn_call *c);
-kn_status kn__cuda_batch_norm(const kn_call *c);
-kn_status kn__cuda_batch_norm_backward(const kn_call *c);
-kn_status kn__cuda_layer_norm(const kn_call *c);
-kn_status kn__cuda_layer_norm_backward(const kn_call *c);
-kn_status kn__cuda_random(const kn_call *c);
-kn_status kn__cuda_dropout(const kn_call *c);
-kn_status kn__cuda_adam(const kn_call *c);
-kn_status kn__cuda_sgd(const kn_call *c);
+/* An operand made contiguous: v itself when it already is (and of dtype dt),
+ * else a scratch copy that kc_buf_free gives back. An absent v stays absent. */
+typedef struct {
+    kn_operand v;
+    void *scratch;
+    size_t nbytes;
+} kc_buf;
+kn_status kc_contig(kc_dev *d, const kn_operand *v, kn_dtype dt, kc_buf *out);
+void kc_buf_free(kc_dev *d, kc_buf *b);
+
+/* Elementwise launches on views, without kc_enter (cuda_elementwise.cu):
+ * for kernels that copy, fill or activate as one of their steps. */
+kn_status kc_copy_view(kc_dev *d, const kn_operand *out, const kn_operand *x);
+kn_status kc_fill_view(kc_dev *d, const kn_operand *out, double value, double step);
+kn_status kc_unary_view(kc_dev *d, const kn_operand *out, const kn_operand *x, int fn, double p0, double p1);
+
+/* ---- kernels (the .cu files and cuda_gemm.c): args is the op's kn_<name>_args ------------ */
+kn_status kn__cuda_copy(int device, const void *args);
+kn_status kn__cuda_fill(int device, const void *args);
+kn_status kn__cuda_unary(int device, const void *args);
+kn_status kn__cuda_unary_backward(int device, const void *args);
+kn_status kn__cuda_binary(int device, const void *args);
+kn_status kn__cuda_where(int device, const void *args);
+kn_status kn__cuda_reduce(int device, const void *args);
+kn_status kn__cuda_matmul(int device, const void *args);
+kn_status kn__cuda_gather(int device, const void *args);
+kn_status kn__cuda_scatter_add(int device, const void *args);
+kn_status kn__cuda_random(int device, const void *args);
+kn_status kn__cuda_index_select(int device, const void *args);
+kn_status kn__cuda_index_add(int device, const void *args);
+kn_status kn__cuda_embedding_cat(int device, const void *args);
+kn_status kn__cuda_embedding_cat_backward(int device, const void *args);
+kn_status kn__cuda_softmax(int device, const void *args);
+kn_status kn__cuda_softmax_backward(int device, const void *args);
+kn_status kn__cuda_nll(int device, const void *args);
+kn_status kn__cuda_nll_backward(int device, const void *args);
+kn_status kn__cuda_cross_entropy(int device, const void *args);
+kn_status kn__cuda_cross_entropy_backward(int device, const void *args);
+kn_status kn__cuda_batch_norm(int device, const void *args);
+kn_status kn__cuda_batch_norm_backward(int device, const void *args);
+kn_status kn__cuda_layer_norm(int device, const void *args);
+kn_status kn__cuda_layer_norm_backward(int device, const void *args);
+kn_status kn__cuda_dropout(int device, const void *args);
+kn_status kn__cuda_adam(int device, const void *args);
+kn_status kn__cuda_sgd(int device, const void *args);
 
 /* Fused Adam: consecutive float32 Adam calls are queued and run as one kernel
  * over all of them when anything else touches the device (cuda_train.cu). */

@@ -3,6 +3,7 @@
  * computes in float, other float dtypes in double, as the CPU kernels do;
  * bulk inputs are made contiguous first. */
 #include "cuda_common.cuh"
+#include "kiln/ops.h" /* the kn_reduction codes of cross-entropy */
 
 #include <math.h>
 
@@ -120,30 +121,40 @@ static void launch_softmax(kc_dev *d, const sm_args &s) {
         KC_LAUNCH(d, softmax_cols<C>, kc_blocks(s.outer * s.inner), KC_THREADS, s);
 }
 
-static kn_status softmax_run(const kn_call *c, bool backward) {
-    kc_dev *d = kc_enter(c, false);
+/* x: the input (forward) or the output's grad (backward); y: the forward output. */
+static kn_status softmax_run(int device, const kn_operand *out, const kn_operand *x, const kn_operand *y,
+                             int64_t dim_arg, bool log, bool backward) {
+    const char *name = backward ? "softmax_backward" : "softmax";
+    kc_dev *d = kc_enter(device, name, false);
     if (!d) return kn_error_code();
-    kn_tensor *out = c->out[0];
-    int nd = out->ndim, dim = nd ? (int)c->i[0] : 0;
-    kn_tensor *a = kc_contig(c->in[0], out->dtype), *b = backward && a ? kc_contig(c->in[1], out->dtype) : NULL;
-    kn_status st = KN_OK;
-    if (!a || (backward && !b)) st = kn_error_code();
-    sm_args s = {a ? (const char *)kn__data(a) : NULL, b ? (const char *)kn__data(b) : NULL, (char *)kn__data(out),
-                 out->dtype, 1, nd ? out->shape[dim] : 1, 1, c->i[1] != 0, backward};
+    int nd = out->ndim, dim = nd ? (int)dim_arg : 0;
+    kc_buf a, b;
+    memset(&b, 0, sizeof b);
+    kn_status st = kc_contig(d, x, out->dtype, &a);
+    if (st == KN_OK && backward) st = kc_contig(d, y, out->dtype, &b);
+    sm_args s = {(const char *)a.v.data, (const char *)b.v.data, (char *)out->data, out->dtype, 1,
+                 nd ? out->shape[dim] : 1, 1, log, backward};
     for (int k = 0; k < dim; k++) s.outer *= out->shape[k];
     for (int k = dim + 1; k < nd; k++) s.inner *= out->shape[k];
     if (st == KN_OK && s.D > 0 && s.outer * s.inner > 0) {
         if (out->dtype == KN_F32) launch_softmax<float>(d, s);
         else launch_softmax<double>(d, s);
-        st = kc_after(d, backward ? "softmax_backward" : "softmax");
+        st = kc_after(d, name);
     }
-    kn_release(a);
-    kn_release(b);
+    kc_buf_free(d, &a);
+    kc_buf_free(d, &b);
     return st;
 }
 
-extern "C" kn_status kn__cuda_softmax(const kn_call *c) { return softmax_run(c, false); }
-extern "C" kn_status kn__cuda_softmax_backward(const kn_call *c) { return softmax_run(c, true); }
+extern "C" kn_status kn__cuda_softmax(int device, const void *args) {
+    const kn_softmax_args *a = (const kn_softmax_args *)args;
+    return softmax_run(device, &a->out, &a->x, NULL, a->dim, a->log != 0, false);
+}
+
+extern "C" kn_status kn__cuda_softmax_backward(int device, const void *args) {
+    const kn_softmax_backward_args *a = (const kn_softmax_backward_args *)args;
+    return softmax_run(device, &a->out, &a->grad, &a->y, a->dim, a->log != 0, true);
+}
 
 /* ---- nll ------------------------------------------------------------------------------------ */
 typedef struct {
@@ -223,57 +234,60 @@ __global__ void nll_backward_kernel(nll_args a, long long *err) {
 /* The class targets and weights of an NLL or cross-entropy call, into the
  * kernel's arguments (both structs name them alike). */
 template <typename A>
-static void set_targets(A *a, const kn_tensor *tg, const kn_tensor *w) {
-    a->tg = (const char *)kn__data(tg);
+static void set_targets(A *a, const kn_operand *tg, const kn_operand *w) {
+    a->tg = (const char *)tg->data;
     a->ts = tg->ndim ? tg->stride[0] : 0;
     a->tdt = tg->dtype;
-    if (w) {
-        a->w = (const char *)kn__data(w);
+    if (kn_operand_present(w)) {
+        a->w = (const char *)w->data;
         a->ws = w->ndim ? w->stride[0] : 0;
         a->wdt = w->dtype;
     }
 }
 
-static nll_args nll_setup(const kn_call *c, const kn_tensor *x, kn_tensor *out, kn_tensor *rw, long long N,
-                          long long C) {
-    const kn_tensor *tg = c->in[1], *w = c->in[2];
+static nll_args nll_setup(const kn_operand *x, const kn_operand *tg, const kn_operand *w, const kn_operand *out,
+                          const kn_operand *rw, long long N, long long C, int64_t ignore, double smoothing) {
     nll_args a;
     memset(&a, 0, sizeof a);
-    a.x = (const char *)kn__data(x);
+    a.x = (const char *)x->data;
     a.xs0 = x->ndim > 0 ? x->stride[0] : 0;
     a.xs1 = x->ndim > 1 ? x->stride[1] : 0;
     a.xdt = x->dtype;
     set_targets(&a, tg, w);
-    a.out = (char *)kn__data(out);
+    a.out = (char *)out->data;
     a.os = out->ndim ? out->stride[0] : 0;
-    if (rw) {
-        a.rw = (char *)kn__data(rw);
+    if (rw && kn_operand_present(rw)) {
+        a.rw = (char *)rw->data;
         a.rs = rw->ndim ? rw->stride[0] : 0;
     }
     a.odt = out->dtype;
     a.N = N;
     a.C = C;
-    a.ignore = c->i[0];
-    a.smooth = c->f[0];
+    a.ignore = ignore;
+    a.smooth = smoothing;
     a.op = KC_OP_NLL;
     return a;
 }
 
-extern "C" kn_status kn__cuda_nll(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_nll(int device, const void *args) {
+    const kn_nll_args *n = (const kn_nll_args *)args;
+    kc_dev *d = kc_enter(device, "nll", false);
     if (!d) return kn_error_code();
-    const kn_tensor *lp = c->in[0];
-    nll_args a = nll_setup(c, lp, c->out[0], c->out[1], lp->shape[0], lp->shape[1]);
+    const kn_operand *lp = &n->logp;
+    nll_args a = nll_setup(lp, &n->target, &n->weight, &n->loss, &n->row_weight, lp->shape[0], lp->shape[1],
+                           n->ignore_index, n->smoothing);
     if (a.N == 0) return KN_OK;
     KC_LAUNCH(d, nll_kernel, (unsigned)((a.N + 7) / 8), dim3(32, 8), a, d->err_dev);
     return kc_after(d, "nll_loss");
 }
 
-extern "C" kn_status kn__cuda_nll_backward(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_nll_backward(int device, const void *args) {
+    const kn_nll_backward_args *n = (const kn_nll_backward_args *)args;
+    kc_dev *d = kc_enter(device, "nll_backward", false);
     if (!d) return kn_error_code();
-    kn_tensor *out = c->out[0];
-    nll_args a = nll_setup(c, c->in[0], out, NULL, out->shape[0], out->shape[1]);
+    const kn_operand *out = &n->out;
+    nll_args a = nll_setup(&n->grad, &n->target, &n->weight, out, NULL, out->shape[0], out->shape[1], n->ignore_index,
+                           n->smoothing);
     if (a.N * a.C == 0) return KN_OK;
     KC_LAUNCH(d, nll_backward_kernel, kc_blocks(a.N * a.C), KC_THREADS, a, d->err_dev);
     return kc_after(d, "nll_loss");
@@ -411,57 +425,60 @@ __global__ void ce_backward(const __grid_constant__ ce_args a) {
     }
 }
 
-static ce_args ce_setup(const kn_call *c, const kn_tensor *z, const kn_tensor *tg, const kn_tensor *w) {
+static ce_args ce_setup(const kn_operand *z, const kn_operand *tg, const kn_operand *w, int64_t ignore,
+                        int64_t reduction, double smoothing) {
     ce_args a;
     memset(&a, 0, sizeof a);
-    a.z = (const char *)kn__data(z);
+    a.z = (const char *)z->data;
     a.dt = z->dtype;
     a.N = z->shape[0];
     a.C = z->shape[1];
     set_targets(&a, tg, w);
-    a.ignore = c->i[0];
-    a.red = (int)c->i[1];
-    a.smooth = c->f[0];
+    a.ignore = ignore;
+    a.red = (int)reduction;
+    a.smooth = smoothing;
     return a;
 }
 
-extern "C" kn_status kn__cuda_cross_entropy(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_cross_entropy(int device, const void *args) {
+    const kn_cross_entropy_args *e = (const kn_cross_entropy_args *)args;
+    kc_dev *d = kc_enter(device, "cross_entropy", false);
     if (!d) return kn_error_code();
-    ce_args a = ce_setup(c, c->in[0], c->in[1], c->in[2]);
-    a.loss = (char *)kn__data(c->out[0]);
-    a.ls = c->out[0]->ndim ? c->out[0]->stride[0] : 0;
-    a.lse = (char *)kn__data(c->out[1]);
-    a.wsum = (char *)kn__data(c->out[2]);
+    ce_args a = ce_setup(&e->logits, &e->target, &e->weight, e->ignore_index, e->reduction, e->smoothing);
+    a.loss = (char *)e->loss.data;
+    a.ls = e->loss.ndim ? e->loss.stride[0] : 0;
+    a.lse = (char *)e->lse.data;
+    a.wsum = (char *)e->weight_sum.data;
     a.ticket = d->tickets;
     long long blocks = (a.N + 7) / 8;
     if (blocks < 1) blocks = 1;
     if (blocks > KC_TICKETS) blocks = KC_TICKETS;
-    kn_tensor *scratch = NULL;
-    if (blocks > 1) {
-        int64_t n = 2 * blocks;
-        if (!(scratch = kc_scratch(1, &n, KN_F64, c->device))) return kn_error_code();
-        a.partial = (double *)kn__data(scratch);
-    }
+    size_t nbytes = blocks > 1 ? (size_t)(2 * blocks) * sizeof(double) : 0;
+    if (nbytes && !(a.partial = (double *)kc_alloc(d->index, nbytes))) return kn_error_code();
     if (a.dt == KN_F32) KC_LAUNCH(d, ce_forward<float>, (unsigned)blocks, 256, a, d->err_dev);
     else KC_LAUNCH(d, ce_forward<double>, (unsigned)blocks, 256, a, d->err_dev);
-    kn_release(scratch); /* stream order keeps it alive for the kernel queued */
+    kc_free(d->index, a.partial, nbytes); /* stream order keeps it alive for the kernel queued */
     return kc_after(d, "cross_entropy");
 }
 
-extern "C" kn_status kn__cuda_cross_entropy_backward(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_cross_entropy_backward(int device, const void *args) {
+    const kn_cross_entropy_backward_args *e = (const kn_cross_entropy_backward_args *)args;
+    kc_dev *d = kc_enter(device, "cross_entropy_backward", false);
     if (!d) return kn_error_code();
-    kn_tensor *out = c->out[0];
-    ce_args a = ce_setup(c, c->in[1], c->in[2], c->in[3]);
-    a.g = (const char *)kn__data(c->in[0]);
-    a.gs = c->in[0]->ndim ? c->in[0]->stride[0] : 0;
-    a.gdt = c->in[0]->dtype;
-    a.lse = (char *)kn__data(c->in[4]);
-    a.wsum = (char *)kn__data(c->in[5]);
-    a.out = (char *)kn__data(out);
+    ce_args a = ce_setup(&e->logits, &e->target, &e->weight, e->ignore_index, e->reduction, e->smoothing);
     if (a.N * a.C == 0) return KN_OK;
+    /* The saved log-sum-exp is read as a contiguous [N]. */
+    kc_buf lse;
+    kn_status s = kc_contig(d, &e->lse, e->logits.dtype, &lse);
+    if (s != KN_OK) return s;
+    a.g = (const char *)e->grad.data;
+    a.gs = e->grad.ndim ? e->grad.stride[0] : 0;
+    a.gdt = e->grad.dtype;
+    a.lse = (char *)lse.v.data;
+    a.wsum = (char *)e->weight_sum.data;
+    a.out = (char *)e->out.data;
     if (a.dt == KN_F32) KC_LAUNCH(d, ce_backward<float>, kc_blocks(a.N * a.C), KC_THREADS, a);
     else KC_LAUNCH(d, ce_backward<double>, kc_blocks(a.N * a.C), KC_THREADS, a);
+    kc_buf_free(d, &lse);
     return kc_after(d, "cross_entropy");
 }

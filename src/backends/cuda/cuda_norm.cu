@@ -18,10 +18,10 @@ typedef struct {
     int dt;
 } vec;
 
-static vec mkvec(const kn_tensor *t) {
+static vec mkvec(const kn_operand *t) {
     vec v = {NULL, 0, KN_F32};
-    if (t) {
-        v.p = (char *)kn__data(t);
+    if (kn_operand_present(t)) {
+        v.p = (char *)t->data;
         v.s = t->ndim ? t->stride[0] : 0;
         v.dt = t->dtype;
     }
@@ -415,81 +415,92 @@ static bool bn_typed(int dt, const vec *vs, int n) {
     return true;
 }
 
-/* Dropout parameters of a call (p = f[pk], seed i[1], offset i[2]), with the
- * graph's device-side shift when capturing. */
-static kn_status bn_dropout(kc_dev *d, const kn_call *c, int pk, long long n, bn_args *a) {
-    a->p = c->f[pk];
+/* [N, C, L] of x (L: the product of the dims after C, 1 for 2-D input). */
+static void bn_dims(const kn_operand *x, bn_args *a) {
+    int64_t n, c, l;
+    kn_geom_split(x, 1, &n, &c, &l);
+    a->N = n, a->C = c, a->L = l;
+}
+
+/* Dropout parameters of a call, with the graph's device-side shift when
+ * capturing. */
+static kn_status bn_dropout(kc_dev *d, double p, int64_t seed, int64_t offset, long long n, bn_args *a) {
+    a->p = p;
     if (!(a->p > 0)) {
         a->p = 0;
         return KN_OK;
     }
     a->scale = 1 / (1 - a->p);
     a->thresh = (uint32_t)ceil(a->p * 16777216.0);
-    a->seed = (unsigned long long)c->i[1];
-    a->offset = (unsigned long long)c->i[2];
+    a->seed = (unsigned long long)seed;
+    a->offset = (unsigned long long)offset;
     return kc_capture_shift(d, a->seed, a->offset, n, 4, &a->shift);
 }
 
-extern "C" kn_status kn__cuda_batch_norm(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_batch_norm(int device, const void *args) {
+    const kn_batch_norm_args *b = (const kn_batch_norm_args *)args;
+    kc_dev *d = kc_enter(device, "batch_norm", false);
     if (!d) return kn_error_code();
-    kn_tensor *x = kc_contig(c->in[0], c->in[0]->dtype);
-    if (!x) return kn_error_code();
+    kc_buf x;
+    kn_status s = kc_contig(d, &b->x, b->x.dtype, &x);
+    if (s != KN_OK) return s;
     bn_args a;
     memset(&a, 0, sizeof a);
-    a.x = (const char *)kn__data(x);
-    a.y = (char *)kn__data(c->out[0]);
-    a.dt = x->dtype;
-    a.N = x->shape[0], a.C = x->shape[1], a.L = x->shape[2];
-    a.w = mkvec(c->in[1]), a.b = mkvec(c->in[2]), a.rm = mkvec(c->in[3]), a.rv = mkvec(c->in[4]);
-    if (c->in[5]) a.count = (char *)kn__data(c->in[5]), a.count_dt = c->in[5]->dtype;
-    a.mean = mkvec(c->out[1]), a.invstd = mkvec(c->out[2]);
-    a.training = c->i[0] != 0;
-    a.momentum = c->f[0], a.eps = c->f[1];
+    a.x = (const char *)x.v.data;
+    a.y = (char *)b->y.data;
+    a.dt = x.v.dtype;
+    bn_dims(&x.v, &a);
+    a.w = mkvec(&b->weight), a.b = mkvec(&b->bias), a.rm = mkvec(&b->running_mean), a.rv = mkvec(&b->running_var);
+    if (kn_operand_present(&b->count)) a.count = (char *)b->count.data, a.count_dt = b->count.dtype;
+    a.mean = mkvec(&b->mean), a.invstd = mkvec(&b->invstd);
+    a.training = b->training != 0;
+    a.momentum = b->momentum, a.eps = b->eps;
     a.inv_m = a.N * a.L > 0 ? 1.0 / (double)(a.N * a.L) : 0;
     vec vs[6] = {a.w, a.b, a.rm, a.rv, a.mean, a.invstd};
     a.typed = bn_typed(a.dt, vs, 6);
-    kn_status s = bn_dropout(d, c, 2, a.N * a.C * a.L, &a);
+    s = bn_dropout(d, b->p, b->seed, b->offset, a.N * a.C * a.L, &a);
     if (s == KN_OK && a.C > 0) {
         if (a.dt == KN_F32) launch_bn<float, false>(d, a);
         else launch_bn<double, false>(d, a);
         s = kc_after(d, "batch_norm");
     }
-    kn_release(x);
+    kc_buf_free(d, &x);
     return s;
 }
 
-extern "C" kn_status kn__cuda_batch_norm_backward(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_batch_norm_backward(int device, const void *args) {
+    const kn_batch_norm_backward_args *b = (const kn_batch_norm_backward_args *)args;
+    kc_dev *d = kc_enter(device, "batch_norm_backward", false);
     if (!d) return kn_error_code();
-    kn_tensor *x = kc_contig(c->in[1], c->in[1]->dtype);
-    kn_tensor *g = x ? kc_contig(c->in[0], x->dtype) : NULL;
-    kn_status s = g ? KN_OK : kn_error_code();
+    kc_buf x, g;
+    memset(&g, 0, sizeof g);
+    kn_status s = kc_contig(d, &b->x, b->x.dtype, &x);
+    if (s == KN_OK) s = kc_contig(d, &b->grad, x.v.dtype, &g);
     if (s == KN_OK) {
         bn_args a;
         memset(&a, 0, sizeof a);
-        a.x = (const char *)kn__data(x);
-        a.g = (const char *)kn__data(g);
-        a.y = c->out[0] ? (char *)kn__data(c->out[0]) : NULL;
-        a.dt = x->dtype;
-        a.N = x->shape[0], a.C = x->shape[1], a.L = x->shape[2];
-        a.w = mkvec(c->in[2]), a.mean = mkvec(c->in[3]), a.invstd = mkvec(c->in[4]);
-        a.gw = mkvec(c->out[1]), a.gb = mkvec(c->out[2]);
-        if (a.y) a.gsum = mkvec(c->out[3]);
-        a.training = c->i[0] != 0;
-        a.relu = c->i[3] != 0;
+        a.x = (const char *)x.v.data;
+        a.g = (const char *)g.v.data;
+        a.y = (char *)b->grad_x.data; /* NULL: no grad x */
+        a.dt = x.v.dtype;
+        bn_dims(&x.v, &a);
+        a.w = mkvec(&b->weight), a.mean = mkvec(&b->mean), a.invstd = mkvec(&b->invstd);
+        a.gw = mkvec(&b->grad_weight), a.gb = mkvec(&b->grad_bias);
+        if (a.y) a.gsum = mkvec(&b->grad_pre_bias);
+        a.training = b->training != 0;
+        a.relu = b->relu != 0;
         a.inv_m = a.N * a.L > 0 ? 1.0 / (double)(a.N * a.L) : 0;
         vec vs[6] = {a.w, a.mean, a.invstd, a.gw, a.gb, a.gsum};
         a.typed = bn_typed(a.dt, vs, 6);
-        s = bn_dropout(d, c, 0, a.N * a.C * a.L, &a);
+        s = bn_dropout(d, b->p, b->seed, b->offset, a.N * a.C * a.L, &a);
         if (s == KN_OK && a.C > 0) {
             if (a.dt == KN_F32) launch_bn<float, true>(d, a);
             else launch_bn<double, true>(d, a);
             s = kc_after(d, "batch_norm_backward");
         }
     }
-    kn_release(x);
-    kn_release(g);
+    kc_buf_free(d, &x);
+    kc_buf_free(d, &g);
     return s;
 }
 
@@ -578,25 +589,28 @@ __global__ void ln_backward_cols(ln_args a) {
     vset(a.gb, k, ab);
 }
 
-extern "C" kn_status kn__cuda_layer_norm(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_layer_norm(int device, const void *args) {
+    const kn_layer_norm_args *l = (const kn_layer_norm_args *)args;
+    kc_dev *d = kc_enter(device, "layer_norm", false);
     if (!d) return kn_error_code();
-    kn_tensor *x = kc_contig(c->in[0], c->in[0]->dtype);
-    kn_tensor *w = x && c->in[1] ? kc_contig(c->in[1], x->dtype) : NULL;
-    kn_tensor *b = x && c->in[2] ? kc_contig(c->in[2], x->dtype) : NULL;
-    kn_status s = !x || (c->in[1] && !w) || (c->in[2] && !b) ? kn_error_code() : KN_OK;
+    kc_buf x, w, b;
+    memset(&w, 0, sizeof w);
+    memset(&b, 0, sizeof b);
+    kn_status s = kc_contig(d, &l->x, l->x.dtype, &x);
+    if (s == KN_OK) s = kc_contig(d, &l->weight, x.v.dtype, &w);
+    if (s == KN_OK) s = kc_contig(d, &l->bias, x.v.dtype, &b);
     if (s == KN_OK) {
         ln_args a;
         memset(&a, 0, sizeof a);
-        a.x = (const char *)kn__data(x);
-        a.w = w ? (const char *)kn__data(w) : NULL;
-        a.b = b ? (const char *)kn__data(b) : NULL;
-        a.y = (char *)kn__data(c->out[0]);
-        a.dt = x->dtype;
-        a.H = c->i[0];
-        a.R = a.H ? kn__numel_shape(x->ndim, x->shape) / a.H : 0;
-        a.eps = c->f[0];
-        a.mean = mkvec(c->out[1]), a.invstd = mkvec(c->out[2]);
+        a.x = (const char *)x.v.data;
+        a.w = (const char *)w.v.data; /* NULL when absent */
+        a.b = (const char *)b.v.data;
+        a.y = (char *)l->y.data;
+        a.dt = x.v.dtype;
+        a.H = l->n;
+        a.R = a.H ? kn_operand_numel(&x.v) / a.H : 0;
+        a.eps = l->eps;
+        a.mean = mkvec(&l->mean), a.invstd = mkvec(&l->invstd);
         if (a.R > 0) {
             unsigned grid = (unsigned)((a.R + 7) / 8);
             if (a.dt == KN_F32) KC_LAUNCH(d, ln_forward<float>, grid, dim3(32, 8), a);
@@ -604,44 +618,47 @@ extern "C" kn_status kn__cuda_layer_norm(const kn_call *c) {
             s = kc_after(d, "layer_norm");
         }
     }
-    kn_release(x), kn_release(w), kn_release(b);
+    kc_buf_free(d, &x), kc_buf_free(d, &w), kc_buf_free(d, &b);
     return s;
 }
 
-extern "C" kn_status kn__cuda_layer_norm_backward(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_layer_norm_backward(int device, const void *args) {
+    const kn_layer_norm_backward_args *l = (const kn_layer_norm_backward_args *)args;
+    kc_dev *d = kc_enter(device, "layer_norm_backward", false);
     if (!d) return kn_error_code();
-    kn_tensor *x = kc_contig(c->in[1], c->in[1]->dtype);
-    kn_tensor *g = x ? kc_contig(c->in[0], x->dtype) : NULL;
-    kn_tensor *w = g && c->in[2] ? kc_contig(c->in[2], x->dtype) : NULL;
-    kn_status s = !g || (c->in[2] && !w) ? kn_error_code() : KN_OK;
+    kc_buf x, g, w;
+    memset(&g, 0, sizeof g);
+    memset(&w, 0, sizeof w);
+    kn_status s = kc_contig(d, &l->x, l->x.dtype, &x);
+    if (s == KN_OK) s = kc_contig(d, &l->grad, x.v.dtype, &g);
+    if (s == KN_OK) s = kc_contig(d, &l->weight, x.v.dtype, &w);
     if (s == KN_OK) {
+        bool gx = kn_operand_present(&l->grad_x), gw = kn_operand_present(&l->grad_weight),
+             gb = kn_operand_present(&l->grad_bias);
         ln_args a;
         memset(&a, 0, sizeof a);
-        a.x = (const char *)kn__data(x);
-        a.g = (const char *)kn__data(g);
-        a.w = w ? (const char *)kn__data(w) : NULL;
-        a.dt = x->dtype;
-        a.R = c->in[3]->shape[0];
-        a.H = a.R ? kn__numel_shape(x->ndim, x->shape) / a.R : 0;
-        a.mean = mkvec(c->in[3]), a.invstd = mkvec(c->in[4]);
-        a.gw = mkvec(c->out[1]), a.gb = mkvec(c->out[2]);
-        if (!a.R && (c->out[1] || c->out[2])) { /* no rows: the weight grads are zeros */
-            kn_tensor *o = c->out[1] ? c->out[1] : c->out[2];
-            a.H = kn__numel_shape(o->ndim, o->shape);
-        }
-        if (c->out[0] && a.R > 0) {
-            a.y = (char *)kn__data(c->out[0]);
+        a.x = (const char *)x.v.data;
+        a.g = (const char *)g.v.data;
+        a.w = (const char *)w.v.data;
+        a.dt = x.v.dtype;
+        a.R = kn_operand_numel(&l->mean);
+        a.H = a.R ? kn_operand_numel(&x.v) / a.R : 0;
+        a.mean = mkvec(&l->mean), a.invstd = mkvec(&l->invstd);
+        a.gw = mkvec(&l->grad_weight), a.gb = mkvec(&l->grad_bias);
+        if (!a.R && (gw || gb)) /* no rows: the weight grads are zeros */
+            a.H = kn_operand_numel(gw ? &l->grad_weight : &l->grad_bias);
+        if (gx && a.R > 0) {
+            a.y = (char *)l->grad_x.data;
             unsigned grid = (unsigned)((a.R + 7) / 8);
             if (a.dt == KN_F32) KC_LAUNCH(d, ln_backward_rows<float>, grid, dim3(32, 8), a);
             else KC_LAUNCH(d, ln_backward_rows<double>, grid, dim3(32, 8), a);
             s = kc_after(d, "layer_norm_backward");
         }
-        if (s == KN_OK && (c->out[1] || c->out[2]) && a.H > 0) {
+        if (s == KN_OK && (gw || gb) && a.H > 0) {
             KC_LAUNCH(d, ln_backward_cols, (unsigned)((a.H + 31) / 32), dim3(32, 8), a);
             s = kc_after(d, "layer_norm_backward");
         }
     }
-    kn_release(x), kn_release(g), kn_release(w);
+    kc_buf_free(d, &x), kc_buf_free(d, &g), kc_buf_free(d, &w);
     return s;
 }

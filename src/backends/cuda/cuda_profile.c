@@ -60,9 +60,14 @@ static void report(void) {
                 1e3 * totals[k].ms / (double)totals[k].calls);
 }
 
-static kn_status timed(const kn_call *c) {
-    kc_dev *d = kc_device(c->device.index, kn__call_name(c));
-    if (!d || d->capture) return real[c->op](c);
+static kn_status timed(kn_op op, int device, const void *args) {
+    const char *name = kn__op_call_name(op, args);
+    kc_dev *d = kc_device(device, name);
+    if (!d || d->capture) return real[op](device, args);
+    /* Registered once the CUDA runtime is up, so the report runs before the
+     * runtime's own exit handler tears it down (handlers run in reverse). */
+    static bool reporting;
+    if (!reporting) reporting = atexit(report) == 0;
     if (n_pending == MAX_PENDING) drain();
     pending *p = &ring[n_pending];
     if (!p->start) {
@@ -71,14 +76,26 @@ static kn_status timed(const kn_call *c) {
     }
     (void)kc_adam_flush(d);
     (void)cudaEventRecord(p->start, d->stream);
-    kn_status s = real[c->op](c);
-    if (c->op == KN_OP_ADAM) (void)kc_adam_flush(d);
+    kn_status s = real[op](device, args);
+    if (op == KN_OP_ADAM) (void)kc_adam_flush(d);
     (void)cudaEventRecord(p->end, d->stream);
-    p->name = kn__call_name(c);
-    p->dev = c->device.index;
+    p->name = name;
+    p->dev = device;
     n_pending++;
     return s;
 }
+
+/* A kernel slot does not say which op it runs: one wrapper per op. */
+#define KN_OP(ID, name, tier, fields) \
+    static kn_status timed_##name(int device, const void *args) { return timed(KN_OP_##ID, device, args); }
+#include "core/ops.def"
+#undef KN_OP
+
+static const kn_kernel wrappers[KN_OP_COUNT] = {
+#define KN_OP(ID, name, tier, fields) [KN_OP_##ID] = timed_##name,
+#include "core/ops.def"
+#undef KN_OP
+};
 
 void kc_profile_install(kn_backend *b) {
     const char *e = getenv("KILN_CUDA_PROFILE");
@@ -86,7 +103,6 @@ void kc_profile_install(kn_backend *b) {
     for (int op = 0; op < KN_OP_COUNT; op++)
         if (b->kernels[op]) {
             real[op] = b->kernels[op];
-            b->kernels[op] = timed;
+            b->kernels[op] = wrappers[op];
         }
-    atexit(report);
 }

@@ -19,7 +19,7 @@ typedef struct {
     long long n_out, R;
 } red_geom;
 
-static void geometry(const kn_tensor *x, unsigned long long mask, red_geom *g) {
+static void geometry(const kn_operand *x, unsigned long long mask, red_geom *g) {
     memset(g, 0, sizeof *g);
     g->n_out = 1;
     g->R = 1;
@@ -232,7 +232,7 @@ __global__ void reduce_outer(const __grid_constant__ red_args a) {
     if (a.splits > 1) finish_split(a, (long long)blockIdx.x * 32, 32);
 }
 
-static kn_status run(kc_dev *d, red_args a, kn_device dev) {
+static kn_status run(kc_dev *d, red_args a) {
     const red_geom &g = a.g;
     bool inner = g.nr >= 1 && (g.rstride[g.nr - 1] == 1 || g.nk == 0 || g.kstride[g.nk - 1] != 1);
     /* (A block of 1024 threads per few outputs, unsplit, measured slower on
@@ -250,16 +250,12 @@ static kn_status run(kc_dev *d, red_args a, kn_device dev) {
     }
     a.splits = (int)splits;
     a.tickets = d->tickets;
-    kn_tensor *scratch = NULL;
-    if (splits > 1) {
-        int64_t n = g.n_out * splits;
-        if (!(scratch = kc_scratch(1, &n, KN_F64, dev))) return kn_error_code();
-        a.partial = (acc_t *)kn__data(scratch);
-    }
+    size_t nbytes = splits > 1 ? (size_t)(g.n_out * splits) * sizeof(acc_t) : 0;
+    if (nbytes && !(a.partial = (acc_t *)kc_alloc(d->index, nbytes))) return kn_error_code();
     dim3 grid((unsigned)gx, (unsigned)splits), block(32, wy);
     if (inner) KC_LAUNCH(d, reduce_inner, grid, block, a);
     else KC_LAUNCH(d, reduce_outer, grid, block, a);
-    kn_release(scratch); /* stream order keeps it alive for the kernel queued */
+    kc_free(d->index, a.partial, nbytes); /* stream order keeps it alive for the kernel queued */
     return kc_after(d, "reduce");
 }
 
@@ -324,17 +320,15 @@ static bool colsum_shape(const red_args &a) {
            g.nr == 1 && g.R > 0 && g.n_out <= 32LL * KC_TICKETS && (g.R + CS_ROWS - 1) / CS_ROWS <= 65535;
 }
 
-static kn_status colsum_run(kc_dev *d, const red_args &a, kn_device dev) {
+static kn_status colsum_run(kc_dev *d, const red_args &a) {
     const red_geom &g = a.g;
     long long tiles = (g.n_out + 31) / 32, chunks = (g.R + CS_ROWS - 1) / CS_ROWS;
-    kn_tensor *scratch = NULL;
-    if (chunks > 1) {
-        int64_t n = chunks * g.n_out;
-        if (!(scratch = kc_scratch(1, &n, KN_F32, dev))) return kn_error_code();
-    }
+    size_t nbytes = chunks > 1 ? (size_t)(chunks * g.n_out) * sizeof(float) : 0;
+    float *partial = NULL;
+    if (nbytes && !(partial = (float *)kc_alloc(d->index, nbytes))) return kn_error_code();
     KC_LAUNCH(d, colsum_f32, dim3((unsigned)tiles, (unsigned)chunks), dim3(32, 8), (const float *)a.x, g.rstride[0],
-              g.R, g.n_out, (float *)a.out, scratch ? (float *)kn__data(scratch) : (float *)NULL, d->tickets);
-    kn_release(scratch); /* stream order keeps it alive for the kernel queued */
+              g.R, g.n_out, (float *)a.out, partial, d->tickets);
+    kc_free(d->index, partial, nbytes); /* stream order keeps it alive for the kernel queued */
     return kc_after(d, "sum");
 }
 
@@ -370,44 +364,46 @@ __global__ void argreduce_kernel(const __grid_constant__ red_geom g, const char 
     if (threadIdx.x == 0) out[o] = bi < 0 ? 0 : bi;
 }
 
-extern "C" kn_status kn__cuda_reduce(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_reduce(int device, const void *args) {
+    const kn_reduce_args *r = (const kn_reduce_args *)args;
+    kn_reduce_fn fn = (kn_reduce_fn)r->fn;
+    const char *name = kn__reduce_name(fn);
+    kc_dev *d = kc_enter(device, name, false);
     if (!d) return kn_error_code();
-    kn_reduce_fn fn = (kn_reduce_fn)c->i[0];
-    kn_tensor *x = c->in[0], *out = c->out[0];
+    const kn_operand *x = &r->x, *out = &r->out;
     red_args a;
     memset(&a, 0, sizeof a);
-    geometry(x, (unsigned long long)c->i[1], &a.g);
+    geometry(x, (unsigned long long)r->dims, &a.g);
     if (a.g.n_out == 0) return KN_OK;
     if (fn == KN_REDUCE_ARGMAX || fn == KN_REDUCE_ARGMIN) {
-        KC_LAUNCH(d, argreduce_kernel, (unsigned)((a.g.n_out + 7) / 8), dim3(32, 8), 
-            a.g, (const char *)kn__data(x), x->dtype, (long long *)kn__data(out), fn == KN_REDUCE_ARGMAX);
-        return kc_after(d, kn__call_name(c));
+        KC_LAUNCH(d, argreduce_kernel, (unsigned)((a.g.n_out + 7) / 8), dim3(32, 8), a.g, (const char *)x->data,
+                  x->dtype, (long long *)out->data, fn == KN_REDUCE_ARGMAX);
+        return kc_after(d, name);
     }
-    a.x = (const char *)kn__data(x);
+    a.x = (const char *)x->data;
     a.xdt = x->dtype;
     a.odt = out->dtype;
-    a.out = (char *)kn__data(out);
-    a.corr = c->i[2];
+    a.out = (char *)out->data;
+    a.corr = r->correction;
     a.int_sum = fn == KN_REDUCE_SUM && !kn_dtype_is_float(x->dtype);
     if (fn != KN_REDUCE_VAR) {
         a.fn = fn;
-        if (colsum_shape(a)) return colsum_run(d, a, x->storage->device);
-        return run(d, a, x->storage->device);
+        if (colsum_shape(a)) return colsum_run(d, a);
+        return run(d, a);
     }
     /* Variance in two passes, as the CPU: the mean, then squared deviations. */
-    int64_t n = a.g.n_out;
-    kn_tensor *mean = kc_scratch(1, &n, KN_F64, x->storage->device);
+    size_t nbytes = (size_t)a.g.n_out * sizeof(double);
+    double *mean = (double *)kc_alloc(d->index, nbytes);
     if (!mean) return kn_error_code();
     red_args p1 = a;
     p1.fn = KN_REDUCE_SUM;
-    p1.mean_out = (double *)kn__data(mean);
-    kn_status s = run(d, p1, x->storage->device);
+    p1.mean_out = mean;
+    kn_status s = run(d, p1);
     if (s == KN_OK) {
         a.fn = KN_REDUCE_VAR;
-        a.mean = (const double *)kn__data(mean);
-        s = run(d, a, x->storage->device);
+        a.mean = mean;
+        s = run(d, a);
     }
-    kn_release(mean);
+    kc_free(d->index, mean, nbytes);
     return s;
 }

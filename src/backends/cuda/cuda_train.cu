@@ -1,4 +1,5 @@
-/* Random numbers (Philox 4x32-10, bit-exact with src/core/random.c), dropout
+/* Random numbers (Philox 4x32-10, bit-exact with kn__random_value of
+ * backends/common/philox.h), dropout
  * (the CPU's mask for the same seed and offset), and the optimizer updates.
  *
  * The double arithmetic of the element mapping uses explicit round-to-nearest
@@ -76,12 +77,13 @@ extern "C" kn_status kc_capture_shift(kc_dev *d, unsigned long long seed, unsign
     return KN_OK;
 }
 
-extern "C" kn_status kn__cuda_random(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_random(int device, const void *args) {
+    const kn_random_args *a = (const kn_random_args *)args;
+    kc_dev *d = kc_enter(device, "random", false);
     if (!d) return kn_error_code();
-    kn_tensor *t = c->out[0];
-    rand_args r = {(char *)kn__data(t), t->dtype, (int)c->i[0], kn__numel_shape(t->ndim, t->shape),
-                   (unsigned long long)c->i[1], (unsigned long long)c->i[2], NULL, c->f[0], c->f[1]};
+    const kn_operand *t = &a->out;
+    rand_args r = {(char *)t->data, t->dtype, (int)a->kind, kn_operand_numel(t), (unsigned long long)a->seed,
+                   (unsigned long long)a->offset, NULL, a->a, a->b};
     if (r.n == 0) return KN_OK;
     int per = r.kind == KN_RANDOM_NORMAL ? 2 : 4;
     kn_status s = kc_capture_shift(d, r.seed, r.offset, r.n, per, &r.shift);
@@ -113,19 +115,22 @@ __global__ void dropout_kernel(const char *x, char *y, uint8_t *mask, int dt, lo
     }
 }
 
-extern "C" kn_status kn__cuda_dropout(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_dropout(int device, const void *args) {
+    const kn_dropout_args *a = (const kn_dropout_args *)args;
+    kc_dev *d = kc_enter(device, "dropout", false);
     if (!d) return kn_error_code();
-    kn_tensor *x = c->in[0], *y = c->out[0], *mask = c->out[1];
-    long long n = kn__numel_shape(x->ndim, x->shape);
+    long long n = kn_operand_numel(&a->x);
     if (n == 0) return KN_OK;
-    double keep_p = 1 - c->f[0], scale = keep_p > 0 ? 1 / keep_p : 0;
+    double keep_p = 1 - a->p, scale = keep_p > 0 ? 1 / keep_p : 0;
     const unsigned long long *shift;
-    kn_status s = kc_capture_shift(d, (unsigned long long)c->i[1], (unsigned long long)c->i[2], n, 4, &shift);
+    kn_status s = kc_capture_shift(d, (unsigned long long)a->seed, (unsigned long long)a->offset, n, 4, &shift);
+    kc_buf x; /* element k of x in contiguous order */
+    if (s == KN_OK) s = kc_contig(d, &a->x, a->x.dtype, &x);
     if (s != KN_OK) return s;
-    KC_LAUNCH(d, dropout_kernel, kc_blocks((n + 3) / 4), KC_THREADS, 
-        (const char *)kn__data(x), (char *)kn__data(y), mask ? (uint8_t *)kn__data(mask) : NULL, x->dtype, n,
-        (uint32_t)ceil(c->f[0] * 16777216.0), scale, (unsigned long long)c->i[1], (unsigned long long)c->i[2], shift);
+    KC_LAUNCH(d, dropout_kernel, kc_blocks((n + 3) / 4), KC_THREADS, (const char *)x.v.data, (char *)a->out.data,
+              (uint8_t *)a->mask.data, x.v.dtype, n, (uint32_t)ceil(a->p * 16777216.0), scale,
+              (unsigned long long)a->seed, (unsigned long long)a->offset, shift);
+    kc_buf_free(d, &x);
     return kc_after(d, "dropout");
 }
 
@@ -254,67 +259,84 @@ __global__ void adam_any(char *P, int pdt, char *M, char *V, int mdt, const char
     }
 }
 
-extern "C" kn_status kn__cuda_adam(const kn_call *c) {
-    kc_dev *d = kc_enter(c, true);
+extern "C" kn_status kn__cuda_adam(int device, const void *args) {
+    const kn_adam_args *a = (const kn_adam_args *)args;
+    kc_dev *d = kc_enter(device, "adam", true);
     if (!d) return kn_error_code();
-    kn_tensor *p = c->out[0], *m = c->out[1], *v = c->out[2], *g = c->in[0];
-    const float *t = (const float *)kn__data(c->in[1]);
-    long long n = kn__numel_shape(p->ndim, p->shape);
+    const kn_operand *p = &a->param, *m = &a->m, *v = &a->v;
+    const float *t = (const float *)a->step.data;
+    long long n = kn_operand_numel(p);
     if (n == 0) return KN_OK;
     adam_batch *q = &queues[d->index];
-    bool f32 = p->dtype == KN_F32 && g->dtype == KN_F32 && m->dtype == KN_F32 && v->dtype == KN_F32 &&
-               c->in[1]->dtype == KN_F32;
-    bool same = q->count && q->t == t && q->lr == c->f[0] && q->b1 == c->f[1] && q->b2 == c->f[2] &&
-                q->eps == c->f[3] && q->wd == c->f[4] && q->adamw == (int)c->i[0];
+    bool f32 = p->dtype == KN_F32 && a->grad.dtype == KN_F32 && m->dtype == KN_F32 && v->dtype == KN_F32 &&
+               a->step.dtype == KN_F32;
+    bool same = q->count && q->t == t && q->lr == a->lr && q->b1 == a->beta1 && q->b2 == a->beta2 &&
+                q->eps == a->eps && q->wd == a->weight_decay && q->adamw == (int)a->decoupled;
+    /* A strided gradient is copied; the copy must outlive the update, which
+     * then runs at once instead of waiting in the queue. */
+    bool strided = !kn_operand_contiguous(&a->grad);
     long long blocks = (n + ADAM_CHUNK - 1) / ADAM_CHUNK;
-    if (q->count && (!f32 || !same || q->count == ADAM_MAX || q->block_start[q->count] + blocks > (1ll << 30))) {
+    if (q->count &&
+        (!f32 || !same || strided || q->count == ADAM_MAX || q->block_start[q->count] + blocks > (1ll << 30))) {
         kn_status s = kc_adam_flush(d);
         if (s != KN_OK) return s;
     }
+    if (a->step.dtype != KN_F32) return kn__err(KN_ERR_DTYPE, "adam: the step count must be float32");
+    kc_buf g;
+    kn_status s = kc_contig(d, &a->grad, a->grad.dtype, &g);
+    if (s != KN_OK) return s;
     if (!f32) {
-        if (c->in[1]->dtype != KN_F32) return kn__err(KN_ERR_DTYPE, "adam: the step count must be float32");
-        KC_LAUNCH(d, adam_any, kc_blocks(n), KC_THREADS, 
-            (char *)kn__data(p), p->dtype, (char *)kn__data(m), (char *)kn__data(v), m->dtype,
-            (const char *)kn__data(g), g->dtype, n, t, c->f[0], c->f[1], c->f[2], c->f[3], c->f[4], (int)c->i[0]);
+        KC_LAUNCH(d, adam_any, kc_blocks(n), KC_THREADS, (char *)p->data, p->dtype, (char *)m->data, (char *)v->data,
+                  m->dtype, (const char *)g.v.data, g.v.dtype, n, t, a->lr, a->beta1, a->beta2, a->eps,
+                  a->weight_decay, (int)a->decoupled);
+        kc_buf_free(d, &g);
         return kc_after(d, "adam");
     }
     if (!q->count) {
         q->t = t;
-        q->lr = c->f[0], q->b1 = c->f[1], q->b2 = c->f[2], q->eps = c->f[3], q->wd = c->f[4];
-        q->adamw = (int)c->i[0];
+        q->lr = a->lr, q->b1 = a->beta1, q->b2 = a->beta2, q->eps = a->eps, q->wd = a->weight_decay;
+        q->adamw = (int)a->decoupled;
         q->block_start[0] = 0;
     }
-    q->items[q->count] = (adam_item){(float *)kn__data(p), (float *)kn__data(m), (float *)kn__data(v),
-                                     (const float *)kn__data(g), n};
+    q->items[q->count] =
+        (adam_item){(float *)p->data, (float *)m->data, (float *)v->data, (const float *)g.v.data, n};
     q->block_start[q->count + 1] = q->block_start[q->count] + (int)blocks;
     q->count++;
-    return kc_sync_mode() ? kc_adam_flush(d) : KN_OK;
+    if (!g.scratch) return kc_sync_mode() ? kc_adam_flush(d) : KN_OK;
+    s = kc_adam_flush(d);
+    kc_buf_free(d, &g);
+    return s;
 }
 
-/* ---- SGD: through double, as the CPU ------------------------------------------------------------- */
-__global__ void sgd_kernel(char *P, int pdt, char *B, int bdt, const char *G, int gdt, long long n, double lr,
-                           double mom, double damp, double wd, int nesterov, int fresh) {
+/* ---- SGD: through double, as the CPU; any strides (operands: param, grad, buf) ------------------ */
+__global__ void sgd_kernel(const __grid_constant__ kn_geom it, char *P, int pdt, char *B, int bdt, const char *G,
+                           int gdt, double lr, double mom, double damp, double wd, int nesterov, int fresh) {
     kc_pdl_wait();
     int ep = kc_dsize(pdt), eb = kc_dsize(bdt), eg = kc_dsize(gdt);
-    KC_LOOP(i, n) {
-        double pi = kc_load(P + i * ep, pdt), dv = kc_load(G + i * eg, gdt) + wd * pi;
+    KC_LOOP(i, it.numel) {
+        long long o[3];
+        kc_offsets<3>(it, i, o);
+        double pi = kc_load(P + o[0] * ep, pdt), dv = kc_load(G + o[1] * eg, gdt) + wd * pi;
         if (B) {
-            double b = fresh ? dv : mom * kc_load(B + i * eb, bdt) + (1 - damp) * dv;
-            kc_store(B + i * eb, bdt, b);
+            double b = fresh ? dv : mom * kc_load(B + o[2] * eb, bdt) + (1 - damp) * dv;
+            kc_store(B + o[2] * eb, bdt, b);
             dv = nesterov ? dv + mom * b : b;
         }
-        kc_store(P + i * ep, pdt, pi - lr * dv);
+        kc_store(P + o[0] * ep, pdt, pi - lr * dv);
     }
 }
 
-extern "C" kn_status kn__cuda_sgd(const kn_call *c) {
-    kc_dev *d = kc_enter(c, false);
+extern "C" kn_status kn__cuda_sgd(int device, const void *args) {
+    const kn_sgd_args *a = (const kn_sgd_args *)args;
+    kc_dev *d = kc_enter(device, "sgd", false);
     if (!d) return kn_error_code();
-    kn_tensor *p = c->out[0], *buf = c->out[1], *g = c->in[0];
-    long long n = kn__numel_shape(p->ndim, p->shape);
-    if (n == 0) return KN_OK;
-    KC_LAUNCH(d, sgd_kernel, kc_blocks(n), KC_THREADS, 
-        (char *)kn__data(p), p->dtype, buf ? (char *)kn__data(buf) : NULL, buf ? buf->dtype : KN_F32,
-        (const char *)kn__data(g), g->dtype, n, c->f[0], c->f[1], c->f[2], c->f[3], (int)c->i[0], (int)c->i[1]);
+    bool buf = kn_operand_present(&a->buf);
+    const kn_operand *ops[3] = {&a->param, &a->grad, buf ? &a->buf : &a->param};
+    kn_geom it;
+    kn_geom_init(&it, 3, ops);
+    if (it.numel == 0) return KN_OK;
+    KC_LAUNCH(d, sgd_kernel, kc_blocks(it.numel), KC_THREADS, it, (char *)a->param.data, a->param.dtype,
+              buf ? (char *)a->buf.data : (char *)NULL, buf ? a->buf.dtype : KN_F32, (const char *)a->grad.data,
+              a->grad.dtype, a->lr, a->momentum, a->dampening, a->weight_decay, (int)a->nesterov, (int)a->fresh);
     return kc_after(d, "sgd");
 }

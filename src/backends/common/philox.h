@@ -3,6 +3,7 @@
 #ifndef KILN_PHILOX_H
 #define KILN_PHILOX_H
 
+#include <math.h>
 #include <stdint.h>
 
 #define KN_PHILOX_M0 0xD2511F53u
@@ -26,6 +27,34 @@ static inline void kn__philox(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3
     out[1] = c1;
     out[2] = c2;
     out[3] = c3;
+}
+
+/* ---- the element mapping every backend implements exactly ------------------ */
+/* Random numbers (kiln's RANDOM primitive): element k of a draw of `kind`
+ * (kn_random_kind codes: 0 uniform, 1 normal, 2 int, 3 bits) under (seed,
+ * offset). Uniform and int take word k % 4 of counter offset + k / 4; normal
+ * takes words 2 (k % 2) and 2 (k % 2) + 1 of counter offset + k / 2 (Box-Muller). */
+static inline double kn__u01(uint32_t x) { return (double)(x >> 8) * (1.0 / 16777216.0); }
+
+static inline void kn__random_block(uint64_t seed, uint64_t counter, uint32_t out[4]) {
+    kn__philox((uint32_t)counter, (uint32_t)(counter >> 32), 0, 0, (uint32_t)seed, (uint32_t)(seed >> 32), out);
+}
+
+static inline double kn__random_value(int kind, uint64_t seed, uint64_t offset, int64_t k, double a, double b) {
+    uint32_t w[4];
+    if (kind == 1) {
+        kn__random_block(seed, offset + (uint64_t)(k / 2), w);
+        int j = (int)(k % 2) * 2;
+        double u1 = 1.0 - kn__u01(w[j]), u2 = kn__u01(w[j + 1]); /* u1 in (0, 1] */
+        return a + b * sqrt(-2.0 * log(u1)) * cos(2.0 * 3.14159265358979323846 * u2);
+    }
+    kn__random_block(seed, offset + (uint64_t)(k / 4), w);
+    uint32_t x = w[k % 4];
+    switch (kind) {
+    case 0: return a + (b - a) * kn__u01(x);
+    case 2: return a + floor((double)x * (1.0 / 4294967296.0) * (b - a));
+    default: return (double)x;
+    }
 }
 
 /* KN_PHILOX_BATCH consecutive counters (low 64 bits from `counter`, high

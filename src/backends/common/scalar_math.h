@@ -4,7 +4,7 @@
 #ifndef KILN_SCALAR_MATH_H
 #define KILN_SCALAR_MATH_H
 
-#include "core/internal.h" /* the kn_unary_fn / kn_binary_fn codes */
+#include "core/backend.h" /* the kn_unary_fn / kn_binary_fn codes */
 
 #include <math.h>
 #include <stdint.h>

@@ -1,0 +1,42 @@
+/* The composites of the fused ops (composite.c, composite_nn.c) and the
+ * small toolkit they share: a scope with gradients off on the call's
+ * device, views wrapped as tensors, results copied into output views. */
+#ifndef KILN_OPS_COMPOSITE_H
+#define KILN_OPS_COMPOSITE_H
+
+#include "ops_internal.h"
+
+typedef struct {
+    kn_device dev;
+    kn_scope scope;
+} kn__cx;
+
+/* Opens the scope (gradients off); kn__cx_end closes it and returns s. */
+kn_status kn__cx_begin(kn__cx *cx, kn_device dev);
+kn_status kn__cx_end(kn__cx *cx, kn_status s);
+/* A view as a (scoped) tensor; NULL for an absent view. */
+kn_tensor *kn__cx_wrap(kn__cx *cx, const kn_operand *v);
+kn_tensor *kn__cx_wrap_as(kn__cx *cx, const kn_operand *v, int ndim, const int64_t *shape);
+/* Copies val (converting its dtype; same numel) into out; nothing when out is absent. */
+kn_status kn__cx_put(kn__cx *cx, const kn_operand *out, kn_tensor *val);
+kn_tensor *kn__cx_scalar(kn__cx *cx, double v, kn_dtype dt);
+/* Error paths only: the first entry of index outside [0, limit) (skipping
+ * *skip when given), read on the host; false when there is none. */
+bool kn__cx_bad_index(kn__cx *cx, const kn_operand *index, int64_t limit, const int64_t *skip, int64_t *value);
+/* keep = uniform(k) >= p, the dropout mask of (seed, offset) (KN_BOOL). */
+kn_tensor *kn__cx_keep_mask(kn__cx *cx, int ndim, const int64_t *shape, double p, int64_t seed, int64_t offset);
+/* x * keep / (1 - p); *keep_out (may be NULL) gets the mask. */
+kn_tensor *kn__cx_dropout(kn__cx *cx, kn_tensor *x, double p, int64_t seed, int64_t offset, kn_tensor **keep_out);
+
+kn_status kn__composite_softmax(kn_device dev, kn_softmax_args *a);
+kn_status kn__composite_softmax_backward(kn_device dev, kn_softmax_backward_args *a);
+kn_status kn__composite_nll(kn_device dev, kn_nll_args *a);
+kn_status kn__composite_nll_backward(kn_device dev, kn_nll_backward_args *a);
+kn_status kn__composite_cross_entropy(kn_device dev, kn_cross_entropy_args *a);
+kn_status kn__composite_cross_entropy_backward(kn_device dev, kn_cross_entropy_backward_args *a);
+kn_status kn__composite_batch_norm(kn_device dev, kn_batch_norm_args *a);
+kn_status kn__composite_batch_norm_backward(kn_device dev, kn_batch_norm_backward_args *a);
+kn_status kn__composite_layer_norm(kn_device dev, kn_layer_norm_args *a);
+kn_status kn__composite_layer_norm_backward(kn_device dev, kn_layer_norm_backward_args *a);
+
+#endif
