@@ -7,6 +7,7 @@
 
 #include "kiln/core.h"
 #include "kiln/device.h"
+#include "kiln/ops.h" /* kn_reduction, the `reduction` field of the loss ops */
 
 #include <stdarg.h>
 #include <stdbool.h>

@@ -152,6 +152,10 @@ kn_status kn__composite_cross_entropy_backward(kn_device dev, kn_cross_entropy_b
 }
 
 /* ---- batch norm ------------------------------------------------------------------------------- */
+/* The norms' statistics are sums that cancel: float16 and bfloat16 compute
+ * in float32 (as the fused kernels do), and the results are stored back. */
+static kn_dtype norm_type(kn_dtype dt) { return dt == KN_F16 || dt == KN_BF16 ? KN_F32 : dt; }
+
 /* A [C] vector seen as [1, C, 1], in dtype dt (NULL when absent). */
 static kn_tensor *per_channel(kn__cx *cx, const kn_operand *v, kn_dtype dt) {
     if (!kn_operand_present(v)) return NULL;
@@ -162,8 +166,8 @@ kn_status kn__composite_batch_norm(kn_device dev, kn_batch_norm_args *a) {
     kn__cx cx;
     kn__cx_begin(&cx, dev);
     const int dims[2] = {0, 2};
-    kn_tensor *x = kn__cx_wrap(&cx, &a->x);
-    kn_dtype dt = a->x.dtype;
+    kn_dtype dt = norm_type(a->x.dtype);
+    kn_tensor *x = kn_cast(kn__cx_wrap(&cx, &a->x), dt);
     int64_t M = a->x.shape[0] * a->x.shape[2];
     kn_tensor *mean, *invstd;
     kn_status s = KN_OK;
@@ -204,8 +208,8 @@ kn_status kn__composite_batch_norm_backward(kn_device dev, kn_batch_norm_backwar
     kn__cx cx;
     kn__cx_begin(&cx, dev);
     const int dims[2] = {0, 2};
-    kn_dtype dt = a->x.dtype;
-    kn_tensor *g = kn_cast(kn__cx_wrap(&cx, &a->grad), dt), *x = kn__cx_wrap(&cx, &a->x);
+    kn_dtype dt = norm_type(a->x.dtype);
+    kn_tensor *g = kn_cast(kn__cx_wrap(&cx, &a->grad), dt), *x = kn_cast(kn__cx_wrap(&cx, &a->x), dt);
     if (a->p > 0) g = kn__cx_dropout(&cx, g, a->p, a->seed, a->offset, NULL); /* the same mask as forward */
     kn_tensor *mean = per_channel(&cx, &a->mean, dt), *invstd = per_channel(&cx, &a->invstd, dt);
     kn_tensor *w = per_channel(&cx, &a->weight, dt);
@@ -236,8 +240,8 @@ kn_status kn__composite_layer_norm(kn_device dev, kn_layer_norm_args *a) {
     kn__cx_begin(&cx, dev);
     int one = 1;
     int64_t n = a->n, R = n ? kn_operand_numel(&a->x) / n : 0;
-    kn_dtype dt = a->x.dtype;
-    kn_tensor *x = kn__cx_wrap_as(&cx, &a->x, 2, (int64_t[]){R, n});
+    kn_dtype dt = norm_type(a->x.dtype);
+    kn_tensor *x = kn_cast(kn__cx_wrap_as(&cx, &a->x, 2, (int64_t[]){R, n}), dt);
     kn_tensor *mean = kn_mean(x, 1, &one, true);
     kn_tensor *invstd = kn_pow_scalar(kn_add_scalar(kn_var(x, 1, &one, 0, true), a->eps), -0.5);
     kn_tensor *y = kn_mul(kn_sub(x, mean), invstd);
@@ -255,8 +259,8 @@ kn_status kn__composite_layer_norm_backward(kn_device dev, kn_layer_norm_backwar
     kn__cx_begin(&cx, dev);
     int zero = 0, one = 1;
     int64_t n = a->n, R = n ? kn_operand_numel(&a->x) / n : 0;
-    kn_dtype dt = a->x.dtype;
-    kn_tensor *x = kn__cx_wrap_as(&cx, &a->x, 2, (int64_t[]){R, n});
+    kn_dtype dt = norm_type(a->x.dtype);
+    kn_tensor *x = kn_cast(kn__cx_wrap_as(&cx, &a->x, 2, (int64_t[]){R, n}), dt);
     kn_tensor *g = kn_cast(kn__cx_wrap_as(&cx, &a->grad, 2, (int64_t[]){R, n}), dt);
     kn_tensor *mean = kn_cast(kn__cx_wrap_as(&cx, &a->mean, 2, (int64_t[]){R, 1}), dt);
     kn_tensor *invstd = kn_cast(kn__cx_wrap_as(&cx, &a->invstd, 2, (int64_t[]){R, 1}), dt);

@@ -308,9 +308,6 @@ kn_status kn__cpu_nll_backward(int device, const void *args) {
  * NLL row loss of lp. The backward needs only the saved lse:
  * d loss_n / d z_j = p_j * A_n - B_nj with p_j = exp(z_j - lse_n),
  * A_n = (1 - s) w_t + s / C * sum_c w_c, B_nj = (1 - s) w_t [j == t] + s / C * w_j. */
-/* kn_reduction (kiln/ops.h), which the backend contract does not include. */
-enum { RED_MEAN = 0, RED_SUM = 1, RED_NONE = 2 };
-
 /* Logit j of row n (the logits are contiguous [N, C]). */
 static double ce_z(const kn_operand *z, int64_t n, int64_t j, int64_t C) {
     if (z->dtype == KN_F32) return ((const float *)z->data)[n * C + j];
@@ -360,11 +357,11 @@ kn_status kn__cpu_cross_entropy(int device, const void *args) {
             wsum += wv[t];
         }
         total += l;
-        if (red == RED_NONE) vset(&a->loss, n, l);
+        if (red == KN_REDUCTION_NONE) vset(&a->loss, n, l);
         vset(&a->lse, n, lse);
     }
-    if (red != RED_NONE) {
-        double v = red == RED_SUM ? total : total / wsum;
+    if (red != KN_REDUCTION_NONE) {
+        double v = red == KN_REDUCTION_SUM ? total : total / wsum;
         kn__store(a->loss.data, a->loss.dtype, v);
     }
     kn__store(a->weight_sum.data, a->weight_sum.dtype, wsum);
@@ -389,8 +386,8 @@ kn_status kn__cpu_cross_entropy_backward(int device, const void *args) {
     }
     double wall = 0;
     for (int64_t j = 0; j < C; j++) wall += wv[j];
-    double G = red == RED_NONE ? 0 : kn__load(g->data, g->dtype);
-    if (red == RED_MEAN) G /= kn__load(a->weight_sum.data, a->weight_sum.dtype);
+    double G = red == KN_REDUCTION_NONE ? 0 : kn__load(g->data, g->dtype);
+    if (red == KN_REDUCTION_MEAN) G /= kn__load(a->weight_sum.data, a->weight_sum.dtype);
     size_t es = kn_dtype_size(out->dtype);
     char *o = out->data;
     for (int64_t n = 0; n < N; n++) {
@@ -400,7 +397,7 @@ kn_status kn__cpu_cross_entropy_backward(int device, const void *args) {
             memset(row, 0, (size_t)C * es); /* all-zero bits are 0.0 in every float dtype */
             continue;
         }
-        double Gn = red == RED_NONE ? vget(g, n) : G, ln = vget(lse, n);
+        double Gn = red == KN_REDUCTION_NONE ? vget(g, n) : G, ln = vget(lse, n);
         double A = (1 - s) * wv[t] + s / (double)C * wall;
         for (int64_t j = 0; j < C; j++) {
             double B = (j == t ? (1 - s) * wv[t] : 0) + s / (double)C * wv[j];

@@ -3,7 +3,6 @@
  * computes in float, other float dtypes in double, as the CPU kernels do;
  * bulk inputs are made contiguous first. */
 #include "cuda_common.cuh"
-#include "kiln/ops.h" /* the kn_reduction codes of cross-entropy */
 
 #include <math.h>
 
