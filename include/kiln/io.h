@@ -98,6 +98,11 @@ bool kn_utf8_valid(const char *s, size_t n);
  * temporary file beside it, fsync'ed and renamed over it, so path holds its
  * old contents or all the new ones, never a mix. Errors name path. */
 kn_status kn_file_write_atomic(const char *path, const void *data, size_t nbytes);
+/* Checks, writing nothing, that a write to path could succeed: refuses what
+ * the write would (a directory, a read-only file, ...) and makes and removes
+ * a temporary file beside it. Leaves the file system as it was. Call it
+ * before long work, so an unwritable output is found first. */
+kn_status kn_file_check_writable(const char *path);
 
 #ifdef __cplusplus
 }

@@ -7,21 +7,26 @@
 
 /* Writes the n parts, in order, to path so that path holds either its old
  * contents or all of the new ones, never a mix: a temporary file
- * "path.tmp.XXXXXX" in the same directory is written, fsync'ed and renamed
- * over path. On any failure the temporary file is removed, path is left as it
- * was, and an error naming path is recorded. kn_file_write_atomic
- * (kiln/io.h) is its public, one-part form. */
+ * "path.tmp.PID.XXXXXX" in the same directory is written, fsync'ed and
+ * renamed over path (temporaries left by writers that no longer run are
+ * removed first). A symbolic link is followed and its target replaced, the
+ * link kept. A character device or FIFO (/dev/stdout, a pipe) is written in
+ * place; a directory, another special file or a read-only file is refused
+ * before anything is written. On any failure the temporary file is removed,
+ * path is left as it was, and an error naming path is recorded.
+ * kn_file_write_atomic (kiln/io.h) is its public, one-part form. */
 kn_status kn__atomic_write(const char *path, const void *const *parts, const size_t *sizes,
                            int n);
 
-/* A whole file in memory: mapped read-only when it is a regular file, read
- * into a buffer otherwise (pipes, /dev/stdin). data is never NULL (an empty
- * file gives len 0 and a pointer to a static byte). */
+/* A whole file in memory, read into a malloc'ed buffer (pipes and
+ * /dev/stdin too). Never mapped: a mapped file that another process
+ * truncates kills the reader with SIGBUS. data is never NULL (an empty file
+ * gives len 0 and a pointer to a static byte). */
 typedef struct {
     const unsigned char *data;
     size_t len;
-    void *base;     /* what to unmap or free */
-    size_t map_len; /* > 0 when mapped */
+    void *base;     /* what to free; NULL for an empty file */
+    size_t map_len; /* always 0: nothing is mapped (kept for initializers that list it) */
 } kn__file;
 
 /* Errors: "PATH: cannot open: No such file or directory", "PATH: cannot read: ..." */
