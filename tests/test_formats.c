@@ -502,6 +502,33 @@ static void test_safetensors_atomic(void) {
     signal(SIGXFSZ, prev);
     CHECK(kn_safetensors_save(in_dir("no/such/dir.safetensors"), 1, &one, 0, NULL) == KN_ERR_IO);
     CHECK_ERR("cannot create temporary file: No such file or directory", NULL);
+    /* The writer refuses a header the reader would refuse (control characters
+     * escape to six bytes each: 17e6 of them make 102 MB), before touching the
+     * file; one just under the limit saves and loads back. */
+    for (int under = 0; under < 2; under++) {
+        size_t n = under ? 16600000 : 17000000;
+        char *v = malloc(n + 1);
+        CHECK(v != NULL);
+        if (!v) break;
+        memset(v, 1, n);
+        v[n] = 0;
+        const kn_meta m1 = {"long", v};
+        kn_error_clear();
+        kn_status st = kn_safetensors_save(path, 1, &one, 1, &m1);
+        if (!under) {
+            CHECK(st == KN_ERR_INVALID);
+            CHECK_ERR("atomic.safetensors: the header would take 102", "over the 100000000 that readers accept");
+            CHECK(file_is(path, before, len) && temp_files() == 0);
+        } else {
+            CHECK(st == KN_OK);
+            kn_safetensors *f = kn_safetensors_open(path);
+            const char *got = f ? kn_safetensors_meta(f, "long") : NULL;
+            CHECK(got && strlen(got) == n && !memcmp(got, v, n));
+            kn_safetensors_close(f);
+            CHECK(kn_safetensors_save(path, 1, &one, 0, NULL) == KN_OK);
+        }
+        free(v);
+    }
     /* And a successful save replaces the file. */
     CHECK(kn_safetensors_save(path, 1, &big, 0, NULL) == KN_OK);
     CHECK(!file_is(path, before, len) && temp_files() == 0);

@@ -251,15 +251,21 @@ static kn_safetensors *parse_file(kn__file file, const char *path) {
     f->data = b + 8 + hlen;
     f->data_len = len - 8 - (size_t)hlen;
 
-    char what[512];
-    snprintf(what, sizeof what, "%s: header", path);
+    char *what = malloc(strlen(path) + sizeof ": header");
+    if (!what) {
+        kn__err(KN_ERR_OOM, "%s: out of memory", path);
+        goto fail;
+    }
+    strcpy(what, path);
+    strcat(what, ": header");
     kn__json_limits lim = {16, (size_t)KN__SAFETENSORS_MAX_HEADER};
     f->doc = kn__json_parse((const char *)b + 8, (size_t)hlen, &lim, what);
+    free(what);
     if (!f->doc) goto fail;
     const kn__json *root = kn__json_root(f->doc);
-    if (root->count > (1 << 24)) {
+    if (root->count > KN__SAFETENSORS_MAX_TENSORS) {
         kn__err(KN_ERR_FORMAT, "%s: header lists %lld tensors; at most %d supported", path,
-                (long long)root->count, 1 << 24);
+                (long long)root->count, KN__SAFETENSORS_MAX_TENSORS);
         goto fail;
     }
     f->e = calloc((size_t)root->count + 1, sizeof *f->e);
@@ -426,6 +432,9 @@ kn_status kn_safetensors_save(const char *path, int n, const kn_named_tensor *te
     if (n < 0 || (n > 0 && !tensors) || n_meta < 0 || (n_meta > 0 && !meta))
         return kn__err(KN_ERR_INVALID, "%s: kn_safetensors_save: invalid tensor or metadata list",
                        path);
+    if (n > KN__SAFETENSORS_MAX_TENSORS)
+        return kn__err(KN_ERR_INVALID, "%s: %d tensors; a file holds at most %d; nothing written", path, n,
+                       KN__SAFETENSORS_MAX_TENSORS);
     kn_status st = KN_OK;
     int big = n > n_meta ? n : n_meta;
     const char **names = malloc(((size_t)big + 1) * sizeof *names);
@@ -541,6 +550,13 @@ kn_status kn_safetensors_save(const char *path, int n, const kn_named_tensor *te
     while (h.len % 8) kn__json_cstr(&h, " "); /* keeps the data 8-byte aligned */
     if (h.oom) {
         st = kn__err(KN_ERR_OOM, "%s: out of memory writing the header", path);
+        goto done;
+    }
+    if (h.len > KN__SAFETENSORS_MAX_HEADER) {
+        st = kn__err(KN_ERR_INVALID,
+                     "%s: the header would take %zu bytes (names and metadata, escaped), over the %llu that "
+                     "readers accept; nothing written",
+                     path, h.len, KN__SAFETENSORS_MAX_HEADER);
         goto done;
     }
     unsigned char len8[8];

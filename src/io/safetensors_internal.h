@@ -9,7 +9,10 @@
  * kn_safetensors_open. */
 kn_safetensors *kn__safetensors_parse(const void *data, size_t len, const char *name);
 
-/* Largest header accepted, as in the reference implementation. */
+/* Largest header accepted, as in the reference implementation, and most
+ * tensors in one file. The writer checks both before replacing a file, so
+ * what kiln saves it can always load. */
 #define KN__SAFETENSORS_MAX_HEADER 100000000ull
+#define KN__SAFETENSORS_MAX_TENSORS (1 << 24)
 
 #endif
