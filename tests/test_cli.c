@@ -19,12 +19,13 @@
 
 static char dir[256];
 static char out_buf[1 << 20], err_buf[1 << 16];
+static const char *stdout_to; /* when set, the command's stdout goes there (/dev/full) */
 
 static const char *path_in(const char *name) {
-    static char bufs[64][512]; /* a ring: enough for the paths of one command */
+    static char bufs[64][1024]; /* a ring: enough for the paths of one command */
     static int k;
     char *b = bufs[k++ % 64];
-    snprintf(b, 512, "%s/%s", dir, name);
+    snprintf(b, 1024, "%s/%s", dir, name);
     return b;
 }
 
@@ -62,7 +63,8 @@ static int run_limited(long fsize_limit, const char *const *args) {
     snprintf(e, sizeof e, "%s/.stderr", dir);
     pid_t pid = fork();
     if (pid == 0) {
-        int fo = open(o, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(e, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fo = stdout_to ? open(stdout_to, O_WRONLY) : open(o, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fe = open(e, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fo, 1);
         dup2(fe, 2);
         if (fsize_limit > 0) {
@@ -296,7 +298,7 @@ static void test_bad_input(void) {
     CHECK_FAILS(RUN("predict", path_in("model.safetensors"), path_in("mixed.csv"), "--out", path_in("no/dir/p.csv")),
                 "no/dir/p.csv");
     CHECK_FAILS(RUN("train", path_in("mixed.csv"), "--target", "label", "--out", path_in("no/dir/m.safetensors")),
-                "does not exist");
+                "no/dir/m.safetensors: cannot write: No such file or directory");
 }
 
 /* A save that fails (file size limit) leaves the existing model byte for byte. */
@@ -318,6 +320,144 @@ static void test_failed_save(void) {
     CHECK(RUN("eval", path_in("model.safetensors"), path_in("mixed.csv"), "--quiet") == 0, "the model still loads");
 }
 
+static bool same_file(const char *path, const char *data, size_t n) {
+    static char buf[1 << 20];
+    size_t m = read_file(path, buf, sizeof buf);
+    return m == n && !memcmp(buf, data, n);
+}
+
+/* A copy of model.safetensors whose kiln_model metadata has `from` replaced
+ * by `to` (once), and whose tensor `nan_in` (when given) holds a NaN. */
+static void craft_model(const char *name, const char *from, const char *to, const char *nan_in) {
+    kn_scope sc = kn_scope_begin();
+    kn_safetensors *f = kn_safetensors_open(path_in("model.safetensors"));
+    CHECK(f != NULL, "model opens: %s", kn_error());
+    if (!f) return;
+    int n = kn_safetensors_count(f);
+    kn_named_tensor *t = calloc((size_t)n, sizeof *t);
+    for (int i = 0; i < n; i++) {
+        t[i].name = kn_safetensors_name(f, i);
+        t[i].tensor = kn_safetensors_get(f, t[i].name, KN_CPU);
+        if (nan_in && !strcmp(t[i].name, nan_in)) ((float *)kn__data(t[i].tensor))[0] = NAN;
+    }
+    const char *meta = kn_safetensors_meta(f, "kiln_model");
+    const char *at = from ? strstr(meta, from) : NULL;
+    CHECK(!from || at, "metadata holds %s", from);
+    size_t len = strlen(meta) + (to ? strlen(to) : 0) + 1;
+    char *m2 = malloc(len);
+    if (at) snprintf(m2, len, "%.*s%s%s", (int)(at - meta), meta, to, at + strlen(from));
+    else snprintf(m2, len, "%s", meta);
+    kn_meta md[3] = {{"format", "pt"}, {"kiln_version", KN_VERSION_STRING}, {"kiln_model", m2}};
+    CHECK(kn_safetensors_save(path_in(name), n, t, 3, md) == KN_OK, "crafted %s: %s", name, kn_error());
+    free(m2);
+    free(t);
+    kn_safetensors_close(f);
+    kn_scope_end(sc);
+}
+
+/* The classes of data loss and silent failure: outputs that would replace
+ * their inputs, checks after the work, lost stdout, repeated options, cut
+ * values, statistics near the float limits, model files that ask for more
+ * than they hold, duplicate names, non-finite weights. */
+static void test_robust(void) {
+    static char model[1 << 20], csv[1 << 16];
+    const char *mp = path_in("model.safetensors"), *cp = path_in("mixed.csv");
+    size_t nm = read_file(mp, model, sizeof model), nc = read_file(cp, csv, sizeof csv);
+    CHECK(nm > 1000 && nc > 1000, "fixtures read");
+
+    /* An output that is an input, directly or through a link, is refused first. */
+    CHECK_FAILS(RUN("predict", mp, cp, "--out", mp), "that is the input");
+    CHECK_FAILS(RUN("predict", mp, cp, "--out", cp), "that is the input");
+    symlink(mp, path_in("link.safetensors"));
+    CHECK_FAILS(RUN("predict", mp, cp, "--out", path_in("link.safetensors")), "that is the input");
+    CHECK_FAILS(RUN("train", cp, "--target", "label", "--out", cp), "that is the input");
+    CHECK(same_file(mp, model, nm) && same_file(cp, csv, nc), "inputs unchanged");
+    /* Through a symlink to another file: the target is written, the link stays. */
+    write_text("target.csv", "old\n");
+    symlink(path_in("target.csv"), path_in("preds-link.csv"));
+    CHECK(RUN("predict", mp, cp, "--out", path_in("preds-link.csv"), "--quiet") == 0, "predict via link: %s", err_buf);
+    struct stat st;
+    CHECK(lstat(path_in("preds-link.csv"), &st) == 0 && S_ISLNK(st.st_mode), "the link is still a link");
+    static char got[1 << 16];
+    CHECK(read_file(path_in("target.csv"), got, sizeof got) > 100 && !strncmp(got, "prediction,", 11),
+          "the link's target holds the predictions");
+    /* Unwritable outputs are found before training: nothing trained, one line. */
+    const char *bad_outs[] = {"", path_in("no/such/dir/m.safetensors"), path_in("mixed.csv/x")};
+    for (int k = 0; k < 3; k++) {
+        CHECK_FAILS(RUN("train", cp, "--target", "label", "--out", bad_outs[k]), "--out");
+        CHECK(!strstr(out_buf, "accuracy"), "no training before failing on --out '%s'", bad_outs[k]);
+    }
+    char long_name[400];
+    memset(long_name, 'n', 300);
+    snprintf(long_name + 300, sizeof long_name - 300, ".safetensors");
+    CHECK_FAILS(RUN("train", cp, "--target", "label", "--out", path_in(long_name)), "name too long");
+    CHECK(!strstr(out_buf, "accuracy"), "no training before failing on a long --out");
+
+    /* A report that cannot be written is a failure. */
+    stdout_to = "/dev/full";
+    CHECK_FAILS(RUN("eval", mp, cp), "writing to stdout failed");
+    CHECK_FAILS(RUN("train", cp, "--target", "label", "--epochs", "2"), "writing to stdout failed");
+    stdout_to = NULL;
+
+    /* Options given twice, and a device mistake, are command-line errors (2). */
+    int rc = RUN("train", cp, "--target", "label", "--target", "x1");
+    CHECK(rc == 2 && strstr(err_buf, "--target is given twice"), "repeated option: %d %s", rc, err_buf);
+    rc = RUN("predict", mp, cp, "--out=a.csv", "--out", "b.csv");
+    CHECK(rc == 2 && strstr(err_buf, "--out is given twice"), "repeated --out: %d %s", rc, err_buf);
+    rc = RUN("eval", mp, cp, "--device", "nonsense");
+    CHECK(rc == 2 && lines(err_buf) == 1, "a bad --device exits 2: %d %s", rc, err_buf);
+    rc = RUN("train", cp, "--target", "label", "--device", "nonsense");
+    CHECK(rc == 2 && lines(err_buf) == 1, "a bad --device exits 2 for train: %d %s", rc, err_buf);
+
+    /* Long, padded values stay whole: classes that differ after 300 bytes stay two. */
+    static char text[1 << 16], pad[301];
+    memset(pad, 'v', 300);
+    size_t n = (size_t)snprintf(text, sizeof text, "x,label\n");
+    for (int i = 0; i < 200; i++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "%d,  %s%c  \n", i % 2 ? 5 + i % 7 : -5 - i % 7, pad,
+                              i % 2 ? 'B' : 'A');
+    write_file("long.csv", text, n);
+    CHECK(RUN("train", path_in("long.csv"), "--target", "label", "--epochs", "30", "--recipe", "tutorial", "--out",
+              path_in("long.safetensors"), "--quiet") == 0, "train on long labels: %s", err_buf);
+    CHECK(RUN("predict", path_in("long.safetensors"), path_in("long.csv"), "--quiet") == 0, "predict: %s", err_buf);
+    char want_a[320], want_b[320];
+    snprintf(want_a, sizeof want_a, "prob_%sA", pad);
+    snprintf(want_b, sizeof want_b, "prob_%sB", pad);
+    CHECK(strstr(out_buf, want_a) && strstr(out_buf, want_b), "two whole class names in the predictions");
+
+    /* Values near the limits of a double: finite statistics, a model that learns. */
+    n = (size_t)snprintf(text, sizeof text, "x,c,label\n");
+    for (int i = 0; i < 300; i++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "%.6e,7,%s\n", (i % 2 ? 1 : -1) * (1 + i % 5) * 1.5e307,
+                              i % 2 ? "pos" : "neg");
+    write_file("huge.csv", text, n);
+    rc = RUN("train", path_in("huge.csv"), "--target", "label", "--json", "--seed", "3");
+    double acc = json_number(out_buf, "test", "accuracy");
+    CHECK(rc == 0 && acc >= 0.9, "values near DBL_MAX: accuracy %.3f (%s)", acc, err_buf);
+    CHECK(strstr(err_buf, "column 'c' has one value in every training row"), "constant column warned: %s", err_buf);
+
+    /* Model files: a network larger than the file, duplicate names, NaN weights. */
+    craft_model("huge.safetensors", "\"embedding_dim\":", "\"embedding_dim\":1000000, \"x\":", NULL);
+    CHECK_FAILS(RUN("eval", path_in("huge.safetensors"), cp), "more than the file's");
+    craft_model("dupclass.safetensors", "\"classes\":[\"no\",\"yes\"]", "\"classes\":[\"no\",\"no\"]", NULL);
+    CHECK_FAILS(RUN("eval", path_in("dupclass.safetensors"), cp), "class 'no' appears twice");
+    craft_model("dupvocab.safetensors", "\"blue\",", "\"green\",", NULL);
+    CHECK_FAILS(RUN("predict", path_in("dupvocab.safetensors"), cp), "appears twice in the vocabulary");
+    craft_model("nan.safetensors", NULL, NULL, "layers.0.weight");
+    CHECK_FAILS(RUN("predict", path_in("nan.safetensors"), cp), "'layers.0.weight' holds 1 NaN or infinite");
+
+    /* 100,000 columns, one name twice: found (by a hash, not a quadratic scan). */
+    size_t cap = 100000 * 12 + 64, len = 0; /* "c99999," and "1," per column */
+    char *wide = malloc(cap);
+    for (int j = 0; j < 100000; j++) len += (size_t)snprintf(wide + len, cap - len, "%sc%d", j ? "," : "", j == 99999 ? 7 : j);
+    len += (size_t)snprintf(wide + len, cap - len, "\n");
+    for (int j = 0; j < 100000; j++) len += (size_t)snprintf(wide + len, cap - len, "%s1", j ? "," : "");
+    len += (size_t)snprintf(wide + len, cap - len, "\n");
+    write_file("wide.csv", wide, len);
+    free(wide);
+    CHECK_FAILS(RUN("train", path_in("wide.csv"), "--target", "c0"), "column name 'c7' appears twice (columns 8 and 100000)");
+}
+
 /* The real data: car through the default recipe. */
 static void test_car(void) {
     int rc = RUN("train", KILN_SOURCE_DIR "/data/car/car.csv", "--target", "class", "--json", "--seed", "1");
@@ -336,6 +476,7 @@ int main(void) {
     test_round_trip();
     test_bad_input();
     test_failed_save();
+    test_robust();
     test_car();
     if (!kt_failed) { /* keep the files of a failed run for a look */
         char cmd[300];

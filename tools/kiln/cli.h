@@ -220,6 +220,9 @@ bool parse_int_opt(const char *name, const char *v, long long lo, long long hi, 
 bool parse_double_opt(const char *name, const char *v, double lo, double hi, double *out);
 bool parse_delimiter(const char *v, char *out);
 bool pick_device(const char *name, kn_device *dev);
+/* Before any work: out (given by option opt) is none of the inputs (the same
+ * file, through any link) and can be written (kn_file_check_writable). */
+bool out_path_ok(const char *opt, const char *out, const char *const *inputs, int n_inputs);
 void print_fallback_stats(FILE *f);
 
 #endif

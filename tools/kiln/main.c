@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 void cli_error(const char *fmt, ...) {
@@ -55,17 +56,25 @@ double cli_now(void) {
 }
 
 /* "--name VALUE" or "--name=VALUE"; a missing value is an error (value NULL). */
+/* The options already given: a second --target (say) is an error, not a
+ * silent override of the first. One command runs per process. */
+static const char *seen_opts[64];
+static int n_seen_opts;
+
 bool opt_is(const char *arg, const char *name, const char **value, int *i, int argc, char **argv) {
     size_t n = strlen(name);
     if (strncmp(arg, name, n)) return false;
+    if (arg[n] && arg[n] != '=') return false;
+    *value = NULL;
+    for (int k = 0; k < n_seen_opts; k++)
+        if (!strcmp(seen_opts[k], name)) return cli_error("%s is given twice", name), true;
+    if (n_seen_opts < (int)(sizeof seen_opts / sizeof *seen_opts)) seen_opts[n_seen_opts++] = name;
     if (arg[n] == '=') {
         *value = arg + n + 1;
         return true;
     }
-    if (arg[n]) return false;
     if (*i + 1 >= argc) {
         cli_error("%s needs a value", name);
-        *value = NULL;
         return true;
     }
     *value = argv[++*i];
@@ -73,6 +82,7 @@ bool opt_is(const char *arg, const char *name, const char **value, int *i, int a
 }
 
 bool parse_int_opt(const char *name, const char *v, long long lo, long long hi, long long *out) {
+    if (!v) return false; /* opt_is said why */
     char *end;
     errno = 0;
     long long x = v ? strtoll(v, &end, 10) : 0;
@@ -85,6 +95,7 @@ bool parse_int_opt(const char *name, const char *v, long long lo, long long hi, 
 }
 
 bool parse_double_opt(const char *name, const char *v, double lo, double hi, double *out) {
+    if (!v) return false;
     double x;
     if (!v || !parse_number(v, &x) || x < lo || x > hi) {
         cli_error("%s: '%s' is not a number in [%g, %g]", name, v ? v : "", lo, hi);
@@ -101,6 +112,16 @@ bool parse_delimiter(const char *v, char *out) {
         cli_error("--delimiter: '%s' is not one character (use 'tab' for a tab)", v ? v : "");
         return false;
     }
+    return true;
+}
+
+bool out_path_ok(const char *opt, const char *out, const char *const *inputs, int n_inputs) {
+    struct stat so, si;
+    if (!stat(out, &so))
+        for (int k = 0; k < n_inputs; k++)
+            if (inputs[k] && !stat(inputs[k], &si) && so.st_dev == si.st_dev && so.st_ino == si.st_ino)
+                return cli_error("%s %s: that is the input %s; choose another output file", opt, out, inputs[k]), false;
+    if (kn_file_check_writable(out) != KN_OK) return cli_error("%s: %s", opt, kn_error()), false;
     return true;
 }
 
@@ -205,6 +226,15 @@ int cmd_devices(int argc, char **argv) {
 }
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
+/* A report that did not reach stdout (a full disk, a closed pipe) is a
+ * failure: flush now and say so, rather than exit 0 after losing it. */
+static bool stdout_ok(void) {
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout)) return true;
+    cli_error("writing to stdout failed%s%s", errno ? ": " : "", errno ? strerror(errno) : "");
+    return false;
+}
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: kiln COMMAND [options]\n\n"
@@ -235,10 +265,14 @@ int main(int argc, char **argv) {
         printf("kiln %s\n", KN_VERSION_STRING);
         return 0;
     }
-    if (!strcmp(cmd, "devices")) return cmd_devices(argc, argv);
-    if (!strcmp(cmd, "train")) return cmd_train(argc, argv);
-    if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
-    if (!strcmp(cmd, "predict")) return cmd_predict(argc, argv);
-    cli_error("unknown command '%s' (commands: devices, train, eval, predict; see kiln --help)", cmd);
-    return 2;
+    int rc;
+    if (!strcmp(cmd, "devices")) rc = cmd_devices(argc, argv);
+    else if (!strcmp(cmd, "train")) rc = cmd_train(argc, argv);
+    else if (!strcmp(cmd, "eval")) rc = cmd_eval(argc, argv);
+    else if (!strcmp(cmd, "predict")) rc = cmd_predict(argc, argv);
+    else {
+        cli_error("unknown command '%s' (commands: devices, train, eval, predict; see kiln --help)", cmd);
+        return 2;
+    }
+    return stdout_ok() ? rc : (rc ? rc : 1);
 }

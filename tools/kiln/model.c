@@ -8,6 +8,7 @@
 #include "cli.h"
 
 #include <math.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -105,6 +106,8 @@ void model_fill_unknown(kn_module *m, const schema *s) {
     }
 }
 
+static bool weights_finite(kn_module *m, const char *path, const char *what);
+
 /* ---- saving -------------------------------------------------------------------------- */
 static void j_num(FILE *f, double v) { fprintf(f, "%.17g", isfinite(v) ? v : 0.0); }
 
@@ -177,6 +180,8 @@ static char *schema_json(const schema *s, const arch *a, const char *recipe) {
 }
 
 bool model_save(kn_module *m, const schema *s, const arch *a, const char *recipe, const char *path) {
+    /* What the loader would refuse is not written (the old file stays). */
+    if (!weights_finite(m, path, "training diverged; the model is not saved")) return false;
     char *js = schema_json(s, a, recipe);
     if (!js) {
         cli_error("%s: out of memory writing the model", path);
@@ -239,6 +244,53 @@ static char **str_array(jctx *c, const kn_json *arr, const char *what, int *n) {
     }
     *n = k;
     return out;
+}
+
+static int cmp_pstr(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* The first name that appears twice in v[0, n) (sorted copy), or NULL. */
+static const char *duplicate_of(const char *const *v, int n) {
+    const char **t = malloc(((size_t)n + 1) * sizeof *t);
+    if (!t) return NULL;
+    memcpy(t, v, (size_t)n * sizeof *t);
+    qsort(t, (size_t)n, sizeof *t, cmp_pstr);
+    const char *d = NULL;
+    for (int i = 1; i < n && !d; i++)
+        if (!strcmp(t[i - 1], t[i])) d = t[i];
+    free(t);
+    return d;
+}
+
+/* Names must be distinct (classes, every vocabulary, the input columns and
+ * the target), or codes and columns would silently merge. */
+static bool schema_distinct(const char *path, const schema *s) {
+    const char *d = duplicate_of((const char *const *)s->classes, s->n_classes);
+    if (d) return cli_error("%s: kiln_model metadata: class '%s' appears twice", path, d), false;
+    const char **cols = malloc(((size_t)s->n_f + 2) * sizeof *cols);
+    if (!cols) return cli_error("out of memory"), false;
+    for (int i = 0; i < s->n_f; i++) cols[i] = s->f[i].name;
+    cols[s->n_f] = s->target;
+    d = duplicate_of(cols, s->n_f + 1);
+    free(cols);
+    if (d) return cli_error("%s: kiln_model metadata: column '%s' appears twice", path, d), false;
+    for (int i = 0; i < s->n_f; i++)
+        if (s->f[i].type == COL_CATEGORICAL && (d = duplicate_of((const char *const *)s->f[i].vocab, s->f[i].n_vocab)))
+            return cli_error("%s: kiln_model metadata: value '%s' appears twice in the vocabulary of '%s'", path, d,
+                             s->f[i].name), false;
+    return true;
+}
+
+/* The elements of the network the schema describes, as a double (no
+ * overflow): checked against what the file holds before anything is built. */
+static double schema_elements(const schema *s, const arch *a) {
+    double total = 0, in = s->n_num;
+    for (int i = 0; i < s->n_f; i++)
+        if (s->f[i].type == COL_CATEGORICAL) total += ((double)s->f[i].n_vocab + 1) * s->f[i].dim, in += s->f[i].dim;
+    for (int i = 0; i < a->n_layers; i++) {
+        total += in * a->layers[i] + 5.0 * a->layers[i]; /* weight, bias; batch norm's 4 vectors */
+        in = a->layers[i];
+    }
+    return total + in * s->n_classes + s->n_classes;
 }
 
 static bool parse_schema(jctx *c, schema *s, arch *a) {
@@ -315,6 +367,38 @@ static bool parse_schema(jctx *c, schema *s, arch *a) {
         s->n_num += 1 + f->indicator;
     }
     if (s->n_f == 0) return cli_error("%s: kiln_model metadata: no input columns", c->path), false;
+    return schema_distinct(c->path, s);
+}
+
+/* Non-finite values in the weights would make every probability NaN. */
+static bool weights_finite(kn_module *m, const char *path, const char *what) {
+    int n = 0;
+    const kn_named_tensor *sd = kn_module_state_dict(m, &n);
+    for (int k = 0; k < n; k++) {
+        if (!kn_dtype_is_float(kn_dtype_of(sd[k].tensor))) continue;
+        int64_t numel = kn_numel(sd[k].tensor), bad = 0;
+        double *v = malloc(((size_t)numel + 1) * sizeof *v);
+        if (!v || kn_to_host(sd[k].tensor, v, KN_F64) != KN_OK) {
+            free(v);
+            return cli_error("%s: reading tensor '%s': %s", path, sd[k].name, v ? kn_error() : "out of memory"), false;
+        }
+        for (int64_t i = 0; i < numel; i++) bad += !isfinite(v[i]);
+        free(v);
+        if (bad)
+            return cli_error("%s: tensor '%s' holds %lld NaN or infinite values; %s", path, sd[k].name, (long long)bad,
+                             what), false;
+    }
+    return true;
+}
+
+/* Every element takes at least one byte of the file: a schema that asks for
+ * more is refused before a network of that size is allocated. */
+static bool elements_fit(const char *path, const schema *s, const arch *a) {
+    struct stat st;
+    double want = schema_elements(s, a);
+    if (stat(path, &st) == 0 && want > (double)st.st_size)
+        return cli_error("%s: kiln_model metadata describes a network of %.0f values, more than the file's %lld bytes "
+                         "hold; the file is damaged", path, want, (long long)st.st_size), false;
     return true;
 }
 
@@ -335,11 +419,14 @@ kn_module *model_load(const char *path, kn_device dev, schema *s, arch *a) {
     jctx c = {path, kn_json_parse(meta, strlen(meta), "kiln_model metadata")};
     kn_module *m = NULL;
     if (!c.d) cli_error("%s: %s", path, kn_error());
-    else if (parse_schema(&c, s, a) && (m = model_build(s, a))) {
+    else if (parse_schema(&c, s, a) && elements_fit(path, s, a) && (m = model_build(s, a))) {
         kn_error_clear();
         /* kn_module_load checks every name and shape before writing. */
         if (kn_module_load(m, f) != KN_OK || kn_error_code() != KN_OK) {
             cli_error("%s", kn_error());
+            kn_module_free(m);
+            m = NULL;
+        } else if (!weights_finite(m, path, "the model is damaged (or training diverged)")) {
             kn_module_free(m);
             m = NULL;
         } else if (kn_module_to(m, dev) != KN_OK) {

@@ -58,7 +58,6 @@ static void predict_help(void) {
 /* Loads the model and encodes the file's rows. */
 static bool prepare(use_args *a, bool need_target, kn_device *dev, kn_module **m, schema *s, arch *ar,
                     kn_csv **csv, encoded *e, dev_data *d) {
-    if (!pick_device(a->device, dev)) return false;
     if (!(*m = model_load(a->model, *dev, s, ar))) return false;
     if (!(*csv = table_read(a->file, a->set_delim ? a->delimiter : s->delimiter))) return false;
     if (!table_encode(*csv, a->file, s, NULL, kn_csv_rows(*csv), need_target, e)) return false;
@@ -75,8 +74,9 @@ int cmd_eval(int argc, char **argv) {
     use_args a = {0};
     int rc = parse_use(argc, argv, "eval", false, &a, eval_help);
     if (rc >= 0) return rc;
-    rc = 1;
     kn_device dev;
+    if (!pick_device(a.device, &dev)) return 2;
+    rc = 1;
     kn_module *m = NULL;
     schema s = {0};
     arch ar;
@@ -165,8 +165,10 @@ int cmd_predict(int argc, char **argv) {
     use_args a = {0};
     int rc = parse_use(argc, argv, "predict", true, &a, predict_help);
     if (rc >= 0) return rc;
-    rc = 1;
     kn_device dev;
+    if (!pick_device(a.device, &dev)) return 2;
+    if (a.out && !out_path_ok("--out", a.out, (const char *[]){a.model, a.file}, 2)) return 1;
+    rc = 1;
     kn_module *m = NULL;
     schema s = {0};
     arch ar;
@@ -181,10 +183,16 @@ int cmd_predict(int argc, char **argv) {
     char dl[2] = {delim, 0}, num[32];
     put(&b, "prediction", 10);
     for (int c = 0; c < s.n_classes; c++) {
-        char name[512];
-        snprintf(name, sizeof name, "prob_%s", s.classes[c]);
+        char *name = malloc(strlen(s.classes[c]) + sizeof "prob_");
+        if (!name) {
+            b.oom = true;
+            break;
+        }
+        strcpy(name, "prob_");
+        strcat(name, s.classes[c]);
         put(&b, dl, 1);
         put_field(&b, name, delim);
+        free(name);
     }
     put(&b, "\n", 1);
     for (int64_t i = 0; i < e.n; i++) {

@@ -78,27 +78,47 @@ static void map_free(strmap *m) {
 }
 
 /* ---- cells ------------------------------------------------------------------------------ */
-/* A cell without surrounding blanks, in buf when it had any. */
-static const char *trimmed(const char *s, char *buf, size_t cap) {
-    size_t n = strlen(s);
-    size_t a = 0, b = n;
-    while (a < b && (s[a] == ' ' || s[a] == '\t')) a++;
-    while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t')) b--;
-    if (a == 0 && b == n) return s;
-    if (b - a >= cap) b = a + cap - 1;
+/* A cell's blanks at either end, as [a, b) of s. */
+static void trim_span(const char *s, size_t *a, size_t *b) {
+    size_t n = strlen(s), i = 0;
+    while (i < n && (s[i] == ' ' || s[i] == '\t')) i++;
+    while (n > i && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    *a = i;
+    *b = n;
+}
+
+/* A cell without surrounding blanks: s itself, or a copy in a buffer that
+ * grows to any length (values are never cut, so long ones stay distinct) and
+ * holds it until the next call. Out of memory ends the program: this runs
+ * while reading input, before anything is written. */
+static const char *trimmed(const char *s) {
+    static char *buf;
+    static size_t cap;
+    size_t a, b;
+    trim_span(s, &a, &b);
+    if (a == 0 && !s[b]) return s;
+    if (b - a + 1 > cap) {
+        size_t want = (b - a + 1) * 2;
+        char *p = realloc(buf, want);
+        if (!p) {
+            cli_error("out of memory reading a value of %zu bytes", b - a);
+            exit(1);
+        }
+        buf = p;
+        cap = want;
+    }
     memcpy(buf, s + a, b - a);
     buf[b - a] = 0;
     return buf;
 }
 
 bool is_missing(const char *s) {
-    while (*s == ' ' || *s == '\t') s++;
     static const char *const tokens[] = {"?", "NA", "N/A", "na", "n/a", "NaN", "nan", "null", "NULL", "None"};
-    char buf[8];
-    const char *t = trimmed(s, buf, sizeof buf);
-    if (!*t) return true;
+    size_t a, b;
+    trim_span(s, &a, &b);
+    if (a == b) return true;
     for (size_t i = 0; i < sizeof tokens / sizeof *tokens; i++)
-        if (!strcmp(t, tokens[i])) return true;
+        if (strlen(tokens[i]) == b - a && !memcmp(s + a, tokens[i], b - a)) return true;
     return false;
 }
 
@@ -152,6 +172,7 @@ kn_csv *table_read(const char *path, char delimiter) {
     }
     int cols = kn_csv_cols(c);
     int64_t rows = kn_csv_rows(c);
+    strmap names = {0};
     for (int j = 0; j < cols; j++) {
         const char *h = kn_csv_header(c, j);
         if (!kn_utf8_valid(h, strlen(h))) {
@@ -159,12 +180,14 @@ kn_csv *table_read(const char *path, char delimiter) {
                       "a CSV file?)", path, j + 1);
             goto fail;
         }
-        for (int k = 0; k < j; k++)
-            if (*h && !strcmp(h, kn_csv_header(c, k))) {
-                cli_error("%s:1: column name '%s' appears twice (columns %d and %d)", path, h, k + 1, j + 1);
-                goto fail;
-            }
+        int k = *h ? map_put(&names, h, j) : j; /* a hash: files with 100,000 columns stay fast */
+        if (k == -2) goto fail;
+        if (k != j) {
+            cli_error("%s:1: column name '%s' appears twice (columns %d and %d)", path, h, k + 1, j + 1);
+            goto fail;
+        }
     }
+    map_free(&names);
     if (rows == 0) {
         cli_error("%s: no data rows (only a header line)", path);
         goto fail;
@@ -181,6 +204,7 @@ kn_csv *table_read(const char *path, char delimiter) {
         }
     return c;
 fail:
+    map_free(&names);
     kn_csv_free(c);
     return NULL;
 }
@@ -199,26 +223,26 @@ static int find_col(const kn_csv *c, const char *name) {
     return -1;
 }
 
-static void list_columns(const kn_csv *c, char *buf, size_t cap) {
-    size_t n = 0;
-    buf[0] = 0;
-    for (int j = 0; j < kn_csv_cols(c) && n + 8 < cap; j++) {
-        int w = snprintf(buf + n, cap - n, "%s%s", j ? ", " : "", col_name(c, j));
-        if (w < 0 || (size_t)w >= cap - n) {
-            snprintf(buf + (cap > 5 ? cap - 5 : 0), 5, "...");
-            break;
-        }
-        n += (size_t)w;
-    }
+/* The column names for a message, at most 40 of them (malloc'ed; NULL when out of memory). */
+static char *list_columns(const kn_csv *c) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return NULL;
+    int n = kn_csv_cols(c);
+    for (int j = 0; j < n && j < 40; j++) fprintf(f, "%s%s", j ? ", " : "", col_name(c, j));
+    if (n > 40) fprintf(f, ", ... (%d in all)", n);
+    fclose(f);
+    return text;
 }
 
 bool table_target(const kn_csv *csv, const char *path, const char *target, schema *s,
                   int64_t **rows_out, int64_t *n_out, int64_t **y_out) {
     int tc = find_col(csv, target);
     if (tc < 0) {
-        char cols[512];
-        list_columns(csv, cols, sizeof cols);
-        cli_error("%s: no column '%s' for --target (columns: %s)", path, target, cols);
+        char *cols = list_columns(csv);
+        cli_error("%s: no column '%s' for --target (columns: %s)", path, target, cols ? cols : "?");
+        free(cols);
         return false;
     }
     int64_t rows = kn_csv_rows(csv), n = 0, skipped = 0;
@@ -227,14 +251,13 @@ bool table_target(const kn_csv *csv, const char *path, const char *target, schem
     strmap m = {0};
     int k = 0;
     bool ok = keep && y && names;
-    char buf[256];
     for (int64_t r = 0; ok && r < rows; r++) {
         const char *v = kn_csv_cell(csv, r, tc);
         if (is_missing(v)) {
             skipped++;
             continue;
         }
-        const char *t = trimmed(v, buf, sizeof buf);
+        const char *t = trimmed(v);
         if (map_get(&m, t) < 0) {
             names[k] = cli_strdup(t);
             if (!names[k] || map_put(&m, names[k], k) < 0) ok = false;
@@ -259,7 +282,7 @@ bool table_target(const kn_csv *csv, const char *path, const char *target, schem
         strmap cm = {0};
         for (int i = 0; ok && i < k; i++) ok = map_put(&cm, names[i], i) >= 0;
         for (int64_t i = 0; ok && i < n; i++)
-            y[i] = map_get(&cm, trimmed(kn_csv_cell(csv, keep[i], tc), buf, sizeof buf));
+            y[i] = map_get(&cm, trimmed(kn_csv_cell(csv, keep[i], tc)));
         map_free(&cm);
     }
     if (!ok) {
@@ -297,19 +320,20 @@ static bool in_list(const char *list, const char *name) {
 static bool check_list(const kn_csv *csv, const char *path, const char *opt, const char *list,
                        const char *target) {
     if (!list) return true;
-    char name[256];
     for (const char *p = list; *p;) {
         const char *e = strchr(p, ',');
         size_t len = e ? (size_t)(e - p) : strlen(p);
-        snprintf(name, sizeof name, "%.*s", (int)(len < 255 ? len : 255), p);
-        if (!*name || find_col(csv, name) < 0) {
+        char *name = strndup(p, len);
+        if (!name) return cli_error("out of memory"), false;
+        bool ok = false;
+        if (!*name || find_col(csv, name) < 0)
             cli_error("%s: %s names column '%s', which %s", path, opt, name, *name ? "the file does not have" : "is empty");
-            return false;
-        }
-        if (!strcmp(name, target)) {
+        else if (!strcmp(name, target))
             cli_error("%s: %s names the target column '%s'", path, opt, name);
-            return false;
-        }
+        else
+            ok = true;
+        free(name);
+        if (!ok) return false;
         if (!e) break;
         p = e + 1;
     }
@@ -326,7 +350,6 @@ bool table_fit(const kn_csv *csv, const char *path, const table_opts *o, const i
         return false;
     s->f = cli_alloc((size_t)cols * sizeof *s->f);
     if (!s->f) return false;
-    char buf[256];
     for (int j = 0; j < cols; j++) {
         const char *name = col_name(csv, j);
         if (!strcmp(name, s->target) || in_list(o->ignore, name)) continue;
@@ -345,7 +368,7 @@ bool table_fit(const kn_csv *csv, const char *path, const table_opts *o, const i
             if (!parse_number(v, &x)) {
                 if (force_num) {
                     cli_error("%s:%lld: column '%s': '%s' is not a number (the column is --numeric)", path,
-                              (long long)kn_csv_row_line(csv, r), name, trimmed(v, buf, sizeof buf));
+                              (long long)kn_csv_row_line(csv, r), name, trimmed(v));
                     return false;
                 }
                 numeric = false;
@@ -365,20 +388,32 @@ bool table_fit(const kn_csv *csv, const char *path, const table_opts *o, const i
         f->missing_code = -1;
         if (!f->name) return false;
         if (numeric) {
-            double sum = 0, sq = 0;
+            /* Two passes over the values scaled by their largest magnitude, so
+             * columns near the limits of a double give finite statistics
+             * (|mean| and the population std are at most that magnitude). */
             int64_t n = 0, miss = 0;
+            double big = 0, sum = 0, sq = 0, x;
             for (int64_t i = 0; i < n_train; i++) {
-                double x;
-                if (parse_number(kn_csv_cell(csv, train[i], j), &x)) sum += x, n++;
+                if (parse_number(kn_csv_cell(csv, train[i], j), &x)) big = fmax(big, fabs(x)), n++;
                 else miss++;
             }
-            f->mean = n ? sum / (double)n : 0;
-            for (int64_t i = 0; i < n_train; i++) {
-                double x;
-                if (parse_number(kn_csv_cell(csv, train[i], j), &x)) sq += (x - f->mean) * (x - f->mean);
+            double scale = big > 0 ? big : 1;
+            for (int64_t i = 0; i < n_train; i++)
+                if (parse_number(kn_csv_cell(csv, train[i], j), &x)) sum += x / scale;
+            double mean_s = n ? sum / (double)n : 0;
+            for (int64_t i = 0; i < n_train; i++)
+                if (parse_number(kn_csv_cell(csv, train[i], j), &x)) sq += (x / scale - mean_s) * (x / scale - mean_s);
+            f->mean = mean_s * scale;
+            f->std = n ? sqrt(sq / (double)n) * scale : 0; /* population std, as scikit-learn's scaler */
+            if (!isfinite(f->mean) || !isfinite(f->std)) {
+                cli_error("%s: column '%s': its statistics are not finite (mean %g, std %g)", path, name, f->mean,
+                          f->std);
+                return false;
             }
-            f->std = n ? sqrt(sq / (double)n) : 0; /* population std, as scikit-learn's scaler */
-            if (!(f->std > 1e-12 * (1 + fabs(f->mean))) || !isfinite(f->std)) f->std = 1;
+            if (!(f->std > 1e-12 * (1 + fabs(f->mean)))) {
+                if (n > 1) cli_warn("%s: column '%s' has one value in every training row; it tells the model nothing", path, name);
+                f->std = 1;
+            }
             f->indicator = miss > 0;
             s->n_num += 1 + f->indicator;
             continue;
@@ -390,7 +425,7 @@ bool table_fit(const kn_csv *csv, const char *path, const table_opts *o, const i
         if (!vocab) return false;
         for (int64_t i = 0; i < n_train; i++) {
             const char *v = kn_csv_cell(csv, train[i], j);
-            const char *t = is_missing(v) ? "" : trimmed(v, buf, sizeof buf);
+            const char *t = is_missing(v) ? "" : trimmed(v);
             if (map_get(&m, t) >= 0) continue;
             if (n == cap) {
                 char **p = realloc(vocab, (size_t)(cap *= 2) * sizeof *p);
@@ -418,7 +453,7 @@ bool table_fit(const kn_csv *csv, const char *path, const table_opts *o, const i
             if (map_put(&sm, vocab[c], c) < 0) return false;
         for (int64_t i = 0; i < n_train; i++) {
             const char *v = kn_csv_cell(csv, train[i], j);
-            f->counts[map_get(&sm, is_missing(v) ? "" : trimmed(v, buf, sizeof buf))]++;
+            f->counts[map_get(&sm, is_missing(v) ? "" : trimmed(v))]++;
         }
         map_free(&sm);
         f->dim = o->embedding_dim > 0 ? o->embedding_dim : ((int)n + 1) / 2 < 50 ? ((int)n + 1) / 2 : 50;
@@ -481,7 +516,6 @@ bool table_encode(const kn_csv *csv, const char *path, schema *s, const int64_t 
     for (int i = 0; ok && i < s->n_f; i++)
         for (int c = 0; ok && c < s->f[i].n_vocab; c++) ok = map_put(&maps[i], s->f[i].vocab[c], c) >= 0;
     for (int c = 0; ok && c < s->n_classes; c++) ok = map_put(&cm, s->classes[c], c) >= 0;
-    char buf[256];
     int64_t unknown_class = 0;
     for (int64_t i = 0; ok && i < n; i++) {
         int64_t r = rows ? rows[i] : i;
@@ -492,7 +526,7 @@ bool table_encode(const kn_csv *csv, const char *path, schema *s, const int64_t 
             const char *v = kn_csv_cell(csv, r, f->csv_col);
             bool miss = is_missing(v);
             if (f->type == COL_CATEGORICAL) {
-                int code = miss ? f->missing_code : map_get(&maps[k], trimmed(v, buf, sizeof buf));
+                int code = miss ? f->missing_code : map_get(&maps[k], trimmed(v));
                 if (code < 0) {
                     code = f->n_vocab;
                     out->unknown++;
@@ -503,12 +537,12 @@ bool table_encode(const kn_csv *csv, const char *path, schema *s, const int64_t 
             double x = f->mean;
             if (!miss && !parse_number(v, &x)) {
                 cli_error("%s:%lld: column '%s': '%s' is not a number (the model treats '%s' as numeric)", path,
-                          (long long)kn_csv_row_line(csv, r), f->name, trimmed(v, buf, sizeof buf), f->name);
+                          (long long)kn_csv_row_line(csv, r), f->name, trimmed(v), f->name);
                 ok = false;
                 break;
             }
             if (miss && !f->indicator) out->imputed++;
-            double z = (x - f->mean) / f->std;
+            double z = (0.5 * x - 0.5 * f->mean) / (0.5 * f->std); /* halves: x - mean may overflow */
             out->num[i * s->n_num + ni++] = (float)(z > 1e6 ? 1e6 : z < -1e6 ? -1e6 : z);
             if (f->indicator) out->num[i * s->n_num + ni++] = miss ? 1.0f : 0.0f;
         }
@@ -516,7 +550,7 @@ bool table_encode(const kn_csv *csv, const char *path, schema *s, const int64_t 
         if (ok && tc >= 0) {
             const char *v = kn_csv_cell(csv, r, tc);
             if (!is_missing(v)) {
-                out->y[i] = map_get(&cm, trimmed(v, buf, sizeof buf));
+                out->y[i] = map_get(&cm, trimmed(v));
                 if (out->y[i] < 0) unknown_class++;
             }
         }

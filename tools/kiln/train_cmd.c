@@ -5,7 +5,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static void train_help(void) {
     printf(
@@ -67,24 +66,6 @@ static bool parse_layers(const char *v, arch *a) {
         p = *end ? end + 1 : end;
     }
     if (!v || !*v) return cli_error("--layers needs sizes like 200,100,50"), false;
-    return true;
-}
-
-/* The output must be writable where it is meant to go, checked before training. */
-static bool check_out(const char *out, const char *data) {
-    struct stat so, sd;
-    if (!stat(out, &so)) {
-        if (S_ISDIR(so.st_mode)) return cli_error("--out %s: is a directory", out), false;
-        if (!stat(data, &sd) && so.st_dev == sd.st_dev && so.st_ino == sd.st_ino)
-            return cli_error("--out %s: that is the data file", out), false;
-    }
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", out);
-    char *slash = strrchr(dir, '/');
-    if (!slash) return true;
-    if (slash == dir) slash[1] = 0;
-    else *slash = 0;
-    if (stat(dir, &so) || !S_ISDIR(so.st_mode)) return cli_error("--out %s: directory %s does not exist", out, dir), false;
     return true;
 }
 
@@ -234,9 +215,9 @@ int cmd_train(int argc, char **argv) {
     if (rc >= 0) return rc;
     train_opts *o = &a.o;
     bool talk = !o->quiet && !o->json;
-    if (a.out && !check_out(a.out, a.file)) return 1;
     kn_device dev;
-    if (!pick_device(a.device, &dev)) return 1;
+    if (!pick_device(a.device, &dev)) return 2;
+    if (a.out && !out_path_ok("--out", a.out, (const char *[]){a.file}, 1)) return 1;
     if (talk) printf("Using %s device\n", kn_device_kind_name((kn_device_kind)dev.kind));
 
     rc = 1;
