@@ -11,6 +11,7 @@
 #include "kiln/nn.h"
 #include "kiln/optim.h"
 #include "kiln/io.h"
+#include "kiln/checkpoint.h"
 #include "kiln/graph.h"
 
 #endif

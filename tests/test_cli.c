@@ -2,114 +2,9 @@
  * --json output, and every bad input ending in one clear line on stderr, a
  * non-zero exit and no half-written file. The binary's path comes from CMake
  * (KILN_CLI_PATH); fixtures are written into a fresh temporary directory. */
-#include "kn_test.h"
-#include "io/json.h"
+#include "kt_cli.h"
 
 #include <dirent.h>
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#ifndef KILN_CLI_PATH
-#error "KILN_CLI_PATH must name the kiln binary"
-#endif
-
-static char dir[256];
-static char out_buf[1 << 20], err_buf[1 << 16];
-static const char *stdout_to; /* when set, the command's stdout goes there (/dev/full) */
-
-static const char *path_in(const char *name) {
-    static char bufs[64][1024]; /* a ring: enough for the paths of one command */
-    static int k;
-    char *b = bufs[k++ % 64];
-    snprintf(b, 1024, "%s/%s", dir, name);
-    return b;
-}
-
-static void write_file(const char *name, const void *data, size_t n) {
-    FILE *f = fopen(path_in(name), "wb");
-    if (!f || fwrite(data, 1, n, f) != n) abort();
-    fclose(f);
-}
-static void write_text(const char *name, const char *s) { write_file(name, s, strlen(s)); }
-
-static size_t read_file(const char *path, char *buf, size_t cap) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    size_t n = fread(buf, 1, cap - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    return n;
-}
-
-static bool exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-/* Runs kiln with args (NULL-terminated); stdout/stderr land in out_buf/err_buf.
- * fsize_limit > 0 caps the size of files the process may write. */
-static int run_limited(long fsize_limit, const char *const *args) {
-    char *argv[64];
-    int n = 0;
-    argv[n++] = (char *)KILN_CLI_PATH;
-    for (; args[n - 1] && n < 63; n++) argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-    char o[512], e[512];
-    snprintf(o, sizeof o, "%s/.stdout", dir);
-    snprintf(e, sizeof e, "%s/.stderr", dir);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fo = stdout_to ? open(stdout_to, O_WRONLY) : open(o, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int fe = open(e, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        if (fsize_limit > 0) {
-            signal(SIGXFSZ, SIG_IGN); /* writes then fail with EFBIG instead of killing */
-            struct rlimit rl = {(rlim_t)fsize_limit, (rlim_t)fsize_limit};
-            setrlimit(RLIMIT_FSIZE, &rl);
-        }
-        setenv("KILN_DEVICE", "cpu", 1);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    read_file(o, out_buf, sizeof out_buf);
-    read_file(e, err_buf, sizeof err_buf);
-    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-    return WEXITSTATUS(status);
-}
-
-#define RUN(...) run_limited(0, (const char *const[]){__VA_ARGS__, NULL})
-
-static int lines(const char *s) {
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
-}
-
-/* A failure: non-zero exit, exactly one line on stderr, "kiln: ..." naming `what`. */
-#define CHECK_FAILS(rc, what)                                                                       \
-    do {                                                                                            \
-        int rc_ = (rc);                                                                             \
-        CHECK(rc_ != 0 && rc_ < 128, "exit status %d (stderr: %s)", rc_, err_buf);                  \
-        CHECK(lines(err_buf) == 1 && !strncmp(err_buf, "kiln: ", 6), "one line on stderr: %s", err_buf); \
-        CHECK(strstr(err_buf, (what)) != NULL, "stderr names '%s': %s", (what), err_buf);          \
-    } while (0)
-
-static double json_number(const char *text, const char *k1, const char *k2) {
-    kn__json_doc *d = kn__json_parse(text, strlen(text), NULL, "kiln --json output");
-    if (!d) return NAN;
-    const kn__json *v = kn__json_get(d, kn__json_root(d), k1);
-    if (v && k2) v = kn__json_get(d, v, k2);
-    double x = v && v->type == KN__JSON_NUMBER ? v->number : NAN;
-    kn__json_free(d);
-    return x;
-}
 
 /* 300 rows: numeric x1 (some '?'), x2 (some empty), categorical color (some NA),
  * a binary label decided by x1 + color; deterministic. */
@@ -466,11 +361,7 @@ static void test_car(void) {
 }
 
 int main(void) {
-    snprintf(dir, sizeof dir, "%s", "/tmp/kiln_cli_XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    kt_cli_begin();
     make_mixed("mixed.csv", 300, false);
     test_basics();
     test_round_trip();
@@ -478,12 +369,5 @@ int main(void) {
     test_failed_save();
     test_robust();
     test_car();
-    if (!kt_failed) { /* keep the files of a failed run for a look */
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    } else {
-        fprintf(stderr, "files kept in %s\n", dir);
-    }
-    return kt_finish("cli");
+    return kt_cli_end("cli");
 }

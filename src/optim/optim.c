@@ -2,24 +2,10 @@
  * parameter's update is one fused kernel (KN_OP_SGD / KN_OP_ADAM) on the
  * parameter's own device, or its composite where the backend has none. */
 #include "ops/ops_internal.h" /* kn__run: fused ops with their composites */
+#include "optim/optim_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
-
-typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW } opt_kind;
-
-struct kn_optim {
-    opt_kind kind;
-    int n;
-    kn_tensor **params;
-    kn_tensor **state_a; /* Adam m / SGD momentum buffer (lazily made) */
-    kn_tensor **state_b; /* Adam v */
-    kn_sgd_opts sgd;
-    kn_adam_opts adam;
-    double lr;
-    int64_t steps;
-    kn_tensor *step_t; /* t on the parameters' device (Adam), see KN_OP_ADAM */
-};
 
 kn_sgd_opts kn_sgd_defaults(double lr) { return (kn_sgd_opts){lr, 0, 0, 0, false}; }
 kn_adam_opts kn_adam_defaults(double lr) { return (kn_adam_opts){lr, 0.9, 0.999, 1e-8, 0}; }

@@ -6,6 +6,7 @@
  *   train.c     training loops and the two recipes
  *   graph_step.c  the captured (CUDA graph) training step
  *   report.c    metrics, confusion matrix, progress bar, JSON
+ *   checkpoint.c  `--checkpoint` / `--resume`, Ctrl-C
  *   predict.c   `kiln eval` and `kiln predict`                                   */
 #ifndef KILN_CLI_H
 #define KILN_CLI_H
@@ -124,6 +125,8 @@ kn_tensor *model_forward(kn_module *m, kn_tensor *cat, kn_tensor *num);
 /* Sets each embedding's "unknown" row to the training-frequency mean of its
  * other rows, so unseen categories get an average input. */
 void model_fill_unknown(kn_module *m, const schema *s);
+/* The schema as JSON text (malloc'ed), as saved in the model file. */
+char *model_schema_json(const schema *s, const arch *a, const char *recipe);
 bool model_save(kn_module *m, const schema *s, const arch *a, const char *recipe, const char *path);
 /* Loads a model file; returns the module (on dev) and fills s and a. */
 kn_module *model_load(const char *path, kn_device dev, schema *s, arch *a);
@@ -141,7 +144,41 @@ typedef struct {
     arch arch;
     uint64_t seed;
     bool quiet, json, stats, no_graph;
+    /* checkpoints (checkpoint.c): saved to ckpt every `every` epochs;
+     * resume_from: the checkpoint to continue from. schema_json and
+     * fingerprint identify the run (data and options) for that check. */
+    const char *ckpt, *resume_from;
+    int every;
+    const char *schema_json, *fingerprint;
 } train_opts;
+
+/* The training loop's own state, as a checkpoint holds it. */
+typedef struct {
+    int epoch, best_epoch, since_best, since_lr;
+    double best_loss, lr, train_time;
+    double train_loss, val_loss, val_acc; /* of the last epoch, for people reading the file */
+    uint64_t shuffle;
+    int64_t rows_seen;
+    bool has_best, stopped;
+} train_state;
+
+/* DIR/checkpoint.safetensors (malloc'ed), after checking DIR is a directory
+ * (made when create and absent); NULL with a message naming opt. */
+char *ckpt_path(const char *opt, const char *dir, bool create);
+/* The options that shape training, as JSON text (malloc'ed). */
+char *ckpt_fingerprint(const train_opts *o, const char *class_weight);
+/* order: the row order [n] (I64, CPU), saved and restored with the rest. */
+bool ckpt_save(const char *path, kn_module *m, kn_optim *opt, kn_tensor *const *best, int n_best,
+               kn_tensor *order, const train_state *ts, const train_opts *o);
+/* Checks the checkpoint is this run's, then restores everything; leaves all
+ * as it was on failure. best: the snapshot to fill (NULL when none). */
+bool ckpt_load(const char *path, kn_module *m, kn_optim *opt, kn_tensor *const *best, int n_best,
+               kn_tensor *order, train_state *ts, const train_opts *o);
+/* Whether the checkpoint holds best weights (to make the snapshot first). */
+bool ckpt_peek(const char *path, bool *has_best);
+/* Ctrl-C: the first one asks training to stop after the current epoch. */
+void interrupt_watch(void);
+bool interrupt_requested(void);
 
 /* Host copy of model inputs moved to a device. */
 typedef struct {
@@ -156,6 +193,8 @@ typedef struct {
     double seconds, best_val_loss;
     double samples_per_s;
     bool graph_used;
+    bool interrupted; /* stopped by Ctrl-C */
+    int resumed_from; /* the checkpoint's epoch, 0 when not resumed */
 } train_result;
 
 /* Forward in eval mode, in chunks: probabilities [n, n_classes] on the host. */

@@ -111,9 +111,8 @@ static bool weights_finite(kn_module *m, const char *path, const char *what);
 /* ---- saving -------------------------------------------------------------------------- */
 static void j_num(FILE *f, double v) { fprintf(f, "%.17g", isfinite(v) ? v : 0.0); }
 
-/* The schema as JSON text (malloc'ed; NULL when out of memory), written with
- * json_str (report.c): names and values are UTF-8, table_read checked. */
-static char *schema_json(const schema *s, const arch *a, const char *recipe) {
+/* json_str (report.c) writes names and values: UTF-8, as table_read checked. */
+char *model_schema_json(const schema *s, const arch *a, const char *recipe) {
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
@@ -182,7 +181,7 @@ static char *schema_json(const schema *s, const arch *a, const char *recipe) {
 bool model_save(kn_module *m, const schema *s, const arch *a, const char *recipe, const char *path) {
     /* What the loader would refuse is not written (the old file stays). */
     if (!weights_finite(m, path, "training diverged; the model is not saved")) return false;
-    char *js = schema_json(s, a, recipe);
+    char *js = model_schema_json(s, a, recipe);
     if (!js) {
         cli_error("%s: out of memory writing the model", path);
         return false;

@@ -157,7 +157,35 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     /* BatchNorm needs two rows: a last batch of one is dropped, and with
      * fixed-size captured steps every partial batch is. */
     for (int64_t i = 0; i < n; i++) perm[i] = i;
-    uint64_t rng = o->seed ^ 0x6b696c6e2d626174ULL;
+    train_state ts = {.best_loss = INFINITY, .lr = o->lr, .shuffle = o->seed ^ 0x6b696c6e2d626174ULL};
+    snapshot best = {0};
+    /* The row order is shuffled in place epoch after epoch, so it is part of
+     * the state a checkpoint keeps (an extra beside the best weights). */
+    kn_tensor *perm_t = o->ckpt ? owned(kn_empty(KN_SHAPE(n), KN_I64, KN_CPU)) : NULL;
+    if (o->ckpt && !perm_t) {
+        cli_error("setting up checkpoints: %s", kn_error());
+        kn_scope_end(data_scope);
+        kn_optim_free(opt);
+        free(perm);
+        return false;
+    }
+    if (o->resume_from) {
+        bool has_best = false;
+        bool loaded = ckpt_peek(o->resume_from, &has_best) && (!has_best || snap_copy(m, &best, true)) &&
+                      ckpt_load(o->resume_from, m, opt, best.t, best.n, perm_t, &ts, o) &&
+                      kn_to_host(perm_t, perm, KN_I64) == KN_OK;
+        if (!loaded) {
+            snap_free(&best);
+            kn_release(perm_t);
+            kn_scope_end(data_scope);
+            kn_optim_free(opt);
+            free(perm);
+            return false;
+        }
+        r->resumed_from = ts.epoch;
+        r->best_epoch = ts.best_epoch;
+    }
+    uint64_t rng = ts.shuffle;
 
     graph_trainer *g = NULL;
     if (!o->no_graph && kn_graph_supported(dev)) {
@@ -171,21 +199,25 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     if (validate && (!vy || kn_to_host(va->y, vy, KN_I64) != KN_OK)) {
         free(vy);
         free(perm);
+        snap_free(&best);
+        kn_release(perm_t);
         graph_trainer_free(g);
         kn_scope_end(data_scope);
         kn_optim_free(opt);
         return false;
     }
-    snapshot best = {0};
-    double best_loss = INFINITY, lr = o->lr;
-    int since_best = 0, since_lr = 0;
+    double best_loss = ts.best_loss, lr = ts.lr;
+    int since_best = ts.since_best, since_lr = ts.since_lr;
     progress pg;
     progress_begin(&pg, o->epochs, o->quiet || o->json);
-    double t0 = cli_now(), train_time = 0;
-    int64_t rows_seen = 0;
+    double t0 = cli_now(), train_time = ts.train_time;
+    int64_t rows_seen = ts.rows_seen;
     bool ok = true, said = false; /* said: the failure's message is out already */
-    int epoch = 0;
-    for (epoch = 1; ok && epoch <= o->epochs; epoch++) {
+    int epoch = ts.epoch + 1;
+    if (ts.stopped && !o->quiet && !o->json)
+        printf("the checkpoint's run had stopped early at epoch %d; best epoch %d restored\n", ts.epoch, ts.best_epoch);
+    interrupt_watch();
+    for (; ok && !ts.stopped && epoch <= o->epochs; epoch++) {
         double te = cli_now();
         double loss_sum = 0;
         int64_t correct = 0, seen = 0;
@@ -259,17 +291,13 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
             }
         }
         progress_update(&pg, epoch, tl, ta, vl, vacc, (double)seen / (cli_now() - te), improved);
-        if (validate && o->patience > 0) {
-            if (since_best >= o->patience) {
-                if (!o->quiet && !o->json) {
-                    progress_end(&pg);
-                    printf("early stop at epoch %d: no validation improvement for %d epochs; best epoch %d "
-                           "(val loss %.4f) restored\n", epoch, o->patience, r->best_epoch, best_loss);
-                    pg.quiet = true;
-                }
-                epoch++;
-                break;
-            }
+        bool early = validate && o->patience > 0 && since_best >= o->patience;
+        if (early && !o->quiet && !o->json) {
+            progress_end(&pg);
+            printf("early stop at epoch %d: no validation improvement for %d epochs; best epoch %d "
+                   "(val loss %.4f) restored\n", epoch, o->patience, r->best_epoch, best_loss);
+            pg.quiet = true;
+        } else if (validate && o->patience > 0) {
             /* Halve the learning rate when the validation loss stalls. */
             int plateau = o->patience / 3 > 2 ? o->patience / 3 : 2;
             if (since_lr >= plateau && lr > o->lr / 64) {
@@ -281,6 +309,38 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
                     g = NULL;
                 }
             }
+        }
+        bool stop = early || interrupt_requested();
+        if (stop && !early) {
+            r->interrupted = true;
+            if (!o->quiet && !o->json) {
+                progress_end(&pg);
+                printf("interrupted: training stopped after epoch %d%s\n", epoch,
+                       best.t ? "; the best weights so far restored" : "");
+                pg.quiet = true;
+            }
+        }
+        /* At the end of the epoch everything is consistent: the checkpoint
+         * holds exactly what the next epoch starts from. */
+        if (o->ckpt && (epoch % o->every == 0 || stop || epoch == o->epochs)) {
+            ts = (train_state){.epoch = epoch, .best_epoch = r->best_epoch, .since_best = since_best,
+                               .since_lr = since_lr, .best_loss = best_loss, .lr = lr,
+                               .train_time = train_time, .train_loss = tl, .val_loss = vl, .val_acc = vacc,
+                               .shuffle = rng, .rows_seen = rows_seen, .stopped = early};
+            kn_scope cs = kn_scope_begin();
+            kn_status ps = kn_copy_(perm_t, kn_from_data(perm, KN_I64, KN_SHAPE(n), KN_CPU));
+            kn_scope_end(cs);
+            if (ps != KN_OK || !ckpt_save(o->ckpt, m, opt, best.t, best.n, perm_t, &ts, o)) {
+                if (ps != KN_OK) cli_error("saving the checkpoint: %s", kn_error());
+                ok = false;
+                said = true;
+                break;
+            }
+            ts.stopped = false;
+        }
+        if (stop) {
+            epoch++;
+            break;
         }
     }
     r->epochs_run = epoch - 1;
@@ -297,6 +357,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     if (!ok && !said) cli_error("training at epoch %d: %s", epoch, kn_error()[0] ? kn_error() : "failed");
     graph_trainer_free(g);
     snap_free(&best);
+    kn_release(perm_t);
     free(perm);
     free(vy);
     kn_scope_end(data_scope);

@@ -39,6 +39,10 @@ static void train_help(void) {
         "  --no-graph             do not capture the training step as a graph (CUDA)\n"
         "output:\n"
         "  --out MODEL            save the model (one .safetensors file)\n"
+        "  --checkpoint DIR       save the training state to DIR/checkpoint.safetensors (atomically)\n"
+        "  --every N              ... every N epochs (default 1), and when training stops\n"
+        "  --resume DIR           continue from DIR's checkpoint: the same data and options, --epochs\n"
+        "                         may grow; keeps checkpointing to DIR (or --checkpoint)\n"
         "  --quiet                only the final report\n"
         "  --json                 only the final metrics, as one JSON object on stdout\n"
         "  --stats                print the per-op CPU-fallback counters at the end\n");
@@ -70,7 +74,8 @@ static bool parse_layers(const char *v, arch *a) {
 }
 
 typedef struct {
-    const char *file, *out, *device, *cw;
+    const char *file, *out, *device, *cw, *ckpt_dir, *resume_dir;
+    long long every;
     table_opts t;
     train_opts o;
     char delimiter;
@@ -98,6 +103,9 @@ static int parse_args(int argc, char **argv, train_args *a, const char **target)
                 return cli_error("--recipe: '%s' is not a recipe (default, tutorial)", v), 2;
             recipe = v;
         } else if (opt_is(s, "--out", &v, &i, argc, argv)) { if (!(a->out = v)) return 2; }
+        else if (opt_is(s, "--checkpoint", &v, &i, argc, argv)) { if (!(a->ckpt_dir = v)) return 2; }
+        else if (opt_is(s, "--resume", &v, &i, argc, argv)) { if (!(a->resume_dir = v)) return 2; }
+        else if (opt_is(s, "--every", &v, &i, argc, argv)) { if (!parse_int_opt("--every", v, 1, 1000000, &a->every)) return 2; }
         else if (opt_is(s, "--device", &v, &i, argc, argv)) { if (!(a->device = v)) return 2; }
         else if (opt_is(s, "--categorical", &v, &i, argc, argv)) { if (!(a->t.categorical = v)) return 2; }
         else if (opt_is(s, "--numeric", &v, &i, argc, argv)) { if (!(a->t.numeric = v)) return 2; }
@@ -150,6 +158,7 @@ static int parse_args(int argc, char **argv, train_args *a, const char **target)
     }
     if (!a->file) return cli_error("train: no data file (kiln train FILE.csv --target COLUMN)"), 2;
     if (!*target) return cli_error("train: --target COLUMN is required (the column to predict)"), 2;
+    if (a->every && !a->ckpt_dir && !a->resume_dir) return cli_error("--every needs --checkpoint DIR"), 2;
     if (a->o.test_split + (a->set_val ? a->o.val_split : 0) >= 0.95)
         return cli_error("--test-split plus --val-split leave too few training rows"), 2;
     a->o.recipe = recipe;
@@ -218,9 +227,31 @@ int cmd_train(int argc, char **argv) {
     kn_device dev;
     if (!pick_device(a.device, &dev)) return 2;
     if (a.out && !out_path_ok("--out", a.out, (const char *[]){a.file}, 1)) return 1;
+    /* The checkpoint's place is checked before any work, like --out. */
+    char *ckpt = NULL, *resume_from = NULL;
+    if (a.resume_dir && !(resume_from = ckpt_path("--resume", a.resume_dir, false))) return 1;
+    if (a.ckpt_dir || a.resume_dir) {
+        ckpt = ckpt_path(a.ckpt_dir ? "--checkpoint" : "--resume", a.ckpt_dir ? a.ckpt_dir : a.resume_dir, true);
+        const char *inputs[] = {a.file, a.out ? a.out : a.file};
+        if (!ckpt || !out_path_ok(a.ckpt_dir ? "--checkpoint" : "--resume", ckpt, inputs, 2)) {
+            free(ckpt);
+            free(resume_from);
+            return 1;
+        }
+    }
+    bool has_best;
+    if (resume_from && !ckpt_peek(resume_from, &has_best)) {
+        free(ckpt);
+        free(resume_from);
+        return 1;
+    }
+    o->ckpt = ckpt;
+    o->resume_from = resume_from;
+    o->every = a.every ? (int)a.every : 1;
     if (talk) printf("Using %s device\n", kn_device_kind_name((kn_device_kind)dev.kind));
 
     rc = 1;
+    char *schema_json = NULL, *fingerprint = NULL;
     schema s = {0};
     s.delimiter = a.delimiter;
     encoded etr = {0}, eva = {0}, ete = {0};
@@ -280,8 +311,18 @@ int cmd_train(int argc, char **argv) {
         cli_warn("%lld categorical values in the validation/test rows were not seen in training (mapped to 'unknown')",
                  (long long)unk);
 
+    if (o->ckpt && (!(schema_json = model_schema_json(&s, &o->arch, o->recipe)) ||
+                    !(fingerprint = ckpt_fingerprint(o, a.cw)))) {
+        cli_error("out of memory");
+        goto done;
+    }
+    o->schema_json = schema_json;
+    o->fingerprint = fingerprint;
+
     train_result tr;
     if (!train_run(m, &s, o, &dtr, sp.n_val ? &dva : NULL, cw, &tr)) goto done;
+    if (talk && tr.resumed_from)
+        printf("resumed from %s at epoch %d\n", o->resume_from, tr.resumed_from);
     model_fill_unknown(m, &s);
     if (talk)
         printf("training: %.2f s, %d epochs, %.0f rows/s%s\n", tr.seconds, tr.epochs_run, tr.samples_per_s,
@@ -307,9 +348,9 @@ int cmd_train(int argc, char **argv) {
         printf("\"rows\":{\"train\":%lld,\"validation\":%lld,\"test\":%lld},", (long long)sp.n_train,
                (long long)sp.n_val, (long long)sp.n_test);
         printf("\"training\":{\"epochs\":%d,\"best_epoch\":%d,\"seconds\":%.4f,\"rows_per_second\":%.1f,"
-               "\"batch_size\":%lld,\"graph\":%s},",
+               "\"batch_size\":%lld,\"graph\":%s,\"resumed_from_epoch\":%d,\"interrupted\":%s},",
                tr.epochs_run, tr.best_epoch, tr.seconds, tr.samples_per_s, (long long)o->batch_size,
-               tr.graph_used ? "true" : "false");
+               tr.graph_used ? "true" : "false", tr.resumed_from, tr.interrupted ? "true" : "false");
         printf("\"unknown_categories\":%lld,\"test\":", (long long)unk);
         if (sp.n_test) {
             printf("{");
@@ -325,7 +366,12 @@ int cmd_train(int argc, char **argv) {
     }
     if (o->stats) print_fallback_stats(o->json ? stderr : stdout);
     rc = 0;
+    if (tr.interrupted) rc = 130; /* what a shell reports for Ctrl-C: the run did not finish */
 done:
+    free(schema_json);
+    free(fingerprint);
+    free(ckpt);
+    free(resume_from);
     metrics_free(&tm);
     free(proba);
     free(cw);
