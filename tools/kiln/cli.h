@@ -1,6 +1,7 @@
 /* kiln command line: shared types between the parts of the tool.
  *
  *   main.c      argument parsing, help, dispatch, `kiln devices`
+ *   util.c      messages, allocation, the clock
  *   table.c     CSV -> typed columns: inference, vocabularies, standardization, split
  *   model.c     the tabular model as a kn_module; saving and loading it with its schema
  *   train.c     training loops and the two recipes
