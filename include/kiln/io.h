@@ -49,9 +49,29 @@ void kn_safetensors_close(kn_safetensors *f);
 kn_status kn_module_save(kn_module *m, const char *path, int n_meta, const kn_meta *meta);
 kn_status kn_module_load(kn_module *m, const kn_safetensors *f);
 
-/* ---- NumPy .npy ----------------------------------------------------------- */
+/* ---- NumPy .npy and .npz -------------------------------------------------------
+ * .npy: one array. Saved as version 1.0, little-endian on little-endian
+ * machines; bfloat16 (which numpy lacks) is saved as float32, exactly. Read:
+ * versions 1-3, either byte order, C or Fortran order, dtypes f2 f4 f8 i4 i8
+ * u1 b1. See docs/INTEROP.md. */
 kn_status kn_npy_save(const char *path, const kn_tensor *t);
 kn_tensor *kn_npy_load(const char *path, kn_device dev);
+/* .npz: a ZIP archive of NAME.npy members, as numpy.savez (compress false:
+ * stored) and numpy.savez_compressed (true: deflate; needs kiln built with
+ * zlib, else refused). Written atomically; ZIP64 where sizes need it. Names
+ * are given without ".npy" and may not hold '/' or '\'. */
+kn_status kn_npz_save(const char *path, int n, const kn_named_tensor *tensors, bool compress);
+/* Reads and checks the whole archive's directory; NULL on error, with a
+ * message naming the archive and the member. */
+typedef struct kn_npz kn_npz;
+kn_npz *kn_npz_open(const char *path);
+int kn_npz_count(const kn_npz *f);
+/* The i-th array's name, without ".npy" (numpy's NpzFile.files), in archive order. */
+const char *kn_npz_name(const kn_npz *f, int i);
+/* A new tensor with the array, on dev (inflated and CRC-checked first);
+ * NULL when absent. name may carry the ".npy" suffix or not. */
+kn_tensor *kn_npz_get(const kn_npz *f, const char *name, kn_device dev);
+void kn_npz_close(kn_npz *f);
 
 /* ---- JSON ---------------------------------------------------------------------
  * The strict, bounded reader of safetensors headers, for metadata values

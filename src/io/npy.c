@@ -2,8 +2,9 @@
  * dict literal {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
  * padded so the data starts at a multiple of 64, then the raw elements.
  *
- * Writes version 1.0. Reads 1.0, 2.0 and 3.0; either byte order (swapped to
- * the machine's); fortran_order True (reordered to row-major). */
+ * Writes version 1.0 (the header of KN_MAX_DIMS dims always fits). Reads 1.0,
+ * 2.0 and 3.0; descr '<', '>', '=', '|' or no byte order (swapped to the
+ * machine's); fortran_order True (reordered to row-major). */
 #include "io/atomic_file.h"
 #include "io/npy_internal.h"
 
@@ -21,56 +22,89 @@ static const struct {
 
 static const char magic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
 
-kn_status kn_npy_save(const char *path, const kn_tensor *t) {
-    if (!path) return kn__err(KN_ERR_NULL, "kn_npy_save: path is NULL");
-    if (!t) return kn__err(KN_ERR_NULL, "%s: kn_npy_save: tensor is NULL", path);
-    /* NumPy has no bfloat16: such a tensor is saved as float32 (exact). */
+/* Longest header the writer can produce: the fixed text, KN_MAX_DIMS dims of
+ * up to 20 digits and ", ", then the padding to a multiple of 64. */
+#define NPY_DICT_CAP (64 + 22 * KN_MAX_DIMS + 64)
+_Static_assert(10 + NPY_DICT_CAP <= KN__NPY_MAX_HEAD, "npy header buffer too small");
+
+kn_status kn__npy_encode(const kn_tensor *t, const char *what, kn__npy_bytes *out) {
+    memset(out, 0, sizeof *out);
+    if (!t) return kn__err(KN_ERR_NULL, "%s: tensor is NULL", what);
+    /* NumPy has no bfloat16: such a tensor is saved as float32 (exact, below). */
     kn_dtype dt = kn_dtype_of(t) == KN_BF16 ? KN_F32 : kn_dtype_of(t);
     size_t k = 0;
     while (k < N_TYPES && npy_types[k].dtype != dt) k++;
-    if (k == N_TYPES) return kn__err(KN_ERR_DTYPE, "%s: kn_npy_save: invalid dtype", path);
+    if (k == N_TYPES || kn_numel(t) < 0)
+        return kn__err(KN_ERR_DTYPE, "%s: invalid dtype", what);
     const int es = npy_types[k].size;
     const char order = es == 1 ? '|' : kn__host_little_endian() ? '<' : '>';
 
-    char h[512];
-    int n = snprintf(h, sizeof h, "{'descr': '%c%c%d', 'fortran_order': False, 'shape': (", order,
+    char *h = (char *)out->head + 10;
+    const size_t cap = NPY_DICT_CAP;
+    int n = snprintf(h, cap, "{'descr': '%c%c%d', 'fortran_order': False, 'shape': (", order,
                      npy_types[k].kind, es);
     const int64_t *shape = kn_shape(t);
-    for (int d = 0; d < kn_ndim(t); d++)
-        n += snprintf(h + n, sizeof h - (size_t)n, d ? ", %lld" : "%lld", (long long)shape[d]);
-    n += snprintf(h + n, sizeof h - (size_t)n, "%s), }", kn_ndim(t) == 1 ? "," : "");
+    for (int d = 0; d < kn_ndim(t) && n > 0 && (size_t)n < cap; d++)
+        n += snprintf(h + n, cap - (size_t)n, d ? ", %lld" : "%lld", (long long)shape[d]);
+    if (n > 0 && (size_t)n < cap)
+        n += snprintf(h + n, cap - (size_t)n, "%s), }", kn_ndim(t) == 1 ? "," : "");
+    if (n <= 0 || (size_t)n + 64 > cap) /* cannot happen with KN_MAX_DIMS dims; never truncate */
+        return kn__err(KN_ERR_INVALID, "%s: .npy header too long", what);
     /* Spaces and a newline so that 10 + header length is a multiple of 64. */
     while ((10 + n + 1) % 64) h[n++] = ' ';
     h[n++] = '\n';
 
-    unsigned char pre[10];
-    memcpy(pre, magic, 6);
-    pre[6] = 1;
-    pre[7] = 0;
-    pre[8] = (unsigned char)(n & 0xFF);
-    pre[9] = (unsigned char)(n >> 8);
+    memcpy(out->head, magic, 6);
+    out->head[6] = 1;
+    out->head[7] = 0;
+    out->head[8] = (unsigned char)(n & 0xFF);
+    out->head[9] = (unsigned char)(n >> 8);
+    out->head_len = 10 + (size_t)n;
 
-    int64_t numel = kn_numel(t);
-    size_t nbytes = (size_t)numel * (size_t)es;
-    const void *data = NULL;
-    void *owned = NULL;
+    size_t nbytes = (size_t)kn_numel(t) * (size_t)es;
+    out->nbytes = nbytes;
     if (nbytes && kn_device_of(t).kind == KN_DEVICE_CPU && kn_is_contiguous(t) &&
         kn_dtype_of(t) == dt) {
-        data = kn__data(t);
+        out->data = kn__data(t);
     } else if (nbytes) {
-        if (!(owned = malloc(nbytes)))
-            return kn__err(KN_ERR_OOM, "%s: out of memory copying the tensor", path);
-        kn_status s = kn_to_host(t, owned, dt);
+        /* bfloat16 widens by its bits (<< 16), not through a double, which
+         * would quiet signalling NaNs: every bit pattern survives. */
+        const bool bf = kn_dtype_of(t) == KN_BF16;
+        uint16_t *half = bf ? malloc(nbytes / 2) : NULL;
+        if (!(out->owned = malloc(nbytes)) || (bf && !half)) {
+            free(half);
+            kn__npy_bytes_free(out);
+            return kn__err(KN_ERR_OOM, "%s: out of memory copying the tensor", what);
+        }
+        kn_status s = kn_to_host(t, bf ? (void *)half : out->owned, bf ? KN_BF16 : dt);
+        for (size_t i = 0; bf && s == KN_OK && i < nbytes / 4; i++)
+            ((uint32_t *)out->owned)[i] = (uint32_t)half[i] << 16;
+        free(half);
         if (s != KN_OK) {
-            free(owned);
+            kn__npy_bytes_free(out);
             return s;
         }
-        data = owned;
+        out->data = out->owned;
     }
-    const void *parts[3] = {pre, h, data};
-    size_t sizes[3] = {sizeof pre, (size_t)n, nbytes};
-    kn_status s = kn__atomic_write(path, parts, sizes, 3);
-    free(owned);
+    return KN_OK;
+}
+
+void kn__npy_bytes_free(kn__npy_bytes *b) {
+    free(b->owned);
+    b->owned = NULL;
+    b->data = NULL;
+}
+
+kn_status kn_npy_save(const char *path, const kn_tensor *t) {
+    if (!path) return kn__err(KN_ERR_NULL, "kn_npy_save: path is NULL");
+    if (!t) return kn__err(KN_ERR_NULL, "%s: kn_npy_save: tensor is NULL", path);
+    kn__npy_bytes b;
+    kn_status s = kn__npy_encode(t, path, &b);
+    if (s != KN_OK) return s;
+    const void *parts[2] = {b.head, b.data};
+    size_t sizes[2] = {b.head_len, b.nbytes};
+    s = kn__atomic_write(path, parts, sizes, 2);
+    kn__npy_bytes_free(&b);
     return s;
 }
 
@@ -133,7 +167,7 @@ static int parse_header(hparser *p, npy_header *h) {
         if (!eat(p, ':')) return bad(p, "expected ':'");
         ws(p);
         if (strcmp(key, "descr") == 0) {
-            if (p->i < p->n && p->s[p->i] == '[')
+            if (p->i < p->n && (p->s[p->i] == '[' || p->s[p->i] == '{'))
                 return kn__err(KN_ERR_UNSUPPORTED, "%s: structured NumPy dtypes are not supported",
                                p->path);
             if (str(p, h->descr, sizeof h->descr)) return KN_ERR_FORMAT;
@@ -237,10 +271,17 @@ kn_tensor *kn__npy_parse(const void *data, size_t len, const char *path, kn_devi
     while (k < N_TYPES && !(d[0] == npy_types[k].kind && d[1] - '0' == npy_types[k].size && !d[2]))
         k++;
     if (k == N_TYPES) {
+        /* Say what the array is when numpy has a name for it. */
+        const char *what = d[0] == 'c'   ? " (complex)"
+                           : d[0] == 'O' ? " (Python objects, stored pickled)"
+                           : d[0] == 'U' || d[0] == 'S' ? " (strings)"
+                           : d[0] == 'M' || d[0] == 'm' ? " (datetimes)"
+                           : d[0] == 'V' ? " (raw bytes)"
+                                         : "";
         kn__err(KN_ERR_UNSUPPORTED,
-                "%s: NumPy dtype '%s' is not supported (kiln reads <f2, <f4, <f8, <i4, <i8, |u1, "
+                "%s: NumPy dtype '%s'%s is not supported (kiln reads <f2, <f4, <f8, <i4, <i8, |u1, "
                 "|b1 in either byte order)",
-                path, h.descr);
+                path, h.descr, what);
         return NULL;
     }
     const kn_dtype dt = npy_types[k].dtype;
