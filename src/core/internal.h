@@ -24,6 +24,10 @@ typedef struct kn_storage {
     kn_device device;
     bool external;  /* memory not ours: not freed */
     uint32_t version; /* bumped by every public in-place write (copy_, fill_) */
+    /* Memory lent by another owner (DLPack import, src/io/dlpack.c): called once,
+     * instead of the backend's free, when the last reference goes. */
+    void (*release)(struct kn_storage *s);
+    void *release_ctx;
 } kn_storage;
 
 struct kn_node;

@@ -42,7 +42,8 @@ kn_storage *kn__storage_new(size_t nbytes, kn_device dev) {
 
 void kn__storage_release(kn_storage *s) {
     if (!s || --s->refcount > 0) return;
-    if (!s->external) kn__backend(s->device.kind)->free(s->device.index, s->data, s->nbytes);
+    if (s->release) s->release(s);
+    else if (!s->external) kn__backend(s->device.kind)->free(s->device.index, s->data, s->nbytes);
     free(s);
 }
 
