@@ -87,7 +87,8 @@ class TabularModel(nn.Module):
         for size in arch["layers"]:
             layers += [nn.Linear(width, size), nn.ReLU(), nn.BatchNorm1d(size), nn.Dropout(arch["dropout"])]
             width = size
-        layers.append(nn.Linear(width, len(schema["classes"])))
+        self.regression = schema.get("task") == "regression"
+        layers.append(nn.Linear(width, 1 if self.regression else len(schema["classes"])))
         self.layers = nn.Sequential(*layers)
         self.codes = [{v: i for i, v in enumerate(c["vocabulary"])} for c in cats]
 
@@ -130,8 +131,21 @@ class TabularModel(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, rows):
+        """Class probabilities [N, classes] of a classifier."""
+        if self.regression:
+            raise ValueError("a regression model predicts values: use predict()")
         self.eval()
         return torch.softmax(self(*self.encode(rows)).double(), 1)
+
+    @torch.no_grad()
+    def predict(self, rows):
+        """A regression model's values [N], in the target's units (the network
+        predicts the standardized target); a classifier's class names."""
+        self.eval()
+        out = self(*self.encode(rows)).double()
+        if self.regression:
+            return out[:, 0] * self.schema["target_std"] + self.schema["target_mean"]
+        return [self.schema["classes"][i] for i in out.argmax(1).tolist()]
 
     def save(self, path):
         write_safetensors(path, self.state_dict(), {
@@ -146,6 +160,8 @@ def load(path):
     schema = json.loads(meta["kiln_model"])
     if schema.get("format") != FORMAT:
         raise ValueError(f"{path}: not a kiln tabular model")
+    if schema.get("format_version", 1) > 2:
+        raise ValueError(f"{path}: model format version {schema['format_version']} is newer than this loader reads")
     model = TabularModel(schema)
     model.load_state_dict(tensors, strict=True)
     return model.eval()
@@ -159,9 +175,14 @@ def main(argv):
     delim = model.schema.get("delimiter", ",")
     with open(argv[2], newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f, delimiter=delim))
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    if model.regression:
+        out.writerow(["prediction"])
+        for v in model.predict(rows).tolist():
+            out.writerow([f"{v:.9g}"])
+        return 0
     probs = model.predict_proba(rows)
     classes = model.schema["classes"]
-    out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow(["prediction"] + [f"prob_{c}" for c in classes])
     for p in probs.tolist():
         best = max(range(len(p)), key=lambda c: (p[c], -c))

@@ -360,6 +360,56 @@ static void test_car(void) {
     CHECK(rc == 0 && acc >= 0.95, "car default recipe accuracy %.4f (%s)", acc, err_buf);
 }
 
+/* A numeric target with many values: regression, chosen by itself, with
+ * RMSE/MAE/R^2 in the report and values in predict; the task can be forced
+ * either way, and the mistakes fail clearly. */
+static void test_regression(void) {
+    static char buf[1 << 16];
+    size_t n = (size_t)snprintf(buf, sizeof buf, "x1,color,x2,price\n");
+    uint64_t s = 99;
+    for (int i = 0; i < 400; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        double x1 = (double)((s >> 33) % 1000) / 100.0 - 5, x2 = (double)((s >> 13) % 100) / 10.0;
+        int c = (int)((s >> 20) % 3);
+        double noise = (double)((s >> 40) % 100) / 100.0 - 0.5;
+        double price = 50 + 6 * x1 - 2 * x2 + (c == 0 ? 10 : c == 1 ? -5 : 0) + noise;
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%.2f,%s,%.1f,%.2f\n", x1,
+                              c == 0 ? "red" : c == 1 ? "green" : "blue", x2, price);
+    }
+    write_file("reg.csv", buf, n);
+    const char *csv = path_in("reg.csv"), *model = path_in("reg.safetensors"), *preds = path_in("reg_pred.csv");
+    int rc = RUN("train", csv, "--target", "price", "--json", "--out", model);
+    double r2 = json_number(out_buf, "test", "r2"), rmse = json_number(out_buf, "test", "rmse");
+    CHECK(rc == 0 && strstr(out_buf, "\"task\":\"regression\"") && r2 > 0.95 && rmse > 0 && rmse < 3,
+          "regression inferred and learned: R^2 %.4f, RMSE %.4f (%s)", r2, rmse, err_buf);
+    rc = RUN("train", csv, "--target", "price", "--epochs", "5");
+    CHECK(rc == 0 && strstr(out_buf, "task: regression") && strstr(out_buf, "RMSE") && strstr(out_buf, "residuals"),
+          "the text report: %s", out_buf);
+    rc = RUN("eval", model, csv, "--json");
+    CHECK(rc == 0 && json_number(out_buf, "r2", NULL) > 0.95, "eval of a regression model: %s %s", out_buf, err_buf);
+    rc = RUN("predict", model, csv, "--out", preds);
+    static char p[1 << 16];
+    read_file(preds, p, sizeof p);
+    double first = NAN;
+    CHECK(rc == 0 && !strncmp(p, "prediction\n", 11) && sscanf(p + 11, "%lf", &first) == 1 && lines(p) == 401,
+          "predict writes one value per row: %.60s", p);
+    /* The first data row's price: its last field. */
+    const char *row = strchr(buf, '\n') + 1, *end = strchr(row, '\n'), *last = row;
+    for (const char *q = row; q < end; q++)
+        if (*q == ',') last = q + 1;
+    double want = atof(last);
+    CHECK(fabs(first - want) < 3, "the predicted value is in the target's units: %g for %g", first, want);
+    /* Forced tasks, and what they refuse. */
+    rc = RUN("train", csv, "--target", "price", "--task", "classification", "--epochs", "2", "--quiet");
+    CHECK(rc == 0 && strstr(err_buf, "looks like a quantity"), "forced classification warns: %s", err_buf);
+    CHECK_FAILS(RUN("train", KILN_SOURCE_DIR "/data/car/car.csv", "--target", "class", "--task", "regression"),
+                "not a number");
+    int rc2 = RUN("train", csv, "--target", "price", "--class-weight", "balanced");
+    CHECK_FAILS(rc2, "no classes to weigh");
+    CHECK(rc2 == 2, "a command-line mistake exits 2 (%d)", rc2);
+    CHECK_FAILS(RUN("train", csv, "--target", "price", "--task", "ordinal"), "--task");
+}
+
 int main(void) {
     kt_cli_begin();
     make_mixed("mixed.csv", 300, false);
@@ -369,5 +419,6 @@ int main(void) {
     test_failed_save();
     test_robust();
     test_car();
+    test_regression();
     return kt_cli_end("cli");
 }

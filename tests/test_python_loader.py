@@ -110,6 +110,27 @@ def main():
         compare(kiln_rows, torch_predict(m, new), "PyTorch-written model in kiln")
         before = kiln_predict(kiln, model, new)
         check(any(a[1:] != b[1:] for a, b in zip(before[1:], kiln_rows[1:])), "the changed weights are used")
+        # A regression model: kiln's predicted values and PyTorch's agree.
+        reg = os.path.join(d, "reg.csv")
+        rng = random.Random(5)
+        with open(reg, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["x1", "color", "price"])
+            for i in range(300):
+                x1, c = rng.uniform(-2, 2), rng.choice(["red", "green", "blue"])
+                w.writerow([f"{x1:.3f}", c, f"{100 + 20 * x1 + (15 if c == 'red' else 0) + rng.gauss(0, 2):.2f}"])
+        rmodel = os.path.join(d, "reg.safetensors")
+        r = subprocess.run([kiln, "train", reg, "--target", "price", "--epochs", "30", "--quiet", "--out", rmodel],
+                           capture_output=True, text=True, env=dict(os.environ, KILN_DEVICE="cpu"))
+        check(r.returncode == 0, f"kiln train (regression): {r.stderr}")
+        rm = kiln_loader.load(rmodel)
+        check(rm.regression, "the regression model loads as one")
+        with open(reg, newline="") as f:
+            values = rm.predict(list(csv.DictReader(f))).tolist()
+        kv = [float(row[0]) for row in kiln_predict(kiln, rmodel, reg)[1:]]
+        worst = max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(kv, values))
+        check(len(kv) == len(values) and worst < 1e-5, f"regression values differ by up to {worst:.3g} (relative)")
+        print(f"python_loader: regression: {len(kv)} rows, largest relative difference {worst:.2g}")
     print(f"python_loader: {'FAILED' if failed else 'passed'}")
     return 1 if failed else 0
 

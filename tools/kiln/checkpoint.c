@@ -25,7 +25,7 @@ char *ckpt_path(const char *opt, const char *dir, bool create) {
     if (!dir || !*dir) return cli_error("%s needs a directory", opt), NULL;
     struct stat st;
     if (stat(dir, &st) != 0) {
-        if (errno != ENOENT || !create) return cli_error("%s %s: %s", opt, dir, strerror(errno)), NULL;
+        if (errno != ENOENT || !create) return cli_error("%s %s: cannot use the directory: %s", opt, dir, strerror(errno)), NULL;
         if (mkdir(dir, 0777) != 0) return cli_error("%s %s: cannot create the directory: %s", opt, dir, strerror(errno)), NULL;
     } else if (!S_ISDIR(st.st_mode)) {
         return cli_error("%s %s: not a directory", opt, dir), NULL;
@@ -160,7 +160,8 @@ static bool parse_state(const char *path, const char *text, train_state *ts) {
         if (ts->best_loss < 0) ts->best_loss = INFINITY; /* none yet */
     }
     kn_json_free(d);
-    if (!ok) cli_error("%s: the checkpoint's training state is missing or malformed", path);
+    if (!ok && !text) cli_error("--resume: %s is not a checkpoint of kiln train (no training state)", path);
+    else if (!ok) cli_error("--resume: %s: the checkpoint's training state is malformed", path);
     return ok;
 }
 
@@ -216,7 +217,7 @@ bool ckpt_load(const char *path, kn_module *m, kn_optim *opt, kn_tensor *const *
     kn_safetensors_close(f);
     if (!ok) return false;
     if (ts->has_best != (best != NULL))
-        return cli_error("%s: the checkpoint's best weights do not match this run", path), false;
+        return cli_error("--resume: %s: the checkpoint's best weights do not match this run", path), false;
     int n_x = 0;
     kn_named_tensor *x = extras(m, order, best, n_best, &n_x);
     if (!x) return cli_error("%s: out of memory reading the checkpoint", path), false;

@@ -50,6 +50,10 @@ typedef struct {
 
 typedef struct {
     char *target;
+    /* regression: the target is a number, predicted standardized with the
+     * training rows' mean and std (one output); otherwise classes. */
+    bool regression;
+    double y_mean, y_std;
     char **classes;
     int n_classes;
     feature *f;
@@ -60,12 +64,14 @@ typedef struct {
 } schema;
 
 /* Model inputs for n rows. cat: [n, n_cat] codes; num: [n, n_num]; y: [n]
- * class codes (-1: unknown class / no target). */
+ * class codes (-1: unknown class / no target); yv: [n] regression targets
+ * (NaN: none). */
 typedef struct {
     int64_t n;
     int64_t *cat;
     float *num;
     int64_t *y;
+    double *yv;
     int64_t *row;      /* CSV data row of each encoded row */
     int64_t unknown;   /* categorical values not seen in training */
     int64_t imputed;   /* numeric values missing here but never in training */
@@ -84,10 +90,16 @@ bool is_missing(const char *s);
 bool parse_number(const char *s, double *out);
 
 kn_csv *table_read(const char *path, char delimiter);
-/* Finds the target column and the rows that have a target; sets classes.
- * rows/n_rows: the data rows used (rows with a missing target are skipped). */
-bool table_target(const kn_csv *csv, const char *path, const char *target, schema *s,
+/* Finds the target column and the rows that have a target, and decides the
+ * task (task: "auto", "classification" or "regression"); sets classes.
+ * rows/n_rows: the data rows used (rows with a missing target are skipped);
+ * ycodes: class codes, or for regression the quantile bin (of REG_STRATA) of
+ * each row, so the split is stratified either way. */
+#define REG_STRATA 10
+bool table_target(const kn_csv *csv, const char *path, const char *target, const char *task, schema *s,
                   int64_t **rows, int64_t *n_rows, int64_t **ycodes);
+/* The model's outputs: the classes, or 1 for regression. */
+static inline int schema_outputs(const schema *s) { return s->regression ? 1 : s->n_classes; }
 /* Decides the feature columns and their types (from all rows), then fits
  * vocabularies and statistics on the training rows only. */
 bool table_fit(const kn_csv *csv, const char *path, const table_opts *o, const int64_t *train,
@@ -198,7 +210,8 @@ typedef struct {
     int resumed_from; /* the checkpoint's epoch, 0 when not resumed */
 } train_result;
 
-/* Forward in eval mode, in chunks: probabilities [n, n_classes] on the host. */
+/* Forward in eval mode, in chunks: probabilities [n, k] on the host; k == 1
+ * (regression): the raw output, standardized. */
 float *predict_proba(kn_module *m, const dev_data *d, int n_classes);
 
 /* The full `kiln train` after data preparation. */
@@ -229,6 +242,17 @@ typedef struct {
     double macro[3], weighted[3];
 } metrics;
 
+/* Regression metrics in the target's units. */
+typedef struct {
+    int64_t n;
+    double rmse, mae, r2, mse_std; /* mse_std: in standardized units (the training loss) */
+    double resid_q[5];             /* residual (actual - predicted) min, 25 %, median, 75 %, max */
+} reg_metrics;
+/* pred: standardized outputs; y: targets (NaN: skipped). */
+bool reg_metrics_compute(const float *pred, const double *y, int64_t n, double mean, double std, reg_metrics *m);
+void reg_report_print(const reg_metrics *m, const char *what, const char *target, FILE *f);
+void reg_report_json(const reg_metrics *m, FILE *f);
+
 bool metrics_compute(const float *proba, const int64_t *y, int64_t n, int k, const float *class_weight,
                      metrics *m);
 void metrics_free(metrics *m);
@@ -239,7 +263,9 @@ void json_str(FILE *f, const char *s);
 
 typedef struct {
     bool tty, quiet;
+    const char *metric; /* "acc", or "r2" for regression */
     int total_epochs;
+    int stop_in;        /* epochs before early stopping would end the run; -1: none */
     double start, last_draw;
     int last_logged;
 } progress;

@@ -77,12 +77,43 @@ bool parse_delimiter(const char *v, char *out) {
     return true;
 }
 
+/* Where path would be written: its real path, or for a file not there yet
+ * its directory's real path and its name (malloc'ed; NULL when unknown). */
+static char *resolved(const char *path) {
+    char *r = realpath(path, NULL);
+    if (r) return r;
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : strdup(".");
+    char *rd = dir ? realpath(dir, NULL) : NULL;
+    free(dir);
+    if (!rd) return NULL;
+    const char *base = slash ? slash + 1 : path;
+    size_t n = strlen(rd) + strlen(base) + 2;
+    char *out = malloc(n);
+    if (out) snprintf(out, n, "%s/%s", rd, base);
+    free(rd);
+    return out;
+}
+
 bool out_path_ok(const char *opt, const char *out, const char *const *inputs, int n_inputs) {
     struct stat so, si;
-    if (!stat(out, &so))
-        for (int k = 0; k < n_inputs; k++)
-            if (inputs[k] && !stat(inputs[k], &si) && so.st_dev == si.st_dev && so.st_ino == si.st_ino)
-                return cli_error("%s %s: that is the input %s; choose another output file", opt, out, inputs[k]), false;
+    bool out_exists = !stat(out, &so);
+    char *ro = resolved(out);
+    for (int k = 0; k < n_inputs; k++) {
+        if (!inputs[k]) continue;
+        /* The same file through any link, or the same name before either exists. */
+        bool same = out_exists && !stat(inputs[k], &si) && so.st_dev == si.st_dev && so.st_ino == si.st_ino;
+        if (!same && ro) {
+            char *ri = resolved(inputs[k]);
+            same = ri && !strcmp(ro, ri);
+            free(ri);
+        }
+        if (same) {
+            free(ro);
+            return cli_error("%s %s: that is the input %s; choose another output file", opt, out, inputs[k]), false;
+        }
+    }
+    free(ro);
     if (kn_file_check_writable(out) != KN_OK) return cli_error("%s: %s", opt, kn_error()), false;
     return true;
 }

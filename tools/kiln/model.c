@@ -13,7 +13,9 @@
 #include <string.h>
 
 #define MODEL_FORMAT "kiln-tabular"
-#define MODEL_FORMAT_VERSION 1
+/* Version 2 adds regression ("task", "target_mean", "target_std"); a
+ * classifier is still written as version 1, so older kilns read it. */
+#define MODEL_FORMAT_VERSION 2
 
 typedef struct {
     int n_cat, n_num;
@@ -67,7 +69,7 @@ kn_module *model_build(const schema *s, const arch *a) {
         kn_nn_sequential_append(seq, kn_nn_dropout(a->dropout));
         in = a->layers[i];
     }
-    kn_nn_sequential_append(seq, kn_nn_linear(in, s->n_classes, true));
+    kn_nn_sequential_append(seq, kn_nn_linear(in, schema_outputs(s), true));
     if (kn_error_code() != KN_OK) {
         cli_error("building the model: %s", kn_error());
         kn_module_free(m);
@@ -119,10 +121,16 @@ char *model_schema_json(const schema *s, const arch *a, const char *recipe) {
     if (!f) return NULL;
     fprintf(f, "{\"format\":");
     json_str(f, MODEL_FORMAT);
-    fprintf(f, ",\"format_version\":%d,\"recipe\":", MODEL_FORMAT_VERSION);
+    fprintf(f, ",\"format_version\":%d,\"recipe\":", s->regression ? 2 : 1);
     json_str(f, recipe);
     fprintf(f, ",\"target\":");
     json_str(f, s->target);
+    if (s->regression) {
+        fprintf(f, ",\"task\":\"regression\",\"target_mean\":");
+        j_num(f, s->y_mean);
+        fprintf(f, ",\"target_std\":");
+        j_num(f, s->y_std);
+    }
     fprintf(f, ",\"classes\":[");
     for (int c = 0; c < s->n_classes; c++) {
         if (c) fputc(',', f);
@@ -289,7 +297,7 @@ static double schema_elements(const schema *s, const arch *a) {
         total += in * a->layers[i] + 5.0 * a->layers[i]; /* weight, bias; batch norm's 4 vectors */
         in = a->layers[i];
     }
-    return total + in * s->n_classes + s->n_classes;
+    return total + in * schema_outputs(s) + schema_outputs(s);
 }
 
 static bool parse_schema(jctx *c, schema *s, arch *a) {
@@ -312,7 +320,24 @@ static bool parse_schema(jctx *c, schema *s, arch *a) {
     if (!t || !cl || !ar || !cats || !nums || !del) return false;
     if (!(s->target = cli_strdup(kn_json_str(t, NULL))) || !(s->classes = str_array(c, cl, "classes", &s->n_classes)))
         return false;
-    if (s->n_classes < 2) return cli_error("%s: kiln_model metadata: fewer than 2 classes", c->path), false;
+    const kn_json *task = kn_json_get(c->d, root, "task");
+    if (task) {
+        const char *tn = kn_json_type_of(task) == KN_JSON_STRING ? kn_json_str(task, NULL) : "";
+        if (strcmp(tn, "regression") && strcmp(tn, "classification"))
+            return cli_error("%s: kiln_model metadata: 'task' is not regression or classification", c->path), false;
+        s->regression = !strcmp(tn, "regression");
+    }
+    if (s->regression) {
+        const kn_json *ym = member(c, root, "target_mean", KN_JSON_NUMBER), *ys = member(c, root, "target_std", KN_JSON_NUMBER);
+        if (!ym || !ys) return false;
+        s->y_mean = kn_json_number(ym);
+        s->y_std = kn_json_number(ys);
+        if (!isfinite(s->y_mean) || !(s->y_std > 0) || !isfinite(s->y_std))
+            return cli_error("%s: kiln_model metadata: invalid target_mean or target_std", c->path), false;
+        if (s->n_classes != 0) return cli_error("%s: kiln_model metadata: a regression model has no classes", c->path), false;
+    } else if (s->n_classes < 2) {
+        return cli_error("%s: kiln_model metadata: fewer than 2 classes", c->path), false;
+    }
     size_t dlen;
     const char *dstr = kn_json_str(del, &dlen);
     s->delimiter = dlen == 1 ? dstr[0] : ',';

@@ -94,8 +94,27 @@ int cmd_eval(int argc, char **argv) {
     }
     if (labelled < e.n && !a.json)
         cli_warn("%s: %lld rows without a known '%s' value are left out", a.file, (long long)(e.n - labelled), s.target);
-    if (!(p = predict_proba(m, &d, s.n_classes)) || !metrics_compute(p, e.y, e.n, s.n_classes, NULL, &mt)) goto done;
-    if (a.json) {
+    if (s.regression) {
+        reg_metrics rm;
+        if (!(p = predict_proba(m, &d, 1)) || !reg_metrics_compute(p, e.yv, e.n, s.y_mean, s.y_std, &rm)) goto done;
+        if (a.json) {
+            printf("{\"kiln_version\":\"%s\",\"command\":\"eval\",\"task\":\"regression\",\"model\":",
+                   KN_VERSION_STRING);
+            json_str(stdout, a.model);
+            printf(",\"file\":");
+            json_str(stdout, a.file);
+            printf(",\"device\":\"%s\",\"unknown_categories\":%lld,", kn_device_str(dev), (long long)e.unknown);
+            reg_report_json(&rm, stdout);
+            printf("}\n");
+        } else {
+            if (!a.quiet)
+                printf("Using %s device\nmodel %s (target '%s', regression); %s: %lld rows\n",
+                       kn_device_kind_name((kn_device_kind)dev.kind), a.model, s.target, a.file, (long long)e.n);
+            reg_report_print(&rm, a.file, s.target, stdout);
+        }
+    } else if (!(p = predict_proba(m, &d, s.n_classes)) || !metrics_compute(p, e.y, e.n, s.n_classes, NULL, &mt)) {
+        goto done;
+    } else if (a.json) {
         printf("{\"kiln_version\":\"%s\",\"command\":\"eval\",\"model\":", KN_VERSION_STRING);
         json_str(stdout, a.model);
         printf(",\"file\":");
@@ -178,10 +197,17 @@ int cmd_predict(int argc, char **argv) {
     float *p = NULL;
     sbuf b = {0};
     if (!prepare(&a, false, &dev, &m, &s, &ar, &csv, &e, &d)) goto done;
-    if (!(p = predict_proba(m, &d, s.n_classes))) goto done;
+    if (!(p = predict_proba(m, &d, schema_outputs(&s)))) goto done;
     char delim = a.set_delim ? a.delimiter : ',';
-    char dl[2] = {delim, 0}, num[32];
+    char dl[2] = {delim, 0}, num[40];
     put(&b, "prediction", 10);
+    if (s.regression) { /* one column: the value, in the target's units */
+        put(&b, "\n", 1);
+        for (int64_t i = 0; i < e.n; i++) {
+            int n = snprintf(num, sizeof num, "%.9g\n", (double)p[i] * s.y_std + s.y_mean);
+            put(&b, num, (size_t)n);
+        }
+    }
     for (int c = 0; c < s.n_classes; c++) {
         char *name = malloc(strlen(s.classes[c]) + sizeof "prob_");
         if (!name) {
@@ -194,8 +220,8 @@ int cmd_predict(int argc, char **argv) {
         put_field(&b, name, delim);
         free(name);
     }
-    put(&b, "\n", 1);
-    for (int64_t i = 0; i < e.n; i++) {
+    if (!s.regression) put(&b, "\n", 1);
+    for (int64_t i = 0; !s.regression && i < e.n; i++) {
         const float *q = p + i * s.n_classes;
         int best = 0;
         for (int c = 1; c < s.n_classes; c++)

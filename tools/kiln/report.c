@@ -4,7 +4,53 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
+
+/* ---- regression ------------------------------------------------------------------------- */
+static int cmp_dbl(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+bool reg_metrics_compute(const float *pred, const double *y, int64_t n, double mean, double std, reg_metrics *m) {
+    *m = (reg_metrics){0};
+    double *res = cli_alloc(((size_t)n + 1) * sizeof *res);
+    if (!res) return false;
+    double sy = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (!isnan(y[i])) sy += y[i], m->n++;
+    double ym = m->n ? sy / (double)m->n : 0, sse = 0, sst = 0, sae = 0, sz = 0;
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(y[i])) continue;
+        double p = (double)pred[i] * std + mean, r = y[i] - p, z = r / std;
+        res[k++] = r;
+        sse += r * r;
+        sae += fabs(r);
+        sst += (y[i] - ym) * (y[i] - ym);
+        sz += z * z;
+    }
+    if (m->n) {
+        m->rmse = sqrt(sse / (double)m->n);
+        m->mae = sae / (double)m->n;
+        m->r2 = sst > 0 ? 1 - sse / sst : NAN; /* undefined for a constant target */
+        m->mse_std = sz / (double)m->n;
+        qsort(res, (size_t)k, sizeof *res, cmp_dbl);
+        for (int q = 0; q < 5; q++) m->resid_q[q] = res[(int64_t)((double)(k - 1) * q / 4.0 + 0.5)];
+    } else {
+        m->rmse = m->mae = m->r2 = m->mse_std = NAN;
+    }
+    free(res);
+    return true;
+}
+
+void reg_report_print(const reg_metrics *m, const char *what, const char *target, FILE *f) {
+    fprintf(f, "\n%s (%lld rows, target '%s'): RMSE %.6g, MAE %.6g, R^2 %.4f\n", what, (long long)m->n, target, m->rmse,
+            m->mae, m->r2);
+    fprintf(f, "residuals (actual - predicted): min %.4g, 25%% %.4g, median %.4g, 75%% %.4g, max %.4g\n",
+            m->resid_q[0], m->resid_q[1], m->resid_q[2], m->resid_q[3], m->resid_q[4]);
+}
 
 bool metrics_compute(const float *proba, const int64_t *y, int64_t n, int k, const float *cw, metrics *m) {
     *m = (metrics){0};
@@ -68,6 +114,8 @@ static int digits(int64_t v) {
     return d;
 }
 
+#define MAX_PRINTED_CLASSES 20
+
 void report_print(const metrics *m, char *const *classes, FILE *f) {
     int k = m->k, w = 5, nw = 12;
     for (int i = 0; i < k; i++) {
@@ -81,13 +129,18 @@ void report_print(const metrics *m, char *const *classes, FILE *f) {
     double acc = m->n ? (double)m->correct / (double)m->n : 0;
     fprintf(f, "\ntest accuracy: %.4f (%lld of %lld), loss %.4f\n\n", acc, (long long)m->correct, (long long)m->n,
             m->loss);
-    fprintf(f, "confusion matrix (rows: true class, columns: predicted)\n%*s", nw, "");
-    for (int j = 0; j < k; j++) fprintf(f, " %*.*s", w, w, classes[j]);
-    fprintf(f, "\n");
-    for (int i = 0; i < k; i++) {
-        fprintf(f, "%*.*s", nw, nw, classes[i]);
-        for (int j = 0; j < k; j++) fprintf(f, " %*lld", w, (long long)m->cm[i * k + j]);
+    if (k > MAX_PRINTED_CLASSES) { /* a matrix that wide wraps into noise */
+        fprintf(f, "confusion matrix: %d classes, not printed (more than %d; --json has the per-class figures)\n", k,
+                MAX_PRINTED_CLASSES);
+    } else {
+        fprintf(f, "confusion matrix (rows: true class, columns: predicted)\n%*s", nw, "");
+        for (int j = 0; j < k; j++) fprintf(f, " %*.*s", w, w, classes[j]);
         fprintf(f, "\n");
+        for (int i = 0; i < k; i++) {
+            fprintf(f, "%*.*s", nw, nw, classes[i]);
+            for (int j = 0; j < k; j++) fprintf(f, " %*lld", w, (long long)m->cm[i * k + j]);
+            fprintf(f, "\n");
+        }
     }
     fprintf(f, "\n%*s %9s %9s %9s %9s\n", nw, "", "precision", "recall", "f1-score", "support");
     for (int i = 0; i < k; i++)
@@ -112,6 +165,26 @@ void json_str(FILE *f, const char *s) {
 static void json_num(FILE *f, double v) {
     if (isfinite(v)) fprintf(f, "%.6g", v);
     else fprintf(f, "null");
+}
+
+void reg_report_json(const reg_metrics *m, FILE *f) {
+    fprintf(f, "\"rows\":%lld,\"rmse\":", (long long)m->n);
+    json_num(f, m->rmse);
+    fprintf(f, ",\"mae\":");
+    json_num(f, m->mae);
+    fprintf(f, ",\"r2\":");
+    json_num(f, m->r2);
+    fprintf(f, ",\"residuals\":{\"min\":");
+    json_num(f, m->resid_q[0]);
+    fprintf(f, ",\"q25\":");
+    json_num(f, m->resid_q[1]);
+    fprintf(f, ",\"median\":");
+    json_num(f, m->resid_q[2]);
+    fprintf(f, ",\"q75\":");
+    json_num(f, m->resid_q[3]);
+    fprintf(f, ",\"max\":");
+    json_num(f, m->resid_q[4]);
+    fprintf(f, "}");
 }
 
 void report_json_metrics(const metrics *m, char *const *classes, FILE *f) {
@@ -156,7 +229,9 @@ void report_json_metrics(const metrics *m, char *const *classes, FILE *f) {
 void progress_begin(progress *p, int total, bool quiet) {
     p->tty = isatty(STDOUT_FILENO);
     p->quiet = quiet;
+    if (!p->metric) p->metric = "acc";
     p->total_epochs = total;
+    p->stop_in = -1;
     p->start = cli_now();
     p->last_draw = 0;
     p->last_logged = 0;
@@ -169,6 +244,15 @@ static void fmt_time(double s, char *buf, size_t cap) {
     else snprintf(buf, cap, "%ld:%02ld", t / 60, t % 60);
 }
 
+/* The terminal's width: the tty's, else $COLUMNS, else 80. */
+static int term_width(void) {
+    struct winsize ws;
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+    const char *c = getenv("COLUMNS");
+    int w = c ? atoi(c) : 0;
+    return w > 0 ? w : 80;
+}
+
 void progress_update(progress *p, int epoch, double loss, double tacc, double vloss, double vacc, double rps,
                      bool improved) {
     if (p->quiet) return;
@@ -176,28 +260,51 @@ void progress_update(progress *p, int epoch, double loss, double tacc, double vl
     /* A terminal is redrawn at most 10 times a second (and on improvements). */
     if (p->tty && epoch < p->total_epochs && !improved && now - p->last_draw < 0.1) return;
     p->last_draw = now;
-    char eta[32], val[64], spd[32];
-    fmt_time(el / epoch * (p->total_epochs - epoch), eta, sizeof eta);
-    if (isnan(vacc)) snprintf(val, sizeof val, "val -");
-    else snprintf(val, sizeof val, "val loss %.4f acc %.4f%s", vloss, vacc, improved ? "*" : " ");
+    /* Pieces of the line, all numbers (bounded). The ETA knows early
+     * stopping: with stop_in epochs to go before patience runs out, the run
+     * ends between those and the last epoch. */
+    char eta[112], val[64], spd[32], head[32], tr[48], bar[32];
+    double per = el / epoch;
+    int left = p->total_epochs - epoch;
+    char a[48], b[48];
+    fmt_time(per * left, b, sizeof b);
+    if (p->stop_in >= 0 && p->stop_in < left) {
+        fmt_time(per * p->stop_in, a, sizeof a);
+        snprintf(eta, sizeof eta, "ETA %s-%s", a, b);
+    } else {
+        snprintf(eta, sizeof eta, "ETA %s", b);
+    }
+    if (isnan(vloss)) snprintf(val, sizeof val, "val -");
+    else snprintf(val, sizeof val, "val loss %.4f %s %.4f%s", vloss, p->metric, vacc, improved ? "*" : " ");
     if (rps >= 1e6) snprintf(spd, sizeof spd, "%.1fM rows/s", rps / 1e6);
     else if (rps >= 1e3) snprintf(spd, sizeof spd, "%.1fk rows/s", rps / 1e3);
     else snprintf(spd, sizeof spd, "%.0f rows/s", rps);
+    snprintf(head, sizeof head, "epoch %*d/%d", digits(p->total_epochs), epoch, p->total_epochs);
+    if (isnan(tacc)) snprintf(tr, sizeof tr, "loss %.4f", loss);
+    else snprintf(tr, sizeof tr, "loss %.4f %s %.4f", loss, p->metric, tacc);
+    int width = 20, done = (int)((double)width * epoch / p->total_epochs);
+    bar[0] = '[';
+    for (int i = 0; i < width; i++) bar[i + 1] = i < done ? '#' : '.';
+    bar[width + 1] = ']';
+    bar[width + 2] = 0;
+    char line[320];
     if (p->tty) {
-        int width = 20, done = (int)((double)width * epoch / p->total_epochs);
-        char bar[32];
-        for (int i = 0; i < width; i++) bar[i] = i < done ? '#' : '.';
-        bar[width] = 0;
-        printf("\r\033[Kepoch %*d/%d [%s] loss %.4f acc %.4f | %s | %s | ETA %s", digits(p->total_epochs), epoch,
-               p->total_epochs, bar, loss, tacc, val, spd, eta);
+        /* Fit the terminal: drop the bar, then the speed, then cut; a line
+         * that wraps would scroll one line per redraw. */
+        int cols = term_width() - 1;
+        snprintf(line, sizeof line, "%s %s %s | %s | %s | %s", head, bar, tr, val, spd, eta);
+        if ((int)strlen(line) > cols) snprintf(line, sizeof line, "%s %s | %s | %s | %s", head, tr, val, spd, eta);
+        if ((int)strlen(line) > cols) snprintf(line, sizeof line, "%s %s | %s | %s", head, tr, val, eta);
+        if ((int)strlen(line) > cols) snprintf(line, sizeof line, "%s %s | %s", head, tr, eta);
+        if (cols > 0 && (int)strlen(line) > cols) line[cols] = 0;
+        printf("\r\033[K%s", line);
         fflush(stdout);
         return;
     }
     /* About 20 lines per run, plus the first and the last epoch. */
     int every = p->total_epochs >= 20 ? p->total_epochs / 20 : 1;
     if (epoch == 1 || epoch == p->total_epochs || epoch - p->last_logged >= every) {
-        printf("epoch %*d/%d loss %.4f acc %.4f | %s | %s | ETA %s\n", digits(p->total_epochs), epoch,
-               p->total_epochs, loss, tacc, val, spd, eta);
+        printf("%s %s | %s | %s | %s\n", head, tr, val, spd, eta);
         fflush(stdout);
         p->last_logged = epoch;
     }

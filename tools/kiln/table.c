@@ -236,7 +236,43 @@ static char *list_columns(const kn_csv *c) {
     return text;
 }
 
-bool table_target(const kn_csv *csv, const char *path, const char *target, schema *s,
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A numeric target with many distinct values is a quantity, not a label:
+ * at least 20 values, and fractions among them, more than 50 values, or more
+ * than one value per 20 rows. Ratings 1..5 and digit labels 0..9 stay
+ * classes; ages, prices and counts become regressions. */
+static bool looks_continuous(int distinct, int64_t n, bool fractions) {
+    return distinct >= 20 && (fractions || distinct > 50 || (int64_t)distinct * 20 > n);
+}
+
+/* Quantile bins of the targets, for a stratified split. */
+static void quantile_bins(const double *v, int64_t n, int64_t *bin) {
+    int64_t *order = cli_alloc(((size_t)n + 1) * sizeof *order);
+    double *sorted = cli_alloc(((size_t)n + 1) * sizeof *sorted);
+    if (!order || !sorted) {
+        for (int64_t i = 0; i < n; i++) bin[i] = 0;
+    } else {
+        memcpy(sorted, v, (size_t)n * sizeof *v);
+        qsort(sorted, (size_t)n, sizeof *sorted, cmp_double);
+        for (int64_t i = 0; i < n; i++) {
+            int64_t lo = 0, hi = n; /* rank: the first sorted value >= v[i] */
+            while (lo < hi) {
+                int64_t mid = lo + (hi - lo) / 2;
+                if (sorted[mid] < v[i]) lo = mid + 1;
+                else hi = mid;
+            }
+            bin[i] = lo * REG_STRATA / n;
+        }
+    }
+    free(order);
+    free(sorted);
+}
+
+bool table_target(const kn_csv *csv, const char *path, const char *target, const char *task, schema *s,
                   int64_t **rows_out, int64_t *n_out, int64_t **y_out) {
     int tc = find_col(csv, target);
     if (tc < 0) {
@@ -245,12 +281,13 @@ bool table_target(const kn_csv *csv, const char *path, const char *target, schem
         free(cols);
         return false;
     }
-    int64_t rows = kn_csv_rows(csv), n = 0, skipped = 0;
-    int64_t *keep = cli_alloc((size_t)rows * sizeof *keep), *y = cli_alloc((size_t)rows * sizeof *y);
-    char **names = cli_alloc((size_t)rows * sizeof *names);
+    int64_t rows = kn_csv_rows(csv), n = 0, skipped = 0, first_text = -1;
+    int64_t *keep = cli_alloc(((size_t)rows + 1) * sizeof *keep), *y = cli_alloc(((size_t)rows + 1) * sizeof *y);
+    char **names = cli_alloc(((size_t)rows + 1) * sizeof *names);
+    double *val = cli_alloc(((size_t)rows + 1) * sizeof *val);
     strmap m = {0};
     int k = 0;
-    bool ok = keep && y && names;
+    bool ok = keep && y && names && val, fractions = false;
     for (int64_t r = 0; ok && r < rows; r++) {
         const char *v = kn_csv_cell(csv, r, tc);
         if (is_missing(v)) {
@@ -263,21 +300,50 @@ bool table_target(const kn_csv *csv, const char *path, const char *target, schem
             if (!names[k] || map_put(&m, names[k], k) < 0) ok = false;
             else k++;
         }
+        double x;
+        if (first_text < 0 && parse_number(t, &x)) {
+            val[n] = x;
+            fractions = fractions || x != floor(x);
+        } else if (first_text < 0) {
+            first_text = r;
+        }
         keep[n++] = r;
     }
     map_free(&m);
+    bool numeric = ok && n > 0 && first_text < 0;
+    bool regression = ok && (!strcmp(task, "regression") || (!strcmp(task, "auto") && numeric &&
+                                                             looks_continuous(k, n, fractions)));
     if (ok && n == 0) {
         cli_error("%s: target column '%s' has no values (every row is missing it)", path, target);
         ok = false;
-    } else if (ok && k < 2) {
+    } else if (regression && !numeric) {
+        cli_error("%s:%lld: --task regression: target '%s' has the value '%s', which is not a number", path,
+                  (long long)kn_csv_row_line(csv, first_text), target, trimmed(kn_csv_cell(csv, first_text, tc)));
+        ok = false;
+    } else if (regression && k < 2) {
+        cli_error("%s: target column '%s' has one value (%s) in every row: nothing to learn", path, target, names[0]);
+        ok = false;
+    } else if (!regression && k < 2) {
         cli_error("%s: target column '%s' has only one class ('%s'): nothing to learn", path, target, names[0]);
         ok = false;
-    } else if (ok && k > 1000 && k * 2 > n) {
-        cli_error("%s: target column '%s' has %d distinct values in %lld rows: kiln train classifies, and this "
-                  "looks like a continuous value", path, target, k, (long long)n);
+    } else if (!regression && k > 1000 && k * 2 > n) {
+        cli_error("%s: target column '%s' has %d distinct values in %lld rows: too many classes%s", path, target, k,
+                  (long long)n, numeric ? "; for a quantity use --task regression" : "");
         ok = false;
     }
-    if (ok) {
+    if (ok && regression) {
+        quantile_bins(val, n, y);
+        for (int i = 0; i < k; i++) free(names[i]);
+        free(names);
+        names = NULL;
+        k = 0;
+    } else if (ok) {
+        if (numeric && looks_continuous(k, n, fractions))
+            cli_warn("%s: target '%s' looks like a quantity (%d distinct numbers), classified as asked", path,
+                     target, k);
+        else if (k > 50)
+            cli_warn("%s: target '%s' has %d classes in %lld rows: few rows per class%s", path, target, k,
+                     (long long)n, numeric ? "; if it is a quantity, use --task regression" : "");
         qsort(names, (size_t)k, sizeof *names, cmp_class);
         strmap cm = {0};
         for (int i = 0; ok && i < k; i++) ok = map_put(&cm, names[i], i) >= 0;
@@ -285,8 +351,9 @@ bool table_target(const kn_csv *csv, const char *path, const char *target, schem
             y[i] = map_get(&cm, trimmed(kn_csv_cell(csv, keep[i], tc)));
         map_free(&cm);
     }
+    free(val);
     if (!ok) {
-        for (int i = 0; i < k; i++) free(names[i]);
+        for (int i = 0; names && i < k; i++) free(names[i]);
         free(names);
         free(keep);
         free(y);
@@ -294,6 +361,7 @@ bool table_target(const kn_csv *csv, const char *path, const char *target, schem
     }
     if (skipped) cli_warn("%s: %lld rows have no value in '%s' and are left out", path, (long long)skipped, target);
     s->target = cli_strdup(target);
+    s->regression = regression;
     s->classes = names;
     s->n_classes = k;
     *rows_out = keep;
@@ -340,10 +408,38 @@ static bool check_list(const kn_csv *csv, const char *path, const char *opt, con
     return true;
 }
 
+/* The regression target's mean and std over the training rows, two-pass in
+ * double on values scaled by the largest magnitude (no overflow near the
+ * float limits). */
+static bool target_stats(const kn_csv *csv, const char *path, const int64_t *train, int64_t n, schema *s) {
+    int tc = find_col(csv, s->target);
+    double scale = 0, sum = 0, ss = 0, x;
+    for (int64_t i = 0; i < n; i++)
+        if (parse_number(kn_csv_cell(csv, train[i], tc), &x) && fabs(x) > scale) scale = fabs(x);
+    if (!(scale > 0) || !isfinite(scale)) scale = 1;
+    for (int64_t i = 0; i < n; i++)
+        if (parse_number(kn_csv_cell(csv, train[i], tc), &x)) sum += x / scale;
+    double mean = sum / (double)n;
+    for (int64_t i = 0; i < n; i++)
+        if (parse_number(kn_csv_cell(csv, train[i], tc), &x)) ss += (x / scale - mean) * (x / scale - mean);
+    s->y_mean = mean * scale;
+    s->y_std = sqrt(ss / (double)n) * scale;
+    if (!isfinite(s->y_mean) || !isfinite(s->y_std)) {
+        cli_error("%s: target '%s': its mean or spread is not finite on the training rows", path, s->target);
+        return false;
+    }
+    if (!(s->y_std > 0)) {
+        cli_error("%s: target '%s' has the same value in every training row: nothing to learn", path, s->target);
+        return false;
+    }
+    return true;
+}
+
 bool table_fit(const kn_csv *csv, const char *path, const table_opts *o, const int64_t *train,
                int64_t n_train, schema *s) {
     int cols = kn_csv_cols(csv);
     int64_t rows = kn_csv_rows(csv);
+    if (s->regression && !target_stats(csv, path, train, n_train, s)) return false;
     if (!check_list(csv, path, "--categorical", o->categorical, s->target) ||
         !check_list(csv, path, "--numeric", o->numeric, s->target) ||
         !check_list(csv, path, "--ignore", o->ignore, s->target))
@@ -509,10 +605,11 @@ bool table_encode(const kn_csv *csv, const char *path, schema *s, const int64_t 
     out->cat = cli_alloc(((size_t)n * (size_t)s->n_cat + 1) * sizeof *out->cat);
     out->num = cli_alloc(((size_t)n * (size_t)s->n_num + 1) * sizeof *out->num);
     out->y = cli_alloc(((size_t)n + 1) * sizeof *out->y);
+    out->yv = cli_alloc(((size_t)n + 1) * sizeof *out->yv);
     out->row = cli_alloc(((size_t)n + 1) * sizeof *out->row);
     strmap *maps = cli_alloc(((size_t)s->n_f + 1) * sizeof *maps);
     strmap cm = {0};
-    bool ok = out->cat && out->num && out->y && out->row && maps;
+    bool ok = out->cat && out->num && out->y && out->yv && out->row && maps;
     for (int i = 0; ok && i < s->n_f; i++)
         for (int c = 0; ok && c < s->f[i].n_vocab; c++) ok = map_put(&maps[i], s->f[i].vocab[c], c) >= 0;
     for (int c = 0; ok && c < s->n_classes; c++) ok = map_put(&cm, s->classes[c], c) >= 0;
@@ -547,7 +644,16 @@ bool table_encode(const kn_csv *csv, const char *path, schema *s, const int64_t 
             if (f->indicator) out->num[i * s->n_num + ni++] = miss ? 1.0f : 0.0f;
         }
         out->y[i] = -1;
-        if (ok && tc >= 0) {
+        out->yv[i] = NAN;
+        if (ok && tc >= 0 && s->regression) {
+            const char *v = kn_csv_cell(csv, r, tc);
+            if (!is_missing(v) && !parse_number(v, &out->yv[i])) {
+                cli_error("%s:%lld: target '%s': '%s' is not a number (the model predicts a number)", path,
+                          (long long)kn_csv_row_line(csv, r), s->target, trimmed(v));
+                ok = false;
+            }
+            if (!isnan(out->yv[i])) out->y[i] = 0; /* has a target */
+        } else if (ok && tc >= 0) {
             const char *v = kn_csv_cell(csv, r, tc);
             if (!is_missing(v)) {
                 out->y[i] = map_get(&cm, trimmed(v));
@@ -572,6 +678,7 @@ void encoded_free(encoded *e) {
     free(e->cat);
     free(e->num);
     free(e->y);
+    free(e->yv);
     free(e->row);
     *e = (encoded){0};
 }
@@ -591,7 +698,8 @@ void schema_free(schema *s) {
 }
 
 void schema_print(const schema *s, FILE *f) {
-    fprintf(f, "target '%s': %d classes;", s->target, s->n_classes);
+    if (s->regression) fprintf(f, "target '%s': regression (mean %.6g, std %.6g);", s->target, s->y_mean, s->y_std);
+    else fprintf(f, "target '%s': %d classes;", s->target, s->n_classes);
     fprintf(f, " %d categorical column%s (embeddings), %d numeric input%s\n", s->n_cat, s->n_cat == 1 ? "" : "s",
             s->n_num, s->n_num == 1 ? "" : "s");
     for (int i = 0; i < s->n_f; i++) {

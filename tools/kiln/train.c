@@ -24,7 +24,14 @@ bool dev_data_make(const encoded *e, const schema *s, kn_device dev, dev_data *o
     kn_scope sc = kn_scope_begin();
     if (s->n_cat) out->cat = owned(kn_to(kn_from_data(e->cat, KN_I64, KN_SHAPE(e->n, s->n_cat), KN_CPU), dev));
     if (s->n_num) out->num = owned(kn_to(kn_from_data(e->num, KN_F32, KN_SHAPE(e->n, s->n_num), KN_CPU), dev));
-    out->y = owned(kn_to(kn_from_data(e->y, KN_I64, KN_SHAPE(e->n), KN_CPU), dev));
+    if (s->regression) { /* standardized targets, as the model predicts them */
+        float *z = cli_alloc((size_t)e->n * sizeof *z);
+        for (int64_t i = 0; z && i < e->n; i++) z[i] = (float)((e->yv[i] - s->y_mean) / s->y_std);
+        if (z) out->y = owned(kn_to(kn_from_data(z, KN_F32, KN_SHAPE(e->n), KN_CPU), dev));
+        free(z);
+    } else {
+        out->y = owned(kn_to(kn_from_data(e->y, KN_I64, KN_SHAPE(e->n), KN_CPU), dev));
+    }
     kn_scope_end(sc);
     if ((s->n_cat && !out->cat) || (s->n_num && !out->num) || !out->y) {
         cli_error("moving the data to %s: %s", kn_device_str(dev), kn_error());
@@ -54,7 +61,8 @@ float *predict_proba(kn_module *m, const dev_data *d, int k) {
     for (int64_t i = 0; ok && i < d->n; i += chunk) {
         int64_t len = d->n - i < chunk ? d->n - i : chunk;
         kn_scope sc = kn_scope_begin();
-        kn_tensor *p = kn_softmax(model_forward(m, rows_of(d->cat, i, len), rows_of(d->num, i, len)), 1);
+        kn_tensor *p = model_forward(m, rows_of(d->cat, i, len), rows_of(d->num, i, len));
+        if (k > 1) p = kn_softmax(p, 1);
         ok = p && kn_to_host(p, out + i * k, KN_F32) == KN_OK;
         kn_scope_end(sc);
     }
@@ -106,15 +114,21 @@ typedef struct {
     kn_optim *opt;
     const kn_loss_opts *lo;
     kn_tensor *loss_acc, *correct_acc; /* summed on the device, read once an epoch */
+    bool regression;                   /* MSE on the standardized target; no accuracy */
 } eager;
 
 static bool eager_step(eager *e, kn_tensor *cat, kn_tensor *num, kn_tensor *y, int64_t bs) {
     kn_scope sc = kn_scope_begin();
     kn_optim_zero_grad(e->opt);
     kn_tensor *logits = model_forward(e->m, cat, num);
-    kn_tensor *loss = kn_cross_entropy_ex(logits, y, e->lo);
+    kn_tensor *loss = e->regression ? kn_mse_loss(kn_reshape(logits, 1, (int64_t[]){bs}), y, KN_REDUCTION_MEAN)
+                                    : kn_cross_entropy_ex(logits, y, e->lo);
     bool ok = loss && kn_backward(loss) == KN_OK && kn_optim_step(e->opt) == KN_OK;
-    if (ok) {
+    if (ok && e->regression) {
+        kn_no_grad_begin();
+        ok = kn_copy_(e->loss_acc, kn_add(e->loss_acc, kn_mul_scalar(kn_detach(loss), (double)bs))) == KN_OK;
+        kn_no_grad_end();
+    } else if (ok) {
         kn_no_grad_begin();
         kn_tensor *hit = kn_sum_all(kn_cast(kn_eq(kn_argmax(kn_detach(logits), 1, false), y), KN_F32));
         ok = kn_copy_(e->loss_acc, kn_add(e->loss_acc, kn_mul_scalar(kn_detach(loss), (double)bs))) == KN_OK &&
@@ -144,7 +158,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     kn_scope data_scope = kn_scope_begin();
     kn_loss_opts lo = kn_loss_opts_default();
     if (cw) lo.weight = kn_to(kn_from_data(cw, KN_F32, KN_SHAPE(s->n_classes), KN_CPU), dev);
-    eager e = {m, opt, &lo, kn_zeros(0, NULL, KN_F32, dev), kn_zeros(0, NULL, KN_F32, dev)};
+    eager e = {m, opt, &lo, kn_zeros(0, NULL, KN_F32, dev), kn_zeros(0, NULL, KN_F32, dev), s->regression};
     if (!opt || (cw && !lo.weight) || !e.loss_acc || !e.correct_acc) {
         cli_error("setting up training: %s", kn_error());
         kn_scope_end(data_scope);
@@ -188,15 +202,23 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     uint64_t rng = ts.shuffle;
 
     graph_trainer *g = NULL;
-    if (!o->no_graph && kn_graph_supported(dev)) {
+    /* The captured step is the classifier's; regression trains eagerly. */
+    if (!o->no_graph && !s->regression && kn_graph_supported(dev)) {
         g = graph_trainer_new(m, opt, &lo, tr, bs, s->n_classes);
         if (!g && !o->quiet && !o->json) cli_warn("graph capture failed (%s); training eagerly", kn_error());
     }
     r->graph_used = g != NULL;
 
     bool validate = va && va->n > 0;
-    int64_t *vy = validate ? cli_alloc((size_t)va->n * sizeof *vy) : NULL;
-    if (validate && (!vy || kn_to_host(va->y, vy, KN_I64) != KN_OK)) {
+    int64_t *vy = validate && !s->regression ? cli_alloc((size_t)va->n * sizeof *vy) : NULL;
+    double *vyv = validate && s->regression ? cli_alloc((size_t)va->n * sizeof *vyv) : NULL;
+    float *vz = vyv ? cli_alloc((size_t)va->n * sizeof *vz) : NULL;
+    bool vy_ok = !validate || (s->regression ? vyv && vz && kn_to_host(va->y, vz, KN_F32) == KN_OK
+                                             : vy && kn_to_host(va->y, vy, KN_I64) == KN_OK);
+    for (int64_t i = 0; vy_ok && vyv && i < va->n; i++) vyv[i] = vz[i] * s->y_std + s->y_mean;
+    free(vz);
+    if (!vy_ok) {
+        free(vyv);
         free(vy);
         free(perm);
         snap_free(&best);
@@ -210,6 +232,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     int since_best = ts.since_best, since_lr = ts.since_lr;
     progress pg;
     progress_begin(&pg, o->epochs, o->quiet || o->json);
+    pg.metric = s->regression ? "r2" : "acc";
     double t0 = cli_now(), train_time = ts.train_time;
     int64_t rows_seen = ts.rows_seen;
     bool ok = true, said = false; /* said: the failure's message is out already */
@@ -248,7 +271,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
         if (!ok) break;
         rows_seen += seen;
         train_time += cli_now() - te;
-        double tl = seen ? loss_sum / (double)seen : NAN, ta = seen ? (double)correct / (double)seen : NAN;
+        double tl = seen ? loss_sum / (double)seen : NAN, ta = seen && !s->regression ? (double)correct / (double)seen : NAN;
         if (!isfinite(tl)) {
             cli_error("training diverged at epoch %d (loss is %g); try a smaller --lr", epoch, tl);
             ok = false;
@@ -258,22 +281,29 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
         double vl = NAN, vacc = NAN;
         bool improved = false;
         if (validate) {
-            float *p = predict_proba(m, va, s->n_classes);
+            float *p = predict_proba(m, va, schema_outputs(s));
             metrics vm;
+            reg_metrics rm;
             if (!p) {
                 ok = false;
                 said = true;
                 break;
             }
-            ok = metrics_compute(p, vy, va->n, s->n_classes, cw, &vm);
+            ok = s->regression ? reg_metrics_compute(p, vyv, va->n, s->y_mean, s->y_std, &rm)
+                               : metrics_compute(p, vy, va->n, s->n_classes, cw, &vm);
             free(p);
             if (!ok) {
                 said = true;
                 break;
             }
-            vl = vm.loss;
-            vacc = vm.n ? (double)vm.correct / (double)vm.n : NAN;
-            metrics_free(&vm);
+            if (s->regression) {
+                vl = rm.mse_std; /* the training loss's units */
+                vacc = rm.r2;
+            } else {
+                vl = vm.loss;
+                vacc = vm.n ? (double)vm.correct / (double)vm.n : NAN;
+                metrics_free(&vm);
+            }
             improved = isinf(best_loss) ? isfinite(vl) : vl < best_loss - 1e-4 * fabs(best_loss);
             if (improved) {
                 best_loss = vl;
@@ -290,6 +320,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
                 since_lr++;
             }
         }
+        pg.stop_in = validate && o->patience > 0 ? o->patience - since_best : -1;
         progress_update(&pg, epoch, tl, ta, vl, vacc, (double)seen / (cli_now() - te), improved);
         bool early = validate && o->patience > 0 && since_best >= o->patience;
         if (early && !o->quiet && !o->json) {
@@ -360,6 +391,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     kn_release(perm_t);
     free(perm);
     free(vy);
+    free(vyv);
     kn_scope_end(data_scope);
     kn_optim_free(opt);
     kn_module_train(m, false);

@@ -9,11 +9,13 @@
 static void train_help(void) {
     printf(
         "usage: kiln train FILE.csv --target COLUMN [options]\n\n"
-        "Trains a classifier for COLUMN from the other columns: categorical columns become\n"
-        "embeddings, numeric ones are standardized (statistics from the training rows only).\n"
-        "The rows are split into train/validation/test by class (stratified) from --seed.\n\n"
+        "Trains a model for COLUMN from the other columns: a classifier, or a regression when\n"
+        "COLUMN holds numbers with many distinct values. Categorical columns become embeddings,\n"
+        "numeric ones are standardized (statistics from the training rows only). The rows are\n"
+        "split into train/validation/test, stratified (by class, or by target quantile), from --seed.\n\n"
         "data:\n"
         "  --target COL           the column to predict (required)\n"
+        "  --task T               auto | classification | regression (default auto)\n"
         "  --categorical A,B      treat these columns as categorical\n"
         "  --numeric A,B          treat these columns as numeric (every value must be a number)\n"
         "  --ignore A,B           leave these columns out\n"
@@ -74,7 +76,7 @@ static bool parse_layers(const char *v, arch *a) {
 }
 
 typedef struct {
-    const char *file, *out, *device, *cw, *ckpt_dir, *resume_dir;
+    const char *file, *out, *device, *cw, *ckpt_dir, *resume_dir, *task;
     long long every;
     table_opts t;
     train_opts o;
@@ -104,6 +106,11 @@ static int parse_args(int argc, char **argv, train_args *a, const char **target)
             recipe = v;
         } else if (opt_is(s, "--out", &v, &i, argc, argv)) { if (!(a->out = v)) return 2; }
         else if (opt_is(s, "--checkpoint", &v, &i, argc, argv)) { if (!(a->ckpt_dir = v)) return 2; }
+        else if (opt_is(s, "--task", &v, &i, argc, argv)) {
+            if (!v || (strcmp(v, "auto") && strcmp(v, "classification") && strcmp(v, "regression")))
+                return cli_error("--task: '%s' is not auto, classification or regression", v ? v : ""), 2;
+            a->task = v;
+        }
         else if (opt_is(s, "--resume", &v, &i, argc, argv)) { if (!(a->resume_dir = v)) return 2; }
         else if (opt_is(s, "--every", &v, &i, argc, argv)) { if (!parse_int_opt("--every", v, 1, 1000000, &a->every)) return 2; }
         else if (opt_is(s, "--device", &v, &i, argc, argv)) { if (!(a->device = v)) return 2; }
@@ -233,6 +240,11 @@ int cmd_train(int argc, char **argv) {
     if (a.ckpt_dir || a.resume_dir) {
         ckpt = ckpt_path(a.ckpt_dir ? "--checkpoint" : "--resume", a.ckpt_dir ? a.ckpt_dir : a.resume_dir, true);
         const char *inputs[] = {a.file, a.out ? a.out : a.file};
+        if (ckpt && a.out && !out_path_ok("--out", a.out, (const char *[]){ckpt}, 1)) { /* --out DIR/checkpoint... */
+            free(ckpt);
+            free(resume_from);
+            return 1;
+        }
         if (!ckpt || !out_path_ok(a.ckpt_dir ? "--checkpoint" : "--resume", ckpt, inputs, 2)) {
             free(ckpt);
             free(resume_from);
@@ -262,8 +274,10 @@ int cmd_train(int argc, char **argv) {
     kn_module *m = NULL;
     metrics tm = {0};
     kn_csv *csv = table_read(a.file, a.delimiter);
-    if (!csv || !table_target(csv, a.file, target, &s, &rows, &n_rows, &ys)) goto done;
-    if (!split_stratified(rows, ys, n_rows, s.n_classes, o->test_split, o->val_split, o->seed, &sp)) goto done;
+    if (!csv || !table_target(csv, a.file, target, a.task ? a.task : "auto", &s, &rows, &n_rows, &ys)) goto done;
+    if (!split_stratified(rows, ys, n_rows, s.regression ? REG_STRATA : s.n_classes, o->test_split, o->val_split,
+                          o->seed, &sp))
+        goto done;
     if (sp.n_train < 2) {
         cli_error("%s: only %lld training rows after the split; need at least 2", a.file, (long long)sp.n_train);
         goto done;
@@ -275,7 +289,13 @@ int cmd_train(int argc, char **argv) {
         goto done;
     if (o->batch_size < 0) o->batch_size = auto_batch(sp.n_train);
     const char *cw_desc;
-    cw = class_weights(a.cw, etr.y, etr.n, s.n_classes, &cw_desc);
+    if (s.regression && a.cw && strcmp(a.cw, "auto") && strcmp(a.cw, "none")) {
+        cli_error("--class-weight %s: the target is a number (regression), there are no classes to weigh", a.cw);
+        rc = 2; /* a command-line mistake, found once the data showed the task */
+        goto done;
+    }
+    cw_desc = "none";
+    if (!s.regression) cw = class_weights(a.cw, etr.y, etr.n, s.n_classes, &cw_desc);
 
     kn_manual_seed(o->seed);
     m = model_build(&s, &o->arch);
@@ -298,13 +318,17 @@ int cmd_train(int argc, char **argv) {
                dte.y ? kn_device_str(kn_device_of(dte.cat ? dte.cat : dte.num)) : "-",
                dte.y ? kn_device_str(kn_device_of(dte.y)) : "-");
         kn_module_print(m, stdout);
+        if (s.regression && !a.task)
+            printf("task: regression, as '%s' holds numbers with many distinct values (--task classification to "
+                   "classify); loss: mean squared error of the standardized target\n", s.target);
         printf("recipe %s: %s lr %g", o->recipe, o->adamw ? "AdamW" : "Adam", o->lr);
         if (o->weight_decay > 0) printf(" weight decay %g", o->weight_decay);
         printf(", %s, %s%d epochs, ", o->batch_size ? "mini-batches" : "full batch", o->patience ? "up to " : "",
                o->epochs);
         if (o->batch_size) printf("batch %lld, ", (long long)o->batch_size);
         if (o->patience) printf("early stopping (patience %d) on validation loss, lr halved on plateaus, ", o->patience);
-        printf("class weights: %s; %lld parameters\n", cw_desc, (long long)kn_module_num_params(m));
+        if (!s.regression) printf("class weights: %s; ", cw_desc);
+        printf("%lld parameters\n", (long long)kn_module_num_params(m));
     }
     int64_t unk = count_unknown(&eva) + count_unknown(&ete);
     if (unk && !o->json)
@@ -327,7 +351,12 @@ int cmd_train(int argc, char **argv) {
     if (talk)
         printf("training: %.2f s, %d epochs, %.0f rows/s%s\n", tr.seconds, tr.epochs_run, tr.samples_per_s,
                tr.graph_used ? ", captured step replayed (graph)" : "");
-    if (sp.n_test) {
+    reg_metrics rm = {0};
+    if (sp.n_test && s.regression) {
+        if (!(proba = predict_proba(m, &dte, 1)) || !reg_metrics_compute(proba, ete.yv, ete.n, s.y_mean, s.y_std, &rm))
+            goto done;
+        if (!o->json) reg_report_print(&rm, "test", s.target, stdout);
+    } else if (sp.n_test) {
         if (!(proba = predict_proba(m, &dte, s.n_classes)) || !metrics_compute(proba, ete.y, ete.n, s.n_classes, NULL, &tm))
             goto done;
         if (!o->json) report_print(&tm, s.classes, stdout);
@@ -343,8 +372,8 @@ int cmd_train(int argc, char **argv) {
         json_str(stdout, a.file);
         printf(",\"target\":");
         json_str(stdout, s.target);
-        printf(",\"device\":\"%s\",\"recipe\":\"%s\",\"seed\":%llu,", kn_device_str(dev), o->recipe,
-               (unsigned long long)o->seed);
+        printf(",\"task\":\"%s\",\"device\":\"%s\",\"recipe\":\"%s\",\"seed\":%llu,",
+               s.regression ? "regression" : "classification", kn_device_str(dev), o->recipe, (unsigned long long)o->seed);
         printf("\"rows\":{\"train\":%lld,\"validation\":%lld,\"test\":%lld},", (long long)sp.n_train,
                (long long)sp.n_val, (long long)sp.n_test);
         printf("\"training\":{\"epochs\":%d,\"best_epoch\":%d,\"seconds\":%.4f,\"rows_per_second\":%.1f,"
@@ -354,7 +383,8 @@ int cmd_train(int argc, char **argv) {
         printf("\"unknown_categories\":%lld,\"test\":", (long long)unk);
         if (sp.n_test) {
             printf("{");
-            report_json_metrics(&tm, s.classes, stdout);
+            if (s.regression) reg_report_json(&rm, stdout);
+            else report_json_metrics(&tm, s.classes, stdout);
             printf("}");
         } else {
             printf("null");
