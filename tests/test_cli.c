@@ -263,13 +263,13 @@ static void test_robust(void) {
     /* An output that is an input, directly or through a link, is refused first. */
     CHECK_FAILS(RUN("predict", mp, cp, "--out", mp), "that is the input");
     CHECK_FAILS(RUN("predict", mp, cp, "--out", cp), "that is the input");
-    symlink(mp, path_in("link.safetensors"));
+    CHECK(symlink(mp, path_in("link.safetensors")) == 0, "symlink");
     CHECK_FAILS(RUN("predict", mp, cp, "--out", path_in("link.safetensors")), "that is the input");
     CHECK_FAILS(RUN("train", cp, "--target", "label", "--out", cp), "that is the input");
     CHECK(same_file(mp, model, nm) && same_file(cp, csv, nc), "inputs unchanged");
     /* Through a symlink to another file: the target is written, the link stays. */
     write_text("target.csv", "old\n");
-    symlink(path_in("target.csv"), path_in("preds-link.csv"));
+    CHECK(symlink(path_in("target.csv"), path_in("preds-link.csv")) == 0, "symlink");
     CHECK(RUN("predict", mp, cp, "--out", path_in("preds-link.csv"), "--quiet") == 0, "predict via link: %s", err_buf);
     struct stat st;
     CHECK(lstat(path_in("preds-link.csv"), &st) == 0 && S_ISLNK(st.st_mode), "the link is still a link");

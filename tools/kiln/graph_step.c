@@ -9,7 +9,8 @@
  * One eager step runs first, so the optimizer's lazily made state exists
  * before the capture; with a full batch it counts as the first epoch's step
  * (so the tutorial recipe takes exactly its 500 steps), with mini-batches it
- * is one extra step on the first batch of rows. Any failure returns NULL / false: the caller trains
+ * is one extra step on the first batch of rows (not on a resume: the state is
+ * there). Any failure returns NULL / false: the caller trains
  * eagerly instead. */
 #include "cli.h"
 
@@ -92,10 +93,13 @@ graph_trainer *graph_trainer_new(kn_module *m, kn_optim *opt, const kn_loss_opts
     int64_t *first = malloc((size_t)bs * sizeof *first);
     bool ok = first && g->y && g->loss_out && g->correct_out && g->loss_acc && g->correct_acc;
     for (int64_t i = 0; ok && i < bs; i++) first[i] = i;
-    ok = ok && load_batch(g, first, 0) && step(g) == KN_OK; /* the warm-up step */
+    /* A resumed run's optimizer has its state already: no warm-up step, which
+     * would be a step the uninterrupted run never took. */
+    bool warm = kn_optim_steps(opt) == 0;
+    ok = ok && (!warm || (load_batch(g, first, 0) && step(g) == KN_OK)); /* the warm-up step */
     free(first);
     if (ok) ok = graph_trainer_recapture(g);
-    g->warm_pending = g->full;
+    g->warm_pending = g->full && warm;
     if (!ok) {
         graph_trainer_free(g);
         return NULL;
