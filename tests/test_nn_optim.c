@@ -115,6 +115,14 @@ static void test_adamw_and_sgd(void) {
     kn_optim_step(opt);
     CHECK_NEAR(kn_get(p, (int64_t[]){0}), 1.0 * (1 - 0.1 * 0.5), 1e-12);
     kn_optim_free(opt);
+    /* PyTorch's AdamW decays by default (0.01); kiln's AdamW defaults do too. */
+    kn_adam_opts wd = kn_adamw_defaults(0.1);
+    CHECK(wd.weight_decay == 0.01 && kn_adam_defaults(0.1).weight_decay == 0, "AdamW default decay 0.01, Adam none");
+    opt = kn_adamw_params(1, &p, wd);
+    double before = kn_get(p, (int64_t[]){0});
+    kn_optim_step(opt); /* the zero gradient is still there: decay alone */
+    CHECK_NEAR(kn_get(p, (int64_t[]){0}), before * (1 - 0.1 * 0.01), 1e-12);
+    kn_optim_free(opt);
 
     /* SGD with momentum 0.9 and Nesterov, gradient 1: buf1 = 1, update 1 + 0.9;
      * buf2 = 0.9 + 1 = 1.9, update 1 + 0.9 * 1.9. */

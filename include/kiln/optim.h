@@ -21,6 +21,8 @@ typedef struct {
 
 kn_sgd_opts kn_sgd_defaults(double lr);   /* no momentum, no decay */
 kn_adam_opts kn_adam_defaults(double lr); /* betas (0.9, 0.999), eps 1e-8, no decay */
+/* AdamW's defaults as in PyTorch: Adam's, with weight decay 0.01. */
+kn_adam_opts kn_adamw_defaults(double lr);
 
 /* Over every parameter of m, or over an explicit list. */
 kn_optim *kn_sgd(kn_module *m, kn_sgd_opts opts);

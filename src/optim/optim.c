@@ -9,6 +9,7 @@
 
 kn_sgd_opts kn_sgd_defaults(double lr) { return (kn_sgd_opts){lr, 0, 0, 0, false}; }
 kn_adam_opts kn_adam_defaults(double lr) { return (kn_adam_opts){lr, 0.9, 0.999, 1e-8, 0}; }
+kn_adam_opts kn_adamw_defaults(double lr) { return (kn_adam_opts){lr, 0.9, 0.999, 1e-8, 0.01}; } /* torch.optim.AdamW */
 
 static kn_optim *make(const char *name, opt_kind kind, int n, kn_tensor *const *params, double lr) {
     if (n < 0 || (n && !params)) {
