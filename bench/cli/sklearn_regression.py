@@ -8,6 +8,9 @@ ones standardized with the fitting rows' statistics (missing: the mean plus an
 indicator). Prints R^2 per seed for scikit-learn and for kiln, and the mean.
 
     /usr/bin/python3 bench/cli/sklearn_regression.py KILN FILE.csv --target COL [--seeds 3]
+
+Needs scikit-learn (Debian: python3-sklearn); from PyPI, install it in a virtual
+environment: PyPI's wheels bring a numpy 2 that Debian's torch 1.13 cannot load.
 """
 import argparse
 import bisect
