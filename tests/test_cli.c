@@ -408,6 +408,20 @@ static void test_regression(void) {
     CHECK_FAILS(rc2, "no classes to weigh");
     CHECK(rc2 == 2, "a command-line mistake exits 2 (%d)", rc2);
     CHECK_FAILS(RUN("train", csv, "--target", "price", "--task", "ordinal"), "--task");
+
+    /* kiln info: what the saved model is, in text and JSON; refusals. */
+    rc = RUN("info", model);
+    CHECK(rc == 0 && strstr(out_buf, "regression (mean") && strstr(out_buf, "color") && strstr(out_buf, "parameters"),
+          "kiln info: %s %s", out_buf, err_buf);
+    rc = RUN("info", model, "--json");
+    kn__json_doc *d = rc == 0 ? kn__json_parse(out_buf, strlen(out_buf), NULL, "info --json") : NULL;
+    const kn__json *sc = d ? kn__json_get(d, kn__json_root(d), "schema") : NULL;
+    const kn__json *task = sc ? kn__json_get(d, sc, "task") : NULL;
+    CHECK(task && task->type == KN__JSON_STRING && !strcmp(task->str, "regression") && json_number(out_buf, "parameters", NULL) > 0,
+          "kiln info --json: the schema with its task, and the parameter count: %s", out_buf);
+    kn__json_free(d);
+    CHECK_FAILS(RUN("info", csv), "reg.csv");
+    CHECK_FAILS(RUN("info"), "needs a model file");
 }
 
 int main(void) {

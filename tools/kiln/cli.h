@@ -278,6 +278,7 @@ void progress_end(progress *p);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
+int cmd_info(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 
 /* Option helpers (main.c). */

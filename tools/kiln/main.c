@@ -234,9 +234,11 @@ static void usage(FILE *f) {
             "Train, evaluate and use neural networks on tabular data from a CSV file.\n\n"
             "commands:\n"
             "  devices                      list devices (--stats: per-op CPU-fallback counters)\n"
-            "  train FILE.csv --target COL  train a classifier, report test metrics, save it (--out)\n"
-            "  eval MODEL FILE.csv          accuracy, confusion matrix and per-class report on labelled rows\n"
-            "  predict MODEL FILE.csv       predicted class and class probabilities per row\n\n"
+            "  train FILE.csv --target COL  train a classifier or a regression, report test metrics, save it\n"
+            "                               (--out)\n"
+            "  eval MODEL FILE.csv          the model's metrics on labelled rows\n"
+            "  predict MODEL FILE.csv       predicted class and probabilities (or value) per row\n"
+            "  info MODEL                   what a saved model is: task, columns, architecture\n\n"
             "  kiln COMMAND --help          the options of a command\n"
             "  kiln --version               the version\n\n"
             "Example:\n"
@@ -263,8 +265,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(cmd, "train")) rc = cmd_train(argc, argv);
     else if (!strcmp(cmd, "eval")) rc = cmd_eval(argc, argv);
     else if (!strcmp(cmd, "predict")) rc = cmd_predict(argc, argv);
+    else if (!strcmp(cmd, "info")) rc = cmd_info(argc, argv);
     else {
-        cli_error("unknown command '%s' (commands: devices, train, eval, predict; see kiln --help)", cmd);
+        cli_error("unknown command '%s' (commands: devices, train, eval, predict, info; see kiln --help)", cmd);
         return 2;
     }
     return stdout_ok() ? rc : (rc ? rc : 1);

@@ -1,4 +1,4 @@
-/* kiln command line: `kiln eval` and `kiln predict` on a saved model. */
+/* kiln command line: `kiln eval`, `kiln predict` and `kiln info` on a saved model. */
 #include "cli.h"
 
 #include <stdlib.h>
@@ -47,7 +47,8 @@ static void eval_help(void) {
 static void predict_help(void) {
     printf("usage: kiln predict MODEL FILE.csv [--out preds.csv] [options]\n\n"
            "Writes one line per row of FILE.csv: the predicted class, then the probability of\n"
-           "each class (columns prediction,prob_<class>,...). A target column in FILE.csv is\n"
+           "each class (columns prediction,prob_<class>,...); for a regression model, the value\n"
+           "(one column, prediction). A target column in FILE.csv is\n"
            "ignored. Categories the model never saw map to its 'unknown' input (with a warning).\n"
            "  --out FILE        write the predictions there (atomically) instead of stdout\n"
            "  --device NAME     cpu, cuda, ... (default: the best available)\n"
@@ -258,4 +259,58 @@ done:
     kn_module_free(m);
     schema_free(&s);
     return rc;
+}
+
+/* ---- kiln info ---------------------------------------------------------------------------- */
+int cmd_info(int argc, char **argv) {
+    const char *model = NULL;
+    bool json = false;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: kiln info MODEL [--json]\n\n"
+                   "What a saved model is: the kiln that wrote it, the task and target, the classes or\n"
+                   "the target's statistics, the columns with their vocabularies and statistics, the\n"
+                   "architecture and the parameter count. --json: the file's schema as one JSON object.\n");
+            return 0;
+        }
+        if (!strcmp(argv[i], "--json")) json = true;
+        else if (argv[i][0] == '-' && argv[i][1]) return cli_error("info: unknown option '%s' (see kiln info --help)", argv[i]), 2;
+        else if (!model) model = argv[i];
+        else return cli_error("info: unexpected argument '%s' (one model file)", argv[i]), 2;
+    }
+    if (!model) return cli_error("info: needs a model file (kiln info MODEL)"), 2;
+    schema s = {0};
+    arch ar;
+    kn_module *m = model_load(model, KN_CPU, &s, &ar); /* checks it all, as eval would */
+    if (!m) {
+        schema_free(&s);
+        return 1;
+    }
+    kn_safetensors *f = kn_safetensors_open(model);
+    const char *ver = f ? kn_safetensors_meta(f, "kiln_version") : NULL;
+    if (json) {
+        const char *js = f ? kn_safetensors_meta(f, "kiln_model") : NULL;
+        printf("{\"model\":");
+        json_str(stdout, model);
+        printf(",\"written_by\":");
+        json_str(stdout, ver ? ver : "unknown");
+        printf(",\"parameters\":%lld,\"schema\":%s}\n", (long long)kn_module_num_params(m), js ? js : "null");
+    } else {
+        printf("%s: kiln model, written by kiln %s\n", model, ver ? ver : "(unknown)");
+        schema_print(&s, stdout);
+        if (!s.regression) {
+            printf("classes:");
+            for (int c = 0; c < s.n_classes; c++) printf(" %s", s.classes[c]);
+            printf("\n");
+        }
+        printf("architecture: layers");
+        for (int i = 0; i < ar.n_layers; i++) printf("%s%d", i ? "," : " ", ar.layers[i]);
+        printf(", dropout %g, embedding dropout %g; %lld parameters\n", ar.dropout, ar.emb_dropout,
+               (long long)kn_module_num_params(m));
+        kn_module_print(m, stdout);
+    }
+    kn_safetensors_close(f);
+    kn_module_free(m);
+    schema_free(&s);
+    return 0;
 }
