@@ -45,6 +45,9 @@ kn_status kn_checkpoint_save(const char *path, const kn_checkpoint *c);
  * Returns the open file, for kn_safetensors_meta (close it), or NULL with an
  * error naming the file and what does not match. */
 kn_safetensors *kn_checkpoint_load(const char *path, const kn_checkpoint *c);
+/* The same from a file already open (kn_safetensors_open), e.g. after its
+ * metadata was checked; KN_OK, or the error with nothing changed. */
+kn_status kn_checkpoint_restore(const kn_safetensors *f, const kn_checkpoint *c);
 
 #ifdef __cplusplus
 }

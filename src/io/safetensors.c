@@ -350,6 +350,8 @@ kn_safetensors *kn_safetensors_open(const char *path) {
     return parse_file(file, path);
 }
 
+const char *kn__safetensors_path(const kn_safetensors *f) { return f ? f->path : "(null)"; }
+
 int kn_safetensors_count(const kn_safetensors *f) {
     if (!f) return kn__err_null("kn_safetensors_count"), -1;
     return f->n;

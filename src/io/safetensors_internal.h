@@ -8,6 +8,8 @@
  * afterwards). name is used in error messages. NULL on error, like
  * kn_safetensors_open. */
 kn_safetensors *kn__safetensors_parse(const void *data, size_t len, const char *name);
+/* The path (or name) the file was opened under, for messages. */
+const char *kn__safetensors_path(const kn_safetensors *f);
 
 /* Largest header accepted, as in the reference implementation, and most
  * tensors in one file. The writer checks both before replacing a file, so

@@ -3,6 +3,7 @@
  * nothing. Values are stored in their own dtype and read back unchanged, and
  * the optimizer's scalars are written with 17 significant digits (exact for a
  * double), so a resumed run repeats the original one bit for bit. */
+#include "io/safetensors_internal.h"
 #include "optim/optim_internal.h"
 
 #include <inttypes.h>
@@ -166,18 +167,13 @@ static kn_tensor *fetch(const kn_safetensors *f, const char *path, const char *n
 
 static bool has_prefix(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
 
-kn_safetensors *kn_checkpoint_load(const char *path, const kn_checkpoint *c) {
-    if (!path || !c) return kn__err(KN_ERR_NULL, "kn_checkpoint_load: %s is NULL", path ? "checkpoint" : "path"), NULL;
+kn_status kn_checkpoint_restore(const kn_safetensors *f, const kn_checkpoint *c) {
+    if (!f || !c) return kn__err(KN_ERR_NULL, "kn_checkpoint_restore: %s is NULL", f ? "checkpoint" : "file");
+    const char *path = kn__safetensors_path(f);
     if (c->n_extra < 0 || (c->n_extra && !c->extra))
-        return kn__err(KN_ERR_INVALID, "%s: kn_checkpoint_load: invalid extra list", path), NULL;
-    kn_safetensors *f = kn_safetensors_open(path);
-    if (!f) return NULL;
+        return kn__err(KN_ERR_INVALID, "%s: kn_checkpoint_restore: invalid extra list", path);
     const char *js = kn_safetensors_meta(f, META_KEY);
-    if (!js) {
-        kn__err(KN_ERR_FORMAT, "%s: not a kiln checkpoint (no '%s' metadata)", path, META_KEY);
-        kn_safetensors_close(f);
-        return NULL;
-    }
+    if (!js) return kn__err(KN_ERR_FORMAT, "%s: not a kiln checkpoint (no '%s' metadata)", path, META_KEY);
     header h = {path, kn_json_parse(js, strlen(js), path), NULL};
     name_list want = {0};
     kn_tensor **got = NULL;
@@ -294,7 +290,13 @@ done:
     free(got);
     list_free(&want);
     kn_json_free(h.doc);
-    if (!ok) {
+    return ok ? KN_OK : kn_error_code();
+}
+
+kn_safetensors *kn_checkpoint_load(const char *path, const kn_checkpoint *c) {
+    if (!path || !c) return kn__err(KN_ERR_NULL, "kn_checkpoint_load: %s is NULL", path ? "checkpoint" : "path"), NULL;
+    kn_safetensors *f = kn_safetensors_open(path);
+    if (f && kn_checkpoint_restore(f, c) != KN_OK) {
         kn_safetensors_close(f);
         return NULL;
     }

@@ -214,19 +214,24 @@ bool ckpt_load(const char *path, kn_module *m, kn_optim *opt, kn_tensor *const *
         ok = false;
     }
     ok = ok && parse_state(path, tx, ts);
-    kn_safetensors_close(f);
-    if (!ok) return false;
-    if (ts->has_best != (best != NULL))
-        return cli_error("--resume: %s: the checkpoint's best weights do not match this run", path), false;
+    if (ok && ts->has_best != (best != NULL)) {
+        cli_error("--resume: %s: the checkpoint's best weights do not match this run", path);
+        ok = false;
+    }
     int n_x = 0;
-    kn_named_tensor *x = extras(m, order, best, n_best, &n_x);
-    if (!x) return cli_error("%s: out of memory reading the checkpoint", path), false;
+    kn_named_tensor *x = ok ? extras(m, order, best, n_best, &n_x) : NULL;
+    if (ok && !x) {
+        cli_error("%s: out of memory reading the checkpoint", path);
+        ok = false;
+    }
     kn_checkpoint c = {m, opt, kn_default_generator(), n_x, x, 0, NULL};
-    kn_safetensors *g = kn_checkpoint_load(path, &c);
+    if (ok && kn_checkpoint_restore(f, &c) != KN_OK) { /* the same open file: read once */
+        cli_error("--resume: %s", kn_error());
+        ok = false;
+    }
     extras_free(x, n_x);
-    if (!g) return cli_error("--resume: %s", kn_error()), false;
-    kn_safetensors_close(g);
-    return true;
+    kn_safetensors_close(f);
+    return ok;
 }
 
 bool ckpt_peek(const char *path, bool *has_best) {

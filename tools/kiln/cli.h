@@ -161,6 +161,7 @@ typedef struct {
      * resume_from: the checkpoint to continue from. schema_json and
      * fingerprint identify the run (data and options) for that check. */
     const char *ckpt, *resume_from;
+    bool resume_has_best; /* the checkpoint holds best weights (ckpt_peek) */
     int every;
     const char *schema_json, *fingerprint;
 } train_opts;
@@ -187,7 +188,8 @@ bool ckpt_save(const char *path, kn_module *m, kn_optim *opt, kn_tensor *const *
  * as it was on failure. best: the snapshot to fill (NULL when none). */
 bool ckpt_load(const char *path, kn_module *m, kn_optim *opt, kn_tensor *const *best, int n_best,
                kn_tensor *order, train_state *ts, const train_opts *o);
-/* Whether the checkpoint holds best weights (to make the snapshot first). */
+/* Whether the checkpoint holds best weights (to make the snapshot first);
+ * also the early check that --resume names a checkpoint of kiln train. */
 bool ckpt_peek(const char *path, bool *has_best);
 /* Ctrl-C: the first one asks training to stop after the current epoch. */
 void interrupt_watch(void);

@@ -251,9 +251,8 @@ static bool looks_continuous(int distinct, int64_t n, bool fractions) {
 
 /* Quantile bins of the targets, for a stratified split. */
 static void quantile_bins(const double *v, int64_t n, int64_t *bin) {
-    int64_t *order = cli_alloc(((size_t)n + 1) * sizeof *order);
     double *sorted = cli_alloc(((size_t)n + 1) * sizeof *sorted);
-    if (!order || !sorted) {
+    if (!sorted) {
         for (int64_t i = 0; i < n; i++) bin[i] = 0;
     } else {
         memcpy(sorted, v, (size_t)n * sizeof *v);
@@ -268,7 +267,6 @@ static void quantile_bins(const double *v, int64_t n, int64_t *bin) {
             bin[i] = lo * REG_STRATA / n;
         }
     }
-    free(order);
     free(sorted);
 }
 
@@ -413,15 +411,17 @@ static bool check_list(const kn_csv *csv, const char *path, const char *opt, con
  * float limits). */
 static bool target_stats(const kn_csv *csv, const char *path, const int64_t *train, int64_t n, schema *s) {
     int tc = find_col(csv, s->target);
-    double scale = 0, sum = 0, ss = 0, x;
-    for (int64_t i = 0; i < n; i++)
-        if (parse_number(kn_csv_cell(csv, train[i], tc), &x) && fabs(x) > scale) scale = fabs(x);
+    double *v = cli_alloc(((size_t)n + 1) * sizeof *v), scale = 0, sum = 0, ss = 0;
+    if (!v) return false;
+    for (int64_t i = 0; i < n; i++) { /* table_target checked every training row's target is a number */
+        if (!parse_number(kn_csv_cell(csv, train[i], tc), &v[i])) v[i] = 0;
+        if (fabs(v[i]) > scale) scale = fabs(v[i]);
+    }
     if (!(scale > 0) || !isfinite(scale)) scale = 1;
-    for (int64_t i = 0; i < n; i++)
-        if (parse_number(kn_csv_cell(csv, train[i], tc), &x)) sum += x / scale;
+    for (int64_t i = 0; i < n; i++) sum += v[i] / scale;
     double mean = sum / (double)n;
-    for (int64_t i = 0; i < n; i++)
-        if (parse_number(kn_csv_cell(csv, train[i], tc), &x)) ss += (x / scale - mean) * (x / scale - mean);
+    for (int64_t i = 0; i < n; i++) ss += (v[i] / scale - mean) * (v[i] / scale - mean);
+    free(v);
     s->y_mean = mean * scale;
     s->y_std = sqrt(ss / (double)n) * scale;
     if (!isfinite(s->y_mean) || !isfinite(s->y_std)) {

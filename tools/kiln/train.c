@@ -184,8 +184,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
         return false;
     }
     if (o->resume_from) {
-        bool has_best = false;
-        bool loaded = ckpt_peek(o->resume_from, &has_best) && (!has_best || snap_copy(m, &best, true)) &&
+        bool loaded = (!o->resume_has_best || snap_copy(m, &best, true)) &&
                       ckpt_load(o->resume_from, m, opt, best.t, best.n, perm_t, &ts, o) &&
                       kn_to_host(perm_t, perm, KN_I64) == KN_OK;
         if (!loaded) {

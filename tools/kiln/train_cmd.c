@@ -251,7 +251,7 @@ int cmd_train(int argc, char **argv) {
             return 1;
         }
     }
-    bool has_best;
+    bool has_best = false;
     if (resume_from && !ckpt_peek(resume_from, &has_best)) {
         free(ckpt);
         free(resume_from);
@@ -259,6 +259,7 @@ int cmd_train(int argc, char **argv) {
     }
     o->ckpt = ckpt;
     o->resume_from = resume_from;
+    o->resume_has_best = resume_from && has_best;
     o->every = a.every ? (int)a.every : 1;
     if (talk) printf("Using %s device\n", kn_device_kind_name((kn_device_kind)dev.kind));
 
