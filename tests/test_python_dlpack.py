@@ -23,28 +23,17 @@ import gc
 import os
 import sys
 
-try:
-    import numpy as np
-except ImportError:
-    if os.environ.get("CI") == "true":
-        print("python_dlpack: numpy is not installed, and CI=true needs it")
-        sys.exit(1)
-    print("python_dlpack: numpy is not installed; skipped")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kt_python import Checks, require  # noqa: E402
+
+np = require("python_dlpack", "numpy")
 try:
     import torch
     import torch.utils.dlpack
 except ImportError:
     torch = None
 
-failed = 0
-
-
-def check(ok, what):
-    global failed
-    if not ok:
-        failed += 1
-        print("FAILED:", what)
+check = Checks()
 
 
 # ---- DLPack's structs (include/kiln/vendor/dlpack.h) ---------------------------------
@@ -432,5 +421,5 @@ test_torch()
 gc.collect()
 check(not keep, f"{len(keep)} structs were never deleted")
 print(f"python_dlpack: numpy {np.__version__}" + (f", torch {torch.__version__}" if torch else "") +
-      (": all checks passed" if not failed else f": {failed} checks failed"))
-sys.exit(1 if failed else 0)
+      (": all checks passed" if not check.failed else f": {check.failed} checks failed"))
+sys.exit(1 if check.failed else 0)

@@ -25,28 +25,12 @@ import sys
 import tempfile
 import zipfile
 
-try:
-    import numpy as np
-    import torch
-except ImportError as e:
-    # CI installs numpy and torch, so there a missing one is a broken setup, not a skip.
-    if os.environ.get("CI") == "true":
-        print(f"python_formats: {e.name} is not installed, and CI=true needs it")
-        sys.exit(1)
-    print(f"python_formats: {e.name} is not installed; skipped")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kt_python import Checks, require  # noqa: E402
 
-failed = 0
-checks = 0
+np, torch = require("python_formats", "numpy", "torch")
+check = Checks()
 HAVE_ZLIB = True  # found out in test_npz
-
-
-def check(ok, what):
-    global failed, checks
-    checks += 1
-    if not ok:
-        failed += 1
-        print("FAILED:", what)
 
 
 # ---- the C API through ctypes ----------------------------------------------------------
@@ -473,8 +457,8 @@ def main():
     print(f"python_formats: numpy {np.__version__}, torch {torch.__version__}, safetensors "
           f"package {'used' if pkg else 'absent (the format written here instead)'}, kiln "
           f"{'with' if HAVE_ZLIB else 'without'} zlib")
-    print(f"python_formats: {checks - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    print(f"python_formats: {check.count - check.failed} passed, {check.failed} failed")
+    return 1 if check.failed else 0
 
 
 if __name__ == "__main__":

@@ -15,27 +15,15 @@ import subprocess
 import sys
 import tempfile
 
-try:
-    import torch
-except ImportError:
-    # CI installs torch, so there a missing torch is a broken setup, not a skip.
-    if os.environ.get("CI") == "true":
-        print("python_loader: torch is not installed, and CI=true needs it")
-        sys.exit(1)
-    print("python_loader: torch is not installed; skipped")
-    sys.exit(77)
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+sys.path.insert(0, os.path.join(here, "..", "python"))
+from kt_python import Checks, require  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+torch = require("python_loader", "torch")
 import kiln_loader  # noqa: E402
 
-failed = 0
-
-
-def check(ok, what):
-    global failed
-    if not ok:
-        failed += 1
-        print("FAILED:", what)
+check = Checks()
 
 
 def table(path, rows, seed, unseen):
@@ -131,8 +119,8 @@ def main():
         worst = max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(kv, values))
         check(len(kv) == len(values) and worst < 1e-5, f"regression values differ by up to {worst:.3g} (relative)")
         print(f"python_loader: regression: {len(kv)} rows, largest relative difference {worst:.2g}")
-    print(f"python_loader: {'FAILED' if failed else 'passed'}")
-    return 1 if failed else 0
+    print(f"python_loader: {'FAILED' if check.failed else 'passed'}")
+    return 1 if check.failed else 0
 
 
 if __name__ == "__main__":
