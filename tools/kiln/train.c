@@ -175,21 +175,15 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     snapshot best = {0};
     /* The row order is shuffled in place epoch after epoch, so it is part of
      * the state a checkpoint keeps (an extra beside the best weights). */
-    kn_tensor *perm_t = o->ckpt ? owned(kn_empty(KN_SHAPE(n), KN_I64, KN_CPU)) : NULL;
-    if (o->ckpt && !perm_t) {
-        cli_error("setting up checkpoints: %s", kn_error());
-        kn_scope_end(data_scope);
-        kn_optim_free(opt);
-        free(perm);
-        return false;
-    }
     if (o->resume_from) {
-        bool loaded = (!o->resume_has_best || snap_copy(m, &best, true)) &&
-                      ckpt_load(o->resume_from, m, opt, best.t, best.n, perm_t, &ts, o) &&
-                      kn_to_host(perm_t, perm, KN_I64) == KN_OK;
+        kn_scope rs = kn_scope_begin();
+        kn_tensor *order = kn_empty(KN_SHAPE(n), KN_I64, KN_CPU);
+        bool loaded = order && (!o->resume_has_best || snap_copy(m, &best, true)) &&
+                      ckpt_load(o->resume_from, m, opt, best.t, best.n, order, &ts, o) &&
+                      kn_to_host(order, perm, KN_I64) == KN_OK;
+        kn_scope_end(rs);
         if (!loaded) {
             snap_free(&best);
-            kn_release(perm_t);
             kn_scope_end(data_scope);
             kn_optim_free(opt);
             free(perm);
@@ -221,7 +215,6 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
         free(vy);
         free(perm);
         snap_free(&best);
-        kn_release(perm_t);
         graph_trainer_free(g);
         kn_scope_end(data_scope);
         kn_optim_free(opt);
@@ -358,10 +351,11 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
                                .train_time = train_time, .train_loss = tl, .val_loss = vl, .val_acc = vacc,
                                .shuffle = rng, .rows_seen = rows_seen, .stopped = early};
             kn_scope cs = kn_scope_begin();
-            kn_status ps = kn_copy_(perm_t, kn_from_data(perm, KN_I64, KN_SHAPE(n), KN_CPU));
+            kn_tensor *order = kn_from_data(perm, KN_I64, KN_SHAPE(n), KN_CPU);
+            if (!order) cli_error("saving the checkpoint: %s", kn_error());
+            bool saved = order && ckpt_save(o->ckpt, m, opt, best.t, best.n, order, &ts, o);
             kn_scope_end(cs);
-            if (ps != KN_OK || !ckpt_save(o->ckpt, m, opt, best.t, best.n, perm_t, &ts, o)) {
-                if (ps != KN_OK) cli_error("saving the checkpoint: %s", kn_error());
+            if (!saved) {
                 ok = false;
                 said = true;
                 break;
@@ -387,7 +381,6 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     if (!ok && !said) cli_error("training at epoch %d: %s", epoch, kn_error()[0] ? kn_error() : "failed");
     graph_trainer_free(g);
     snap_free(&best);
-    kn_release(perm_t);
     free(perm);
     free(vy);
     free(vyv);
