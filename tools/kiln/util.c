@@ -7,23 +7,25 @@
 #include <string.h>
 #include <time.h>
 
+/* One line on stderr, after whatever stdout holds so far. */
+__attribute__((format(printf, 2, 0))) static void message(const char *prefix, const char *fmt, va_list ap) {
+    fflush(stdout);
+    fprintf(stderr, "%s", prefix);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+}
+
 void cli_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fflush(stdout);
-    fprintf(stderr, "kiln: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    message("kiln: ", fmt, ap);
     va_end(ap);
 }
 
 void cli_warn(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fflush(stdout);
-    fprintf(stderr, "kiln: warning: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    message("kiln: warning: ", fmt, ap);
     va_end(ap);
 }
 
