@@ -1,0 +1,16 @@
+# The README's C example must be examples/quickstart.c as it is, so the program
+# a reader copies is the one the suite builds and runs.
+file(READ ${README} readme)
+file(READ ${EXAMPLE} example)
+string(FIND "${readme}" "```c\n" start)
+if(start EQUAL -1)
+  message(FATAL_ERROR "${README}: no C example (```c block) found")
+endif()
+math(EXPR start "${start} + 5")
+string(SUBSTRING "${readme}" ${start} -1 rest)
+string(FIND "${rest}" "```" end)
+string(SUBSTRING "${rest}" 0 ${end} block)
+if(NOT block STREQUAL example)
+  message(FATAL_ERROR "${README}: the C example differs from ${EXAMPLE}; copy the file into the README")
+endif()
+message(STATUS "the README's C example is ${EXAMPLE}")
