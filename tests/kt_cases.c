@@ -28,7 +28,11 @@ static kn_tensor *unary_of(int f, kn_tensor *a) {
     case 13: return kn_add_scalar(a, 2);
     case 14: return kn_mul_scalar(a, -3);
     case 15: return kn_rsub_scalar(a, 1);
-    default: return kn_pow_scalar(a, 0.5);
+    case 16: return kn_pow_scalar(a, 0.5);
+    case 17: return kn_sin(a);
+    case 18: return kn_cos(a);
+    case 19: return kn_tan(a);
+    default: return NULL;
     }
 }
 B(b_unary) {
@@ -253,6 +257,22 @@ B(b_mse) {
     return 1;
 }
 
+/* The elementwise losses: p0 the loss (0 mse_ex, 1 l1, 2 huber delta 0.7, 3
+ * smooth_l1 beta 0.5, 4 bce, 5 bce_with_logits), p1 the reduction, p2 bits:
+ * 1 x[2] is the weight, 2 x[3] (or x[2] without a weight) the pos_weight. */
+B(b_loss) {
+    kn_loss_opts lo = kn_loss_opts_default();
+    lo.reduction = (kn_reduction)P(1);
+    lo.delta = 0.7;
+    lo.beta = 0.5;
+    if (P(2) & 1) lo.weight = x[2];
+    if (P(2) & 2) lo.pos_weight = x[P(2) & 1 ? 3 : 2];
+    kn_tensor *(*fns[])(kn_tensor *, kn_tensor *, const kn_loss_opts *) = {
+        kn_mse_loss_ex, kn_l1_loss, kn_huber_loss, kn_smooth_l1_loss, kn_bce_loss, kn_bce_with_logits_loss};
+    o[0] = fns[P(0)](x[0], x[1], &lo);
+    return 1;
+}
+
 /* x, weight, bias, running mean, running var, count; p0 training, p1 bare (no
  * affine, no running stats). The in-place operands are results too. */
 B(b_batch_norm) {
@@ -460,6 +480,9 @@ B(b_graph_rng) {
 #define NLL(nm, mode, red) CASE("nll_loss " nm, b_nll, FLOATS, L_ALL, GRAD | GRADCHECK, IN(LOSS_IN), .p = {mode, red})
 #define CE(nm, mode, red) \
     CASE("cross_entropy " nm, b_cross_entropy, FLOATS, L_ALL, GRAD | GRADCHECK, IN(LOSS_IN), .p = {mode, red}, .tol = 2)
+#define REG_IN IN(D(-2, 2, 8, 5), D(-2, 2, 8, 5))
+#define LOSS(nm, which, red, bits, ins) \
+    CASE(nm, b_loss, FLOATS, L_ALL, GRAD | GRADCHECK, ins, .p = {which, red, bits}, .tol = 2)
 #define OPTIM(nm, kind) CASE(nm, b_optim, F32_64, L_C, 0, IN(D(-1, 1, 17), D(-1, 1, 1017), D(-1, 1, 2017)), .p = {kind})
 #define RANDOM(nm, kind, dts) CASE("random " nm, b_random, dts, L_C, EXACT | NO_REF, .p = {kind})
 
@@ -490,6 +513,9 @@ const kt_case kt_cases[] = {
     UNARY("mul_scalar", 14, -3, 3, NUMERIC),
     UNARY("rsub_scalar", 15, -3, 3, NUMERIC),
     UNARY("pow_scalar 0.5 (rsqrt-like)", 16, 0.1, 4, FLOATS),
+    UNARY("sin", 17, -7, 7, FLOATS),
+    UNARY("cos", 18, -7, 7, FLOATS),
+    UNARY("tan", 19, -1.3, 1.3, FLOATS),
     CASE("unary exp zero-size", b_unary, FLOATS, L_ALL, GRAD, IN(D(-1, 1, 0, 5)), .p = {1}),
     CASE("unary relu 0-d", b_unary, NUMERIC, L_C, GRAD, IN(D0(-1, 1)), .p = {5}),
     /* ---- binary: every function code, broadcast ---- */
@@ -602,6 +628,20 @@ const kt_case kt_cases[] = {
     CASE("mse_loss mean", b_mse, FLOATS, L_ALL, GRAD | GRADCHECK, IN(D(-2, 2, 8, 5), D(-2, 2, 8, 5)), .p = {0}),
     CASE("mse_loss sum", b_mse, FLOATS, L_ALL, GRAD | GRADCHECK, IN(D(-2, 2, 8, 5), D(-2, 2, 8, 5)), .p = {1}),
     CASE("mse_loss none", b_mse, FLOATS, L_ALL, GRAD | GRADCHECK, IN(D(-2, 2, 8, 5), D(-2, 2, 8, 5)), .p = {2}),
+    /* ---- elementwise losses (compositions of the ops above) ---- */
+    LOSS("mse_loss_ex sum", 0, 1, 0, REG_IN),
+    LOSS("l1_loss mean", 1, 0, 0, REG_IN),
+    LOSS("l1_loss none", 1, 2, 0, REG_IN),
+    LOSS("huber_loss mean", 2, 0, 0, REG_IN),
+    LOSS("huber_loss none", 2, 2, 0, REG_IN),
+    LOSS("smooth_l1_loss sum", 3, 1, 0, REG_IN),
+    LOSS("smooth_l1_loss none", 3, 2, 0, REG_IN),
+    LOSS("bce_loss mean", 4, 0, 0, IN(D(0.05, 0.95, 8, 5), D(0, 1, 8, 5))),
+    LOSS("bce_loss none, weight", 4, 2, 1, IN(D(0.05, 0.95, 8, 5), D(0, 1, 8, 5), DNG(0.5, 2, 5))),
+    LOSS("bce_with_logits_loss mean", 5, 0, 0, IN(D(-6, 6, 8, 5), D(0, 1, 8, 5))),
+    LOSS("bce_with_logits_loss sum, weight + pos_weight", 5, 1, 3,
+         IN(D(-6, 6, 8, 5), D(0, 1, 8, 5), DNG(0.5, 2, 8, 5), DNG(0.5, 3, 5))),
+    LOSS("bce_with_logits_loss none, pos_weight", 5, 2, 2, IN(D(-6, 6, 8, 5), D(0, 1, 8, 5), DNG(0.5, 3, 5))),
     /* ---- fused: norms ---- */
     CASE("batch_norm train [300, 45]", b_batch_norm, FLOATS, L_NOB, GRAD | GRADCHECK, BN_IN(45, 300, 45), .p = {1},
          .tol = 2),

@@ -31,6 +31,9 @@ F(g_gelu, kn_gelu(x[0]))
 F(g_sigmoid, kn_sigmoid(x[0]))
 F(g_tanh, kn_tanh(x[0]))
 F(g_softplus, kn_softplus(x[0]))
+F(g_sin, kn_sin(x[0]))
+F(g_cos, kn_cos(kn_mul_scalar(x[0], 2)))
+F(g_tan, kn_tan(kn_mul_scalar(x[0], 0.3)))
 F(g_scalars, kn_rsub_scalar(kn_pow_scalar(kn_mul_scalar(kn_add_scalar(x[0], 2), 0.5), 3), 1))
 F(g_sum, kn_sum(x[0], KN_DIMS(1), true))
 F(g_sum_all, kn_sum_all(x[0]))
@@ -186,6 +189,8 @@ static const grad_case cases[] = {
     {"relu", g_relu, 1, {{4, 3}}},         {"leaky_relu", g_leaky, 1, {{4, 3}}},
     {"gelu", g_gelu, 1, {{4, 3}}},         {"sigmoid", g_sigmoid, 1, {{4, 3}}},
     {"tanh", g_tanh, 1, {{4, 3}}},         {"softplus", g_softplus, 1, {{4, 3}}},
+    {"sin", g_sin, 1, {{4, 3}}},           {"cos", g_cos, 1, {{4, 3}}},
+    {"tan", g_tan, 1, {{4, 3}}},
     {"scalar ops", g_scalars, 1, {{4, 3}}}, {"sum", g_sum, 1, {{4, 3}}},
     {"sum_all", g_sum_all, 1, {{4, 3}}},   {"mean", g_mean, 1, {{4, 3}}},
     {"max", g_max_r, 1, {{4, 3}}},         {"min", g_min_r, 1, {{4, 3}}},

@@ -45,9 +45,14 @@ kn_tensor *kn_safetensors_get(const kn_safetensors *f, const char *name, kn_devi
 /* The __metadata__ value for key, or NULL. */
 const char *kn_safetensors_meta(const kn_safetensors *f, const char *key);
 void kn_safetensors_close(kn_safetensors *f);
-/* A module's state dict in or out. Loading checks every name and shape. */
+/* A module's state dict (parameters and buffers) in or out. Loading checks
+ * every name and shape first and changes nothing on a mismatch; its errors
+ * name the file and the missing, extra or mis-shaped tensor. Values are
+ * converted to the module's dtypes and copied to its devices. */
 kn_status kn_module_save(kn_module *m, const char *path, int n_meta, const kn_meta *meta);
 kn_status kn_module_load(kn_module *m, const kn_safetensors *f);
+/* kn_module_save's counterpart in one call: open path, load, close. */
+kn_status kn_module_load_file(kn_module *m, const char *path);
 
 /* ---- NumPy .npy and .npz -------------------------------------------------------
  * .npy: one array. Saved as version 1.0, little-endian on little-endian

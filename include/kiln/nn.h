@@ -76,6 +76,23 @@ kn_module *kn_nn_tanh(void);
 kn_module *kn_nn_sequential(int n, kn_module *const *modules);
 kn_module *kn_nn_sequential_append(kn_module *seq, kn_module *m);
 
+/* ---- mini-batches ------------------------------------------------------------
+ * The rows of n tensors with one first dim N, batch by batch, as a PyTorch
+ * DataLoader over a TensorDataset. In order, a batch is views (no copy);
+ * shuffled, gathered copies on the tensors' device (they must share one). The
+ * order of each epoch comes from seed alone: the same run on every device. */
+typedef struct kn_batches kn_batches;
+kn_batches *kn_batches_new(int n, kn_tensor *const *tensors, int64_t batch_size, bool shuffle, bool drop_last,
+                           uint64_t seed);
+/* Fills out[0 .. n) with the next batch (tensors of the current scope) and
+ * returns its rows; 0 at the end of an epoch (the next call starts the next
+ * epoch, in a new order); -1 on error. drop_last leaves out a short last batch. */
+int64_t kn_batches_next(kn_batches *b, kn_tensor **out);
+int64_t kn_batches_count(const kn_batches *b); /* batches in an epoch */
+int64_t kn_batches_epoch(const kn_batches *b); /* epochs finished (0 at first) */
+void kn_batches_reset(kn_batches *b);          /* back to the first epoch and its order */
+void kn_batches_free(kn_batches *b);
+
 #ifdef __cplusplus
 }
 #endif

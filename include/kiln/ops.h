@@ -45,6 +45,9 @@ kn_tensor *kn_gelu(kn_tensor *a); /* exact (erf) form */
 kn_tensor *kn_sigmoid(kn_tensor *a);
 kn_tensor *kn_tanh(kn_tensor *a);
 kn_tensor *kn_softplus(kn_tensor *a);
+kn_tensor *kn_sin(kn_tensor *a); /* radians; integers give float32, as the other functions */
+kn_tensor *kn_cos(kn_tensor *a);
+kn_tensor *kn_tan(kn_tensor *a);
 
 /* ---- reductions over any dims (ndims == 0: all dims) ------------------------ */
 kn_tensor *kn_sum(kn_tensor *a, int ndims, const int *dims, bool keepdim);
@@ -95,21 +98,49 @@ kn_tensor *kn_log_softmax(kn_tensor *a, int dim);
 
 typedef enum { KN_REDUCTION_MEAN = 0, KN_REDUCTION_SUM, KN_REDUCTION_NONE } kn_reduction;
 
+/* ---- losses ------------------------------------------------------------------
+ * One form for all: kn_<name>_loss(input, target, opts), PyTorch's functional
+ * losses; opts NULL means kn_loss_opts_default(). Start from the defaults and
+ * set what you need: an option the loss does not use is an error, not
+ * ignored. Elementwise losses want input and target of one shape (no
+ * broadcasting) and compute in a floating dtype. */
 typedef struct {
-    kn_tensor *weight;     /* per-class weights [C], or NULL */
-    double label_smoothing; /* 0 .. 1 */
-    kn_reduction reduction;
-    int64_t ignore_index;  /* targets equal to it are skipped; default -100 */
+    kn_tensor *weight;      /* cross_entropy, nll: per-class [C]; bce, bce_with_logits:
+                             * per-element, broadcast to the input; NULL: none */
+    double label_smoothing; /* cross_entropy: 0 .. 1 */
+    kn_reduction reduction; /* every loss: mean (default), sum or none */
+    int64_t ignore_index;   /* cross_entropy, nll: targets equal to it are skipped; default -100 */
+    kn_tensor *pos_weight;  /* bce_with_logits: weight of the positive term, broadcast to the
+                             * input (e.g. [C] for [N, C]); NULL: 1 */
+    double delta;           /* huber: where the loss turns linear; default 1 */
+    double beta;            /* smooth_l1: the same (the quadratic part divided by beta); default 1 */
 } kn_loss_opts;
-/* Defaults: no weights, no smoothing, mean, ignore_index -100. */
+/* Defaults: mean, no weights, no smoothing, ignore_index -100, delta 1, beta 1. */
 kn_loss_opts kn_loss_opts_default(void);
 
-/* logits [N, C], target [N] of class indices (integer). */
+/* logits [N, C], target [N] of class indices (integer); kn_cross_entropy is
+ * kn_cross_entropy_ex with the defaults. */
 kn_tensor *kn_cross_entropy(kn_tensor *logits, kn_tensor *target);
 kn_tensor *kn_cross_entropy_ex(kn_tensor *logits, kn_tensor *target, const kn_loss_opts *opts);
 /* log_probs [N, C], target [N]. */
 kn_tensor *kn_nll_loss(kn_tensor *log_probs, kn_tensor *target, const kn_loss_opts *opts);
+/* (input - target)^2; kn_mse_loss is the older form with only a reduction. */
+kn_tensor *kn_mse_loss_ex(kn_tensor *input, kn_tensor *target, const kn_loss_opts *opts);
 kn_tensor *kn_mse_loss(kn_tensor *input, kn_tensor *target, kn_reduction reduction);
+/* |input - target| */
+kn_tensor *kn_l1_loss(kn_tensor *input, kn_tensor *target, const kn_loss_opts *opts);
+/* d = input - target: |d| < delta ? d^2 / 2 : delta (|d| - delta / 2) */
+kn_tensor *kn_huber_loss(kn_tensor *input, kn_tensor *target, const kn_loss_opts *opts);
+/* |d| < beta ? d^2 / (2 beta) : |d| - beta / 2 (beta 0: l1) */
+kn_tensor *kn_smooth_l1_loss(kn_tensor *input, kn_tensor *target, const kn_loss_opts *opts);
+/* input: probabilities in [0, 1] (not checked: outside gives NaN); target
+ * in [0, 1]. -w (t log(x) + (1 - t) log(1 - x)), each log clamped at -100
+ * as PyTorch, so the loss and its gradients stay finite at 0 and 1 (the
+ * target's too, where PyTorch's is infinite). */
+kn_tensor *kn_bce_loss(kn_tensor *input, kn_tensor *target, const kn_loss_opts *opts);
+/* input: logits. bce_loss of sigmoid(input), computed stably (no overflow
+ * for any logit), with pos_weight p: -w (p t log s + (1 - t) log(1 - s)). */
+kn_tensor *kn_bce_with_logits_loss(kn_tensor *input, kn_tensor *target, const kn_loss_opts *opts);
 
 /* x [N, C] or [N, C, L]. In training, batch statistics are used and
  * running_mean/var (may be NULL) updated in place with momentum; otherwise the

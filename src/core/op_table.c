@@ -64,7 +64,7 @@ kn_status kn__op_views(kn_op op, void *args, kn_operand_fn fn, void *ctx) {
 /* ---- names for messages and fallback counters ------------------------------------------ */
 static const char *unary_names[KN_UNARY_COUNT] = {
     "neg", "exp", "log", "sqrt", "abs", "relu", "leaky_relu", "gelu", "sigmoid", "tanh",
-    "softplus", "clamp", "pow", "add", "mul", "rsub", "rsqrt"};
+    "softplus", "clamp", "pow", "add", "mul", "rsub", "rsqrt", "sin", "cos", "tan"};
 static const char *binary_names[KN_BINARY_COUNT] = {"add", "sub", "mul", "div", "pow", "maximum",
                                                     "minimum", "eq", "ne", "lt", "le", "gt", "ge"};
 static const char *reduce_names[KN_REDUCE_COUNT] = {"sum", "mean", "max", "min", "var", "argmax",

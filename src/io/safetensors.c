@@ -642,3 +642,12 @@ kn_status kn_module_load(kn_module *m, const kn_safetensors *f) {
     kn_no_grad_end();
     return st;
 }
+
+kn_status kn_module_load_file(kn_module *m, const char *path) {
+    if (!m || !path) return kn__err(KN_ERR_NULL, "kn_module_load_file: %s is NULL", m ? "path" : "module");
+    kn_safetensors *f = kn_safetensors_open(path); /* its errors name path */
+    if (!f) return kn_error_code() != KN_OK ? kn_error_code() : KN_ERR_IO;
+    kn_status s = kn_module_load(m, f);
+    kn_safetensors_close(f);
+    return s;
+}

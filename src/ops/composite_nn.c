@@ -92,6 +92,13 @@ static kn_tensor *nll_coef(kn__cx *cx, const targets *t, int64_t N, int64_t C, k
     return coef;
 }
 
+/* Ignored rows' gradients are exactly 0, as the fused kernels write them:
+ * when every row is ignored, a mean's gradient is inf (0 / 0 weight) and
+ * inf * 0 would make them NaN. */
+static kn_tensor *zero_ignored(kn__cx *cx, const targets *t, kn_tensor *gx) {
+    return gx ? kn_where(kn_unsqueeze(t->valid, 1), gx, kn__cx_scalar(cx, 0, kn_dtype_of(gx))) : NULL;
+}
+
 kn_status kn__composite_nll(kn_device dev, kn_nll_args *a) {
     kn__cx cx;
     kn__cx_begin(&cx, dev);
@@ -109,7 +116,7 @@ kn_status kn__composite_nll_backward(kn_device dev, kn_nll_backward_args *a) {
     targets t = read_targets(&cx, &a->target, &a->weight, a->ignore_index, a->out.dtype, N);
     kn_tensor *g = kn_unsqueeze(kn_cast(kn__cx_wrap(&cx, &a->grad), a->out.dtype), 1);
     kn_tensor *gx = kn_neg(kn_mul(g, nll_coef(&cx, &t, N, C, a->out.dtype, a->smoothing)));
-    kn_status s = kn__cx_put(&cx, &a->out, gx);
+    kn_status s = kn__cx_put(&cx, &a->out, zero_ignored(&cx, &t, gx));
     return kn__cx_end(&cx, target_error(&cx, "nll_loss", &a->target, C, a->ignore_index, s));
 }
 
@@ -147,7 +154,8 @@ kn_status kn__composite_cross_entropy_backward(kn_device dev, kn_cross_entropy_b
     kn_tensor *coef = nll_coef(&cx, &t, N, C, dt, a->smoothing);
     kn_tensor *p = kn_exp(kn_sub(x, lse));
     kn_tensor *gx = kn_mul(g, kn_sub(kn_mul(p, kn_sum(coef, 1, &one, true)), coef));
-    kn_status s = target_error(&cx, "cross_entropy", &a->target, C, a->ignore_index, kn__cx_put(&cx, &a->out, gx));
+    kn_status s = target_error(&cx, "cross_entropy", &a->target, C, a->ignore_index,
+                               kn__cx_put(&cx, &a->out, zero_ignored(&cx, &t, gx)));
     return kn__cx_end(&cx, s);
 }
 

@@ -84,6 +84,9 @@ kn_tensor *kn_gelu(kn_tensor *a) { return unary(KN_UNARY_GELU, a, 0, 0); }
 kn_tensor *kn_sigmoid(kn_tensor *a) { return unary(KN_UNARY_SIGMOID, a, 0, 0); }
 kn_tensor *kn_tanh(kn_tensor *a) { return unary(KN_UNARY_TANH, a, 0, 0); }
 kn_tensor *kn_softplus(kn_tensor *a) { return unary(KN_UNARY_SOFTPLUS, a, 0, 0); }
+kn_tensor *kn_sin(kn_tensor *a) { return unary(KN_UNARY_SIN, a, 0, 0); }
+kn_tensor *kn_cos(kn_tensor *a) { return unary(KN_UNARY_COS, a, 0, 0); }
+kn_tensor *kn_tan(kn_tensor *a) { return unary(KN_UNARY_TAN, a, 0, 0); }
 kn_tensor *kn_clamp(kn_tensor *a, double lo, double hi) {
     if (lo > hi) {
         kn__err(KN_ERR_INVALID, "clamp: min %g is greater than max %g", lo, hi);

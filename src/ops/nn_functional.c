@@ -1,4 +1,5 @@
-/* Neural-network functions: softmax, losses, normalization and dropout, with
+/* Neural-network functions: softmax, the class losses (the elementwise ones
+ * are in loss.c), normalization and dropout, with
  * their backward rules. Statistics-heavy parts run as fused kernels
  * (KN_OP_SOFTMAX, NLL, BATCH_NORM, LAYER_NORM, DROPOUT); loss reductions and
  * the simple compositions use public ops, so autograd covers them for free.
@@ -32,12 +33,6 @@ static bool vec_check(const char *op, const char *what, const kn_tensor *t, int6
     char s[128];
     kn__err(KN_ERR_SHAPE, "%s: %s must have shape [%lld], got %s", op, what, (long long)n,
             kn__shape_str(t->ndim, t->shape, s, sizeof s));
-    return false;
-}
-
-static bool reduction_check(const char *op, kn_reduction r) {
-    if (r == KN_REDUCTION_MEAN || r == KN_REDUCTION_SUM || r == KN_REDUCTION_NONE) return true;
-    kn__err(KN_ERR_INVALID, "%s: invalid reduction %d", op, (int)r);
     return false;
 }
 
@@ -107,7 +102,7 @@ kn_tensor *kn_log_softmax(kn_tensor *a, int dim) {
 /* ---- nll_loss / cross_entropy ------------------------------------------------------------- */
 kn_loss_opts kn_loss_opts_default(void) {
     return (kn_loss_opts){.weight = NULL, .label_smoothing = 0, .reduction = KN_REDUCTION_MEAN,
-                          .ignore_index = -100};
+                          .ignore_index = -100, .pos_weight = NULL, .delta = 1, .beta = 1};
 }
 
 /* The options the loss kernels' backward needs again (nll_loss and cross_entropy). */
@@ -139,7 +134,11 @@ static bool nll_check(const char *op, const char *what, kn_tensor *in, kn_tensor
         kn__err(KN_ERR_INVALID, "%s: label_smoothing must be in [0, 1], got %g", op, o->label_smoothing);
         return false;
     }
-    return reduction_check(op, o->reduction);
+    if (o->pos_weight) {
+        kn__err(KN_ERR_INVALID, "%s: option pos_weight is not used by this loss (leave it at its default)", op);
+        return false;
+    }
+    return kn__reduction_check(op, o->reduction);
 }
 
 /* saved[0] target, [1] weights (lp's dtype) or absent. */
@@ -246,29 +245,6 @@ kn_tensor *kn_cross_entropy_ex(kn_tensor *logits, kn_tensor *target, const kn_lo
 
 kn_tensor *kn_cross_entropy(kn_tensor *logits, kn_tensor *target) {
     return kn_cross_entropy_ex(logits, target, NULL);
-}
-
-/* ---- mse_loss -------------------------------------------------------------------------------- */
-kn_tensor *kn_mse_loss(kn_tensor *input, kn_tensor *target, kn_reduction reduction) {
-    if (!input || !target) return kn__err_null("mse_loss"), NULL;
-    if (!reduction_check("mse_loss", reduction)) return NULL;
-    /* No broadcasting: [N, 1] against [N] is almost always a bug. */
-    if (input->ndim != target->ndim || memcmp(input->shape, target->shape, (size_t)input->ndim * 8)) {
-        char a[128], b[128];
-        kn__err(KN_ERR_SHAPE, "mse_loss: input %s and target %s must have the same shape",
-                kn__shape_str(input->ndim, input->shape, a, sizeof a),
-                kn__shape_str(target->ndim, target->shape, b, sizeof b));
-        return NULL;
-    }
-    kn_scope s = kn_scope_begin();
-    kn_tensor *d = kn_sub(input, target);
-    if (d && !kn_dtype_is_float(d->dtype)) d = kn_cast(d, KN_F32);
-    kn_tensor *r = kn_mul(d, d);
-    if (reduction == KN_REDUCTION_SUM) r = kn_sum_all(r);
-    else if (reduction == KN_REDUCTION_MEAN) r = kn_mean_all(r);
-    kn_keep(r);
-    kn_scope_end(s);
-    return r;
 }
 
 /* ---- batch_norm ---------------------------------------------------------------------------- */

@@ -43,6 +43,11 @@ bool kn__linear_check(const char *op, kn_tensor *x, kn_tensor *w, kn_tensor *bia
 kn_tensor *kn__linear_raw(kn_tensor *x2, kn_tensor *w, kn_tensor *bias, kn_activation act);
 kn_tensor *kn__relu_grad(kn_tensor *g, kn_tensor *y);
 
+/* The losses' shared pieces (loss.c): a reduction is one of kn_reduction's
+ * (else an error naming op); loss reduced by it (scoped). */
+bool kn__reduction_check(const char *op, kn_reduction r);
+kn_tensor *kn__reduce_loss(kn_tensor *loss, kn_reduction r);
+
 /* Floating dtype an op computes in for input dt (ints become float32). */
 static inline kn_dtype kn__float_dtype(kn_dtype dt) { return kn_dtype_is_float(dt) ? dt : KN_F32; }
 

@@ -37,11 +37,15 @@ KN_HD double kn__unary_eval(int f, double x, double p0, double p1) {
     case KN_UNARY_ADD_SCALAR: return x + p0;
     case KN_UNARY_MUL_SCALAR: return x * p0;
     case KN_UNARY_RSUB_SCALAR: return p0 - x;
+    case KN_UNARY_SIN: return sin(x);
+    case KN_UNARY_COS: return cos(x);
+    case KN_UNARY_TAN: return tan(x);
     default: return NAN;
     }
 }
 
-/* x is the forward output y for EXP, SIGMOID and TANH (cheaper and exact). */
+/* x is the forward output y for EXP, SIGMOID and TANH (cheaper and exact);
+ * the input for the others (SIN, COS and TAN included). */
 KN_HD double kn__unary_grad(int f, double g, double x, double p0, double p1) {
     switch (f) {
     case KN_UNARY_NEG: return -g;
@@ -64,6 +68,12 @@ KN_HD double kn__unary_grad(int f, double g, double x, double p0, double p1) {
     case KN_UNARY_ADD_SCALAR: return g;
     case KN_UNARY_MUL_SCALAR: return g * p0;
     case KN_UNARY_RSUB_SCALAR: return -g;
+    case KN_UNARY_SIN: return g * cos(x);
+    case KN_UNARY_COS: return -g * sin(x);
+    case KN_UNARY_TAN: {
+        double c = cos(x);
+        return g / (c * c);
+    }
     default: return NAN;
     }
 }

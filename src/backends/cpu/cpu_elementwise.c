@@ -157,6 +157,9 @@ static void unary_inner(char **p, const int64_t *s, int64_t n, void *vc) {
         case KN_UNARY_LOG: F32_LOOP(logf(x)); return;
         case KN_UNARY_SQRT: F32_LOOP(sqrtf(x)); return;
         case KN_UNARY_TANH: F32_LOOP(tanhf(x)); return;
+        case KN_UNARY_SIN: F32_LOOP(sinf(x)); return;
+        case KN_UNARY_COS: F32_LOOP(cosf(x)); return;
+        case KN_UNARY_TAN: F32_LOOP(tanf(x)); return;
         case KN_UNARY_SIGMOID: F32_LOOP(x >= 0 ? 1 / (1 + expf(-x)) : expf(x) / (1 + expf(x))); return;
         case KN_UNARY_CLAMP: F32_LOOP(x != x ? x : x < a ? a : x > b ? b : x); return;
         default: F32_LOOP((float)kn__unary_eval(f, x, p0, p1)); return;

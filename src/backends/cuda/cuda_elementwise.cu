@@ -170,6 +170,9 @@ __device__ __forceinline__ float unary_f32(int f, float x, float a, float b, dou
     case KN_UNARY_LOG: return logf(x);
     case KN_UNARY_SQRT: return sqrtf(x);
     case KN_UNARY_TANH: return tanhf(x);
+    case KN_UNARY_SIN: return sinf(x);
+    case KN_UNARY_COS: return cosf(x);
+    case KN_UNARY_TAN: return tanf(x);
     case KN_UNARY_SIGMOID: return x >= 0 ? 1 / (1 + expf(-x)) : expf(x) / (1 + expf(x));
     case KN_UNARY_CLAMP: return x != x ? x : x < a ? a : x > b ? b : x;
     default: return (float)kn__unary_eval(f, x, p0, p1);

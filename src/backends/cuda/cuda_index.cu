@@ -3,9 +3,10 @@
  * An index out of range cannot fail the launch: the kernel records it (see
  * kc_fault), skips the element (a selected element becomes 0) and the host
  * reports "gather: index 7 is out of range ..." at the next op or read.
- * The adds accumulate with atomics, so repeated indices add up; the 16-bit
- * and byte types use a compare-and-swap on the enclosing word with the CPU's
- * arithmetic (through double, rounded once per add).
+ * The adds accumulate with atomics, so repeated indices add up. float16 and
+ * bfloat16 outputs are summed in a float32 copy and rounded back once (an
+ * add rounded to 16 bits each time loses a gradient's many small terms);
+ * bytes and bools use a compare-and-swap on the enclosing word.
  *
  * One geometry serves all four: the walked operand (out for the selects, src
  * for the adds), the other one (x, or out), and the index's strides per dim;
@@ -134,6 +135,11 @@ extern "C" kn_status kn__cuda_index_select(int device, const void *args) {
 }
 
 /* ---- scatter_add and index_add ----------------------------------------------------------------- */
+/* Element w of src (dtype sdt) as float32: the adds into a float32 sum. */
+__device__ __forceinline__ float src_f32(const char *src, int sdt, long long w) {
+    return sdt == KN_F32 ? ((const float *)src)[w] : (float)kc_load(src + w * kc_dsize(sdt), sdt);
+}
+
 /* Adds v to the 16-bit or 8-bit element at p by CAS on its aligned word. */
 __device__ void cas_add(char *p, int dt, const char *src) {
     unsigned int *word = (unsigned int *)((uintptr_t)p & ~(uintptr_t)3);
@@ -156,10 +162,11 @@ __device__ void cas_add(char *p, int dt, const char *src) {
     } while (old != assumed);
 }
 
-__global__ void add_kernel(const __grid_constant__ idx_geom g, char *out, const char *src, int dt, int es_index,
-                           long long *err, int op) {
+/* out (dtype dt) += src (dtype sdt: dt, or float16/bfloat16 into a float32 sum). */
+__global__ void add_kernel(const __grid_constant__ idx_geom g, char *out, const char *src, int dt, int sdt,
+                           int es_index, long long *err, int op) {
     kc_pdl_wait();
-    int es = kc_dsize(dt);
+    int es = kc_dsize(dt), ses = kc_dsize(sdt);
     long long dim_stride = g.ostride[g.dim];
     KC_LOOP(i, g.numel) {
         long long w, o, dense, io;
@@ -170,9 +177,9 @@ __global__ void add_kernel(const __grid_constant__ idx_geom g, char *out, const 
             continue;
         }
         char *dst = out + (o + v * dim_stride) * es;
-        const char *s = src + w * es;
+        const char *s = src + w * ses;
         switch (dt) {
-        case KN_F32: atomicAdd((float *)dst, *(const float *)s); break;
+        case KN_F32: atomicAdd((float *)dst, src_f32(src, sdt, w)); break;
         case KN_F64: atomicAdd((double *)dst, *(const double *)s); break;
         case KN_I32: atomicAdd((int *)dst, *(const int *)s); break;
         case KN_I64: atomicAdd((unsigned long long *)dst, (unsigned long long)*(const long long *)s); break;
@@ -184,7 +191,7 @@ __global__ void add_kernel(const __grid_constant__ idx_geom g, char *out, const 
 /* float32 into a small output: the block accumulates in shared memory (cheap
  * atomics even when every index repeats, as an embedding's gradient does),
  * then adds its sums to the output. */
-__global__ void add_smem(const __grid_constant__ idx_geom g, float *out, const float *src, int es_index,
+__global__ void add_smem(const __grid_constant__ idx_geom g, float *out, const char *src, int sdt, int es_index,
                          long long out_n, long long *err, int op) {
     kc_pdl_wait();
     extern __shared__ float acc[];
@@ -198,7 +205,7 @@ __global__ void add_smem(const __grid_constant__ idx_geom g, float *out, const f
             kc_fault(err, KC_FAULT_INDEX, op, v, g.limit, g.dim);
             continue;
         }
-        atomicAdd(&acc[dense + v * g.dstride[g.dim]], src[w]);
+        atomicAdd(&acc[dense + v * g.dstride[g.dim]], src_f32(src, sdt, w));
     }
     __syncthreads();
     for (long long j = threadIdx.x; j < out_n; j += blockDim.x) { /* dense index -> out's offset */
@@ -212,6 +219,19 @@ __global__ void add_smem(const __grid_constant__ idx_geom g, float *out, const f
     }
 }
 
+/* The adds of src into out (dtype F32, or out's own) with the geometry g. */
+static void add_launch(kc_dev *d, const idx_geom &g, void *out, kn_dtype odt, const kn_operand *src, long long out_n,
+                       int es_index, int op) {
+    if (odt == KN_F32 && out_n <= 4096) {
+        unsigned blocks = kc_blocks(g.numel) < 64 ? kc_blocks(g.numel) : 64;
+        kc_launch(d, add_smem, dim3(blocks), dim3(KC_THREADS), (size_t)out_n * sizeof(float), g, (float *)out,
+                  (const char *)src->data, (int)src->dtype, es_index, out_n, d->err_dev, op);
+        return;
+    }
+    KC_LAUNCH(d, add_kernel, kc_blocks(g.numel), KC_THREADS, g, (char *)out, (const char *)src->data, (int)odt,
+              (int)src->dtype, es_index, d->err_dev, op);
+}
+
 static kn_status add_run(int device, const kn_operand *out, const kn_operand *src, const kn_operand *index, int dim,
                          bool scatter) {
     const char *name = scatter ? "scatter_add" : "index_add";
@@ -222,15 +242,32 @@ static kn_status add_run(int device, const kn_operand *out, const kn_operand *sr
     long long out_n = kn_operand_numel(out);
     if (g.numel == 0 || out_n == 0) return KN_OK;
     int op = scatter ? KC_OP_SCATTER_ADD : KC_OP_INDEX_ADD, es_index = (int)kn_dtype_size(index->dtype);
-    if (out->dtype == KN_F32 && out_n <= 4096) {
-        unsigned blocks = kc_blocks(g.numel) < 64 ? kc_blocks(g.numel) : 64;
-        kc_launch(d, add_smem, dim3(blocks), dim3(KC_THREADS), (size_t)out_n * sizeof(float), g, (float *)out->data,
-                  (const float *)src->data, es_index, out_n, d->err_dev, op);
+    if (out->dtype != KN_F16 && out->dtype != KN_BF16) {
+        add_launch(d, g, out->data, out->dtype, src, out_n, es_index, op);
         return kc_after(d, name);
     }
-    KC_LAUNCH(d, add_kernel, kc_blocks(g.numel), KC_THREADS, g, (char *)out->data, (const char *)src->data,
-              out->dtype, es_index, d->err_dev, op);
-    return kc_after(d, name);
+    /* 16-bit floats: out copied to a contiguous float32 sum, the adds made
+     * there, and the sums rounded back into out once. */
+    size_t nbytes = (size_t)out_n * sizeof(float);
+    float *acc = (float *)kc_alloc(d->index, nbytes);
+    if (!acc) return kn_error_code();
+    kn_operand sum = *out;
+    sum.data = acc;
+    sum.dtype = KN_F32;
+    long long st = 1;
+    for (int k = out->ndim - 1; k >= 0; k--) {
+        sum.stride[k] = st;
+        st *= out->shape[k];
+    }
+    kn_status s = kc_copy_view(d, &sum, out);
+    if (s == KN_OK) {
+        geom_init(&g, src, &sum, index, dim, scatter);
+        add_launch(d, g, acc, KN_F32, src, out_n, es_index, op);
+        s = kc_after(d, name);
+    }
+    if (s == KN_OK) s = kc_copy_view(d, out, &sum);
+    kc_free(d->index, acc, nbytes); /* stream order keeps it alive for the kernels queued */
+    return s;
 }
 
 extern "C" kn_status kn__cuda_scatter_add(int device, const void *args) {
