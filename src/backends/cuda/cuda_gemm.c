@@ -15,10 +15,11 @@
  * split-K kernel plus a reduction, slower for the small GEMMs of a step);
  * small GEMMs are timed inside a graph, as a replayed step runs them; during
  * a graph capture nothing can run, so the first pick is taken. A ReLU
- * (KN_ACT_RELU) runs in the epilogue, bias and all. */
+ * (KN_ACT_RELU) runs in the epilogue, bias and all. cuBLASLt is called
+ * through kc_lt (cuda_lt.c opens it at the first GEMM). */
 #include "cuda_internal.h"
+#include "cuda_lt.h"
 
-#include <cublasLt.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,17 +49,20 @@ static int plan_next[16];
 static kn_status lt_check(cublasStatus_t st, const char *what) {
     if (st == CUBLAS_STATUS_SUCCESS) return KN_OK;
     return kn__err(st == CUBLAS_STATUS_ALLOC_FAILED ? KN_ERR_OOM : KN_ERR_DEVICE, "matmul: %s failed (%s)", what,
-                   cublasLtGetStatusString(st));
+                   kc_lt.cublasLtGetStatusString(st));
 }
 
 static kn_status ensure_lt(kc_dev *d) {
     if (d->lt) return KN_OK;
+    /* The library is opened on the first GEMM, not at start (cuda_lt.h). */
+    kn_status s = kc_lt_load("matmul");
+    if (s != KN_OK) return s;
     cublasLtHandle_t h;
-    kn_status s = lt_check(cublasLtCreate(&h), "cublasLtCreate");
+    s = lt_check(kc_lt.cublasLtCreate(&h), "cublasLtCreate");
     if (s != KN_OK) return s;
     s = kc_check(cudaMalloc(&d->workspace, WORKSPACE), "matmul");
     if (s != KN_OK) {
-        cublasLtDestroy(h);
+        kc_lt.cublasLtDestroy(h);
         return s;
     }
     d->workspace_size = WORKSPACE;
@@ -96,22 +100,22 @@ static char layout_of(long long rows, long long cols, long long rs, long long cs
 
 static void plan_destroy(plan *p) {
     if (!p->used) return;
-    cublasLtMatmulDescDestroy(p->op);
-    cublasLtMatrixLayoutDestroy(p->la);
-    cublasLtMatrixLayoutDestroy(p->lb);
-    cublasLtMatrixLayoutDestroy(p->lc);
+    kc_lt.cublasLtMatmulDescDestroy(p->op);
+    kc_lt.cublasLtMatrixLayoutDestroy(p->la);
+    kc_lt.cublasLtMatrixLayoutDestroy(p->lb);
+    kc_lt.cublasLtMatrixLayoutDestroy(p->lc);
     p->used = false;
 }
 
 static kn_status layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, long long rows, long long cols, long long ld,
                         long long batch, long long stride) {
-    kn_status s = lt_check(cublasLtMatrixLayoutCreate(l, t, (uint64_t)rows, (uint64_t)cols, ld), "layout");
+    kn_status s = lt_check(kc_lt.cublasLtMatrixLayoutCreate(l, t, (uint64_t)rows, (uint64_t)cols, ld), "layout");
     if (s == KN_OK && batch > 1) {
         int32_t b = (int32_t)batch;
         int64_t st = stride;
-        s = lt_check(cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b, sizeof b), "layout");
+        s = lt_check(kc_lt.cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b, sizeof b), "layout");
         if (s == KN_OK)
-            s = lt_check(cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &st, sizeof st),
+            s = lt_check(kc_lt.cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &st, sizeof st),
                          "layout");
     }
     return s;
@@ -125,7 +129,7 @@ typedef struct {
 } gemm_ptrs;
 
 static bool run_algo(kc_dev *d, const plan *p, const cublasLtMatmulAlgo_t *algo, const gemm_ptrs *g) {
-    return cublasLtMatmul(d->lt, p->op, g->alpha, g->a, p->la, g->b, p->lb, g->beta, g->c, p->lc, g->c, p->lc, algo,
+    return kc_lt.cublasLtMatmul(d->lt, p->op, g->alpha, g->a, p->la, g->b, p->lb, g->beta, g->c, p->lc, g->c, p->lc, algo,
                           d->workspace, d->workspace_size, d->stream) == CUBLAS_STATUS_SUCCESS;
 }
 
@@ -199,18 +203,18 @@ static plan *get_plan(kc_dev *d, const plan_key *key, const gemm_ptrs *g) {
     cublasComputeType_t ct = key->dtype == KN_F64 ? CUBLAS_COMPUTE_64F
                              : key->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     cudaDataType_t scale = key->dtype == KN_F64 ? CUDA_R_64F : CUDA_R_32F;
-    kn_status s = lt_check(cublasLtMatmulDescCreate(&p->op, ct, scale), "descriptor");
+    kn_status s = lt_check(kc_lt.cublasLtMatmulDescCreate(&p->op, ct, scale), "descriptor");
     if (s != KN_OK) return NULL;
     cublasOperation_t opa = key->opa ? CUBLAS_OP_T : CUBLAS_OP_N, opb = key->opb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "descriptor");
+    s = lt_check(kc_lt.cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "descriptor");
     if (s == KN_OK)
-        s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "descriptor");
+        s = lt_check(kc_lt.cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "descriptor");
     if (s == KN_OK && (key->bias || key->act)) {
         cublasLtEpilogue_t epi = key->act ? (key->bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU)
                                           : CUBLASLT_EPILOGUE_BIAS;
-        s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "epilogue");
+        s = lt_check(kc_lt.cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "epilogue");
         if (s == KN_OK && key->bias)
-            s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
+            s = lt_check(kc_lt.cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
                          "epilogue");
     }
     /* Stored shapes, before the op: A is N x K (or K x N transposed), B K x M (or M x K). */
@@ -220,18 +224,18 @@ static plan *get_plan(kc_dev *d, const plan_key *key, const gemm_ptrs *g) {
         s = layout(&p->lb, t, key->opb ? key->n : key->k, key->opb ? key->k : key->n, key->ldb, key->batch, key->sb);
     if (s == KN_OK) s = layout(&p->lc, t, key->m, key->n, key->ldc, key->batch, key->sc);
     cublasLtMatmulPreference_t pref = NULL;
-    if (s == KN_OK) s = lt_check(cublasLtMatmulPreferenceCreate(&pref), "preference");
+    if (s == KN_OK) s = lt_check(kc_lt.cublasLtMatmulPreferenceCreate(&pref), "preference");
     if (s == KN_OK) {
         uint64_t ws = d->workspace_size;
         uint32_t al[4] = {(uint32_t)key->align_a, (uint32_t)key->align_b, (uint32_t)key->align_c, (uint32_t)key->align_c};
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], 4);
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], 4);
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], 4);
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[3], 4);
+        kc_lt.cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+        kc_lt.cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], 4);
+        kc_lt.cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], 4);
+        kc_lt.cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], 4);
+        kc_lt.cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[3], 4);
         cublasLtMatmulHeuristicResult_t res[CANDIDATES + SPLIT_VARIANTS];
         int found = 0;
-        s = lt_check(cublasLtMatmulAlgoGetHeuristic(d->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, CANDIDATES, res, &found),
+        s = lt_check(kc_lt.cublasLtMatmulAlgoGetHeuristic(d->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, CANDIDATES, res, &found),
                      "cublasLtMatmulAlgoGetHeuristic");
         if (s == KN_OK && found < 1) s = kn__err(KN_ERR_UNSUPPORTED, "matmul: cuBLASLt has no algorithm for this GEMM");
         /* A few output tiles over a long K: the heuristic may offer no
@@ -243,10 +247,10 @@ static plan *get_plan(kc_dev *d, const plan_key *key, const gemm_ptrs *g) {
                     cublasLtMatmulAlgo_t al = res[i].algo;
                     uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
                     cublasLtMatmulHeuristicResult_t chk;
-                    if (cublasLtMatmulAlgoConfigSetAttribute(&al, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &sk, sizeof sk) ||
-                        cublasLtMatmulAlgoConfigSetAttribute(&al, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
+                    if (kc_lt.cublasLtMatmulAlgoConfigSetAttribute(&al, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &sk, sizeof sk) ||
+                        kc_lt.cublasLtMatmulAlgoConfigSetAttribute(&al, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
                                                              sizeof scheme) ||
-                        cublasLtMatmulAlgoCheck(d->lt, p->op, p->la, p->lb, p->lc, p->lc, &al, &chk))
+                        kc_lt.cublasLtMatmulAlgoCheck(d->lt, p->op, p->la, p->lb, p->lc, p->lc, &al, &chk))
                         continue;
                     chk.algo = al;
                     res[found++] = chk;
@@ -254,7 +258,7 @@ static plan *get_plan(kc_dev *d, const plan_key *key, const gemm_ptrs *g) {
         }
         if (s == KN_OK) p->algo = res[fastest(d, p, res, found, g)].algo;
     }
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (pref) kc_lt.cublasLtMatmulPreferenceDestroy(pref);
     p->used = true; /* so plan_destroy releases what was made */
     if (s != KN_OK) {
         plan_destroy(p);
@@ -322,8 +326,8 @@ static kn_status run_gemm(kc_dev *d, const kn_matmul_args *m, bool force_copy, i
             *retry = true; /* no plan: another layout or epilogue may have one */
         } else {
             if (bp)
-                cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp);
-            s = lt_check(cublasLtMatmul(d->lt, p->op, alpha, Bo.p, p->la, A.p, p->lb, beta, out->data, p->lc,
+                kc_lt.cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp);
+            s = lt_check(kc_lt.cublasLtMatmul(d->lt, p->op, alpha, Bo.p, p->la, A.p, p->lb, beta, out->data, p->lc,
                                         out->data, p->lc, &p->algo, d->workspace, d->workspace_size, d->stream),
                          "cublasLtMatmul");
             if (s == KN_OK) s = kc_after(d, "matmul");
