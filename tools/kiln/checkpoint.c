@@ -54,9 +54,10 @@ char *ckpt_fingerprint(const train_opts *o, const char *class_weight) {
     return text;
 }
 
-/* The extras: the row order ("order") and the best-weights snapshot, named
- * "best.<state dict name>". */
-static kn_named_tensor *extras(kn_module *m, kn_tensor *order, kn_tensor *const *best, int n_best, int *n) {
+/* The extras: the row order ("order"), the best-weights snapshot, named
+ * "best.<state dict name>", and the per-epoch history ("history", when any). */
+static kn_named_tensor *extras(kn_module *m, kn_tensor *order, kn_tensor *history, kn_tensor *const *best,
+                               int n_best, int *n) {
     *n = 0;
     int count = 0;
     const kn_named_tensor *sd = best ? kn_module_state_dict(m, &count) : NULL;
@@ -71,6 +72,7 @@ static kn_named_tensor *extras(kn_module *m, kn_tensor *order, kn_tensor *const 
         x[i + 1] = (kn_named_tensor){name, best[i]};
     }
     *n = count + 1;
+    if (history) x[(*n)++] = (kn_named_tensor){cli_strdup("history"), history};
     for (int i = 0; i < *n; i++)
         if (!x[i].name) {
             for (int j = 0; j < *n; j++) free((char *)x[j].name);
@@ -88,9 +90,15 @@ static void extras_free(kn_named_tensor *x, int n) {
 
 bool ckpt_save(const char *path, kn_module *m, kn_optim *opt, kn_tensor *const *best, int n_best,
                kn_tensor *order, const train_state *ts, const train_opts *o) {
+    const train_history *h = ts->history;
+    kn_scope hs = kn_scope_begin();
+    kn_tensor *hist = h && h->n ? kn_from_data(h->row, KN_F64, KN_SHAPE(h->n, HIST_COLS), KN_CPU) : NULL;
     int n_x = 0;
-    kn_named_tensor *x = extras(m, order, best, n_best, &n_x);
-    if (!x) return cli_error("%s: out of memory writing the checkpoint", path), false;
+    kn_named_tensor *x = !h || !h->n || hist ? extras(m, order, hist, best, n_best, &n_x) : NULL;
+    if (!x) {
+        kn_scope_end(hs);
+        return cli_error("%s: out of memory writing the checkpoint", path), false;
+    }
     char state[1024]; /* numbers only; -1 stands for "none" (losses are never negative) */
     snprintf(state, sizeof state,
              "{\"epoch\":%d,\"best_epoch\":%d,\"best_loss\":%.17g,\"has_best\":%s,\"since_best\":%d,\"since_lr\":%d,"
@@ -105,6 +113,7 @@ bool ckpt_save(const char *path, kn_module *m, kn_optim *opt, kn_tensor *const *
     kn_checkpoint c = {m, opt, kn_default_generator(), n_x, x, 4, meta};
     kn_status s = kn_checkpoint_save(path, &c);
     extras_free(x, n_x);
+    kn_scope_end(hs);
     if (s != KN_OK) return cli_error("saving the checkpoint: %s", kn_error()), false;
     return true;
 }
@@ -193,6 +202,32 @@ static void report_option_change(const char *path, const char *was, const char *
     kn_json_free(b);
 }
 
+/* The checkpoint's history (NULL, *ok kept, when it has none: one written
+ * before kiln kept it): [rows, HIST_COLS] F64, the epochs up to the
+ * checkpoint's, one after another. rows: the host copy (malloc'ed). */
+static kn_tensor *history_of(const kn_safetensors *f, const char *path, int epoch, double **rows, bool *ok) {
+    *rows = NULL;
+    bool present = false;
+    for (int k = 0; k < kn_safetensors_count(f) && !present; k++)
+        present = !strcmp(kn_safetensors_name(f, k), "extra.history");
+    if (!present) return NULL;
+    kn_tensor *t = kn_safetensors_get(f, "extra.history", KN_CPU);
+    int64_t n = t && kn_ndim(t) == 2 && kn_shape(t)[1] == HIST_COLS ? kn_shape(t)[0] : 0;
+    bool good = t && kn_dtype_of(t) == KN_F64 && n >= 1 && n <= epoch;
+    if (good && (*rows = cli_alloc((size_t)n * HIST_COLS * sizeof **rows)) && kn_to_host(t, *rows, KN_F64) == KN_OK)
+        for (int64_t i = 0; i < n && good; i++) good = (*rows)[i * HIST_COLS + H_EPOCH] == (double)(epoch - n + 1 + i);
+    else
+        good = false;
+    if (!good) {
+        cli_error("--resume: %s: the checkpoint's training history is malformed", path);
+        free(*rows);
+        *rows = NULL;
+        *ok = false;
+        return NULL;
+    }
+    return t;
+}
+
 bool ckpt_load(const char *path, kn_module *m, kn_optim *opt, kn_tensor *const *best, int n_best,
                kn_tensor *order, train_state *ts, const train_opts *o) {
     /* The run's identity first: a checkpoint of other data or options would
@@ -218,8 +253,11 @@ bool ckpt_load(const char *path, kn_module *m, kn_optim *opt, kn_tensor *const *
         cli_error("--resume: %s: the checkpoint's best weights do not match this run", path);
         ok = false;
     }
+    kn_scope hs = kn_scope_begin();
+    double *rows = NULL;
+    kn_tensor *hist = ok ? history_of(f, path, ts->epoch, &rows, &ok) : NULL;
     int n_x = 0;
-    kn_named_tensor *x = ok ? extras(m, order, best, n_best, &n_x) : NULL;
+    kn_named_tensor *x = ok ? extras(m, order, hist, best, n_best, &n_x) : NULL;
     if (ok && !x) {
         cli_error("%s: out of memory reading the checkpoint", path);
         ok = false;
@@ -230,6 +268,15 @@ bool ckpt_load(const char *path, kn_module *m, kn_optim *opt, kn_tensor *const *
         ok = false;
     }
     extras_free(x, n_x);
+    if (ok && hist && ts->history) { /* the epochs before this run's */
+        history_free(ts->history);
+        ts->history->row = (double(*)[HIST_COLS])rows;
+        ts->history->n = ts->history->cap = (int)kn_shape(hist)[0];
+        ts->history->from = (int)rows[H_EPOCH];
+        rows = NULL;
+    }
+    free(rows);
+    kn_scope_end(hs);
     kn_safetensors_close(f);
     return ok;
 }

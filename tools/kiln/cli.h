@@ -8,7 +8,10 @@
  *   graph_step.c  the captured (CUDA graph) training step
  *   report.c    metrics, confusion matrix, progress bar, JSON
  *   checkpoint.c  `--checkpoint` / `--resume`, Ctrl-C
- *   predict.c   `kiln eval` and `kiln predict`                                   */
+ *   plot.c      `--plot`: training curves and the confusion matrix as PNG or SVG
+ *   predict.c   `kiln eval` and `kiln predict`
+ *   cv.c        `kiln train --cv K`: stratified K-fold cross-validation
+ *   explain.c   `kiln explain`: permutation feature importance                    */
 #ifndef KILN_CLI_H
 #define KILN_CLI_H
 
@@ -83,6 +86,7 @@ typedef struct {
     const char *numeric;
     const char *ignore;
     int embedding_dim; /* 0: min(50, (n+1)/2) */
+    bool quiet;        /* no warnings (cross-validation folds after the first) */
 } table_opts;
 
 bool is_missing(const char *s);
@@ -166,6 +170,21 @@ typedef struct {
     const char *schema_json, *fingerprint;
 } train_opts;
 
+/* The per-epoch history (--json "history", --plot), kept in the checkpoint as
+ * the F64 extra "history" [epochs, HIST_COLS] so a resumed run has all of it.
+ * NaN: none (no validation rows; accuracy of a regression; RMSE of a classifier). */
+enum { H_EPOCH, H_TRAIN_LOSS, H_TRAIN_ACC, H_VAL_LOSS, H_VAL_METRIC /* accuracy, or R^2 */, H_VAL_RMSE, H_LR,
+       H_SECONDS /* since the run's start, counting the runs before a resume */, HIST_COLS };
+typedef struct {
+    double (*row)[HIST_COLS];
+    int n, cap;
+    int from; /* the first epoch held: 1, or after a resume from a checkpoint without history, its epoch + 1 */
+} train_history;
+bool history_add(train_history *h, const double row[HIST_COLS]);
+void history_free(train_history *h);
+/* "history_from":N,"history":[{...}, ...] written into an open object. */
+void history_json(const train_history *h, bool regression, FILE *f);
+
 /* The training loop's own state, as a checkpoint holds it. */
 typedef struct {
     int epoch, best_epoch, since_best, since_lr;
@@ -174,6 +193,7 @@ typedef struct {
     uint64_t shuffle;
     int64_t rows_seen;
     bool has_best, stopped;
+    train_history *history; /* saved with the rest; filled by ckpt_load (NULL: not kept) */
 } train_state;
 
 /* DIR/checkpoint.safetensors (malloc'ed), after checking DIR is a directory
@@ -210,6 +230,7 @@ typedef struct {
     bool graph_used;
     bool interrupted; /* stopped by Ctrl-C */
     int resumed_from; /* the checkpoint's epoch, 0 when not resumed */
+    train_history history; /* the caller frees it (history_free), also after a failure */
 } train_result;
 
 /* Forward in eval mode, in chunks: probabilities [n, k] on the host; k == 1
@@ -276,11 +297,35 @@ void progress_update(progress *p, int epoch, double loss, double train_acc, doub
                      double val_acc, double rows_per_s, bool improved);
 void progress_end(progress *p);
 
+/* Shared by `kiln train` and its cross-validation (train_cmd.c): the default
+ * recipe's batch size for n training rows, and the class weights (NULL: none). */
+int64_t auto_batch(int64_t n);
+float *class_weights(const char *mode, const int64_t *y, int64_t n, int k, const char **desc);
+
+/* ---- cross-validation (cv.c): `kiln train --cv K` ------------------------------------ */
+typedef struct {
+    const char *file, *target, *task, *cw; /* task, cw: NULL for the defaults */
+    char delimiter;
+    int k;        /* folds */
+    table_opts t;
+    train_opts o; /* the recipe applied, as a normal run's (batch_size -1: by data size) */
+} cv_job;
+int cv_run(const cv_job *j, kn_device dev);
+
+/* ---- pictures (plot.c) ------------------------------------------------------------------ */
+typedef enum { PLOT_PNG, PLOT_SVG } plot_format;
+/* The format from path's extension (.png or .svg, any case); false with a message naming opt. */
+bool plot_format_of(const char *opt, const char *path, plot_format *fmt);
+/* The training curves and, when test is not NULL (a classifier's test
+ * metrics), the test confusion matrix, written atomically to path. */
+bool plot_write(const char *path, plot_format fmt, const schema *s, const train_history *h, const metrics *test);
+
 /* ---- commands ------------------------------------------------------------------------ */
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_explain(int argc, char **argv); /* explain.c: permutation feature importance */
 int cmd_devices(int argc, char **argv);
 
 /* Option helpers (main.c). */

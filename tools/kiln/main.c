@@ -4,6 +4,8 @@
  *   kiln train FILE.csv --target COLUMN [options]
  *   kiln eval MODEL FILE.csv
  *   kiln predict MODEL FILE.csv [--out preds.csv]
+ *   kiln info MODEL
+ *   kiln explain MODEL FILE.csv [--repeats N]
  *
  * Every failure ends with one line "kiln: ..." on stderr and exit status 1
  * (2 for a usage mistake). */
@@ -235,10 +237,11 @@ static void usage(FILE *f) {
             "commands:\n"
             "  devices                      list devices (--stats: per-op CPU-fallback counters)\n"
             "  train FILE.csv --target COL  train a classifier or a regression, report test metrics, save it\n"
-            "                               (--out)\n"
+            "                               (--out); --cv K: K-fold cross-validation\n"
             "  eval MODEL FILE.csv          the model's metrics on labelled rows\n"
             "  predict MODEL FILE.csv       predicted class and probabilities (or value) per row\n"
-            "  info MODEL                   what a saved model is: task, columns, architecture\n\n"
+            "  info MODEL                   what a saved model is: task, columns, architecture\n"
+            "  explain MODEL FILE.csv       which columns matter: permutation feature importance\n\n"
             "  kiln COMMAND --help          the options of a command\n"
             "  kiln --version               the version\n\n"
             "Example:\n"
@@ -266,8 +269,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(cmd, "eval")) rc = cmd_eval(argc, argv);
     else if (!strcmp(cmd, "predict")) rc = cmd_predict(argc, argv);
     else if (!strcmp(cmd, "info")) rc = cmd_info(argc, argv);
+    else if (!strcmp(cmd, "explain")) rc = cmd_explain(argc, argv);
     else {
-        cli_error("unknown command '%s' (commands: devices, train, eval, predict, info; see kiln --help)", cmd);
+        cli_error("unknown command '%s' (commands: devices, train, eval, predict, info, explain; see kiln --help)", cmd);
         return 2;
     }
     return stdout_ok() ? rc : (rc ? rc : 1);

@@ -225,6 +225,44 @@ void report_json_metrics(const metrics *m, char *const *classes, FILE *f) {
     fprintf(f, "]");
 }
 
+/* ---- the per-epoch history ------------------------------------------------------------ */
+bool history_add(train_history *h, const double row[HIST_COLS]) {
+    if (h->n == h->cap) {
+        int cap = h->cap ? (h->cap < (1 << 28) ? h->cap * 2 : 0) : 64;
+        void *p = cap ? realloc(h->row, (size_t)cap * sizeof *h->row) : NULL;
+        if (!p) return cli_error("out of memory keeping the training history"), false;
+        h->row = p;
+        h->cap = cap;
+    }
+    memcpy(h->row[h->n++], row, sizeof *h->row);
+    return true;
+}
+
+void history_free(train_history *h) {
+    free(h->row);
+    *h = (train_history){0};
+}
+
+void history_json(const train_history *h, bool regression, FILE *f) {
+    static const char *const cls[HIST_COLS] = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                                               NULL, "lr", "seconds"};
+    static const char *const reg[HIST_COLS] = {"epoch", "train_loss", NULL, "val_loss", "val_r2", "val_rmse", "lr",
+                                               "seconds"};
+    const char *const *key = regression ? reg : cls;
+    fprintf(f, "\"history_from\":%d,\"history\":[", h->n ? (int)h->row[0][H_EPOCH] : h->from);
+    for (int i = 0; i < h->n; i++) {
+        fprintf(f, "%s{\"epoch\":%d", i ? "," : "", (int)h->row[i][H_EPOCH]);
+        for (int c = 1; c < HIST_COLS; c++) {
+            if (!key[c]) continue;
+            fprintf(f, ",\"%s\":", key[c]);
+            if (isfinite(h->row[i][c])) fprintf(f, "%.9g", h->row[i][c]); /* enough digits for a curve's small steps */
+            else fprintf(f, "null");
+        }
+        fprintf(f, "}");
+    }
+    fprintf(f, "]");
+}
+
 /* ---- progress: a redrawn bar on a terminal, log lines otherwise --------------------- */
 void progress_begin(progress *p, int total, bool quiet) {
     p->tty = isatty(STDOUT_FILENO);

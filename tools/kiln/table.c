@@ -473,7 +473,7 @@ bool table_fit(const kn_csv *csv, const char *path, const table_opts *o, const i
         if (!any && !force_cat) {
             for (int64_t r = 0; r < rows && !any; r++) any = !is_missing(kn_csv_cell(csv, r, j));
             if (!any) {
-                cli_warn("%s: column '%s' is empty in every row and is left out", path, name);
+                if (!o->quiet) cli_warn("%s: column '%s' is empty in every row and is left out", path, name);
                 continue;
             }
         }
@@ -507,7 +507,8 @@ bool table_fit(const kn_csv *csv, const char *path, const table_opts *o, const i
                 return false;
             }
             if (!(f->std > 1e-12 * (1 + fabs(f->mean)))) {
-                if (n > 1) cli_warn("%s: column '%s' has one value in every training row; it tells the model nothing", path, name);
+                if (n > 1 && !o->quiet)
+                    cli_warn("%s: column '%s' has one value in every training row; it tells the model nothing", path, name);
                 f->std = 1;
             }
             f->indicator = miss > 0;
@@ -555,11 +556,22 @@ bool table_fit(const kn_csv *csv, const char *path, const table_opts *o, const i
         f->dim = o->embedding_dim > 0 ? o->embedding_dim : ((int)n + 1) / 2 < 50 ? ((int)n + 1) / 2 : 50;
         if (f->dim < 1) f->dim = 1;
         s->n_cat++;
-        /* A column with a distinct value in (nearly) every row is an identifier:
-         * it can only be memorized. Left out unless asked for. */
-        if (!force_cat && n > 50 && n * 10 > n_train * 9) {
-            cli_warn("%s: column '%s' has a distinct value in almost every row (an identifier?) and is left out; "
-                     "--categorical %s uses it", path, name, name);
+        /* Cardinality. A column with a distinct value in (nearly) every training
+         * row is an identifier (a name, an ID): its embedding can only memorize
+         * rows, and new rows bring values it never saw. It is left out unless
+         * asked for, as AutoGluon drops unique-valued text columns. A column with
+         * distinct values in over half the rows is kept, with a warning. */
+        int64_t once = 0;
+        for (int c = 0; c < n; c++) once += f->counts[c] == 1;
+        bool unique = n > 20 && n * 10 >= n_train * 9, high = n > 20 && n * 2 > n_train;
+        if (high && !unique && !force_cat && !o->quiet)
+            cli_warn("%s: column '%s' has %lld distinct values in %lld training rows (%lld seen once): the model can "
+                     "mostly memorize it, and new rows will bring values it never saw; consider --ignore %s",
+                     path, name, (long long)n, (long long)n_train, (long long)once, name);
+        if (unique && !force_cat) {
+            if (!o->quiet)
+                cli_warn("%s: column '%s' has %lld distinct values in %lld training rows (an identifier?) and is left "
+                         "out; --categorical %s keeps it", path, name, (long long)n, (long long)n_train, name);
             s->n_cat--;
             s->n_f--;
             for (int c = 0; c < n; c++) free(vocab[c]);

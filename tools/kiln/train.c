@@ -173,6 +173,8 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     for (int64_t i = 0; i < n; i++) perm[i] = i;
     train_state ts = {.best_loss = INFINITY, .lr = o->lr, .shuffle = o->seed ^ 0x6b696c6e2d626174ULL};
     snapshot best = {0};
+    r->history.from = 1;
+    ts.history = &r->history; /* a resume brings the epochs before it */
     /* The row order is shuffled in place epoch after epoch, so it is part of
      * the state a checkpoint keeps (an extra beside the best weights). */
     if (o->resume_from) {
@@ -191,6 +193,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
         }
         r->resumed_from = ts.epoch;
         r->best_epoch = ts.best_epoch;
+        if (!r->history.n) r->history.from = ts.epoch + 1; /* a checkpoint without history */
     }
     uint64_t rng = ts.shuffle;
 
@@ -222,13 +225,25 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     }
     double best_loss = ts.best_loss, lr = ts.lr;
     int since_best = ts.since_best, since_lr = ts.since_lr;
-    progress pg;
+    progress pg = {0};
     progress_begin(&pg, o->epochs, o->quiet || o->json);
     pg.metric = s->regression ? "r2" : "acc";
     double t0 = cli_now(), train_time = ts.train_time;
     int64_t rows_seen = ts.rows_seen;
     bool ok = true, said = false; /* said: the failure's message is out already */
+    /* The learning rate halves when the validation loss stalls: a plateau
+     * schedule that goes on from the checkpoint's counters. */
+    kn_plateau_opts po = kn_plateau_defaults();
+    po.factor = 0.5;
+    po.patience = (o->patience / 3 > 2 ? o->patience / 3 : 2) - 1;
+    po.min_lr = o->lr / 64;
+    po.eps = 0;
+    kn_sched *plateau = validate && o->patience > 0 ? kn_sched_plateau(opt, po) : NULL;
+    kn_plateau_state pst = {.best = best_loss, .num_bad_epochs = since_lr};
+    if (validate && o->patience > 0 && (!plateau || kn_sched_plateau_set_state(plateau, &pst) != KN_OK)) ok = false;
     int epoch = ts.epoch + 1;
+    /* The history's clock goes on from the last run's. */
+    double secs0 = r->history.n ? r->history.row[r->history.n - 1][H_SECONDS] : ts.train_time;
     if (ts.stopped && !o->quiet && !o->json)
         printf("the checkpoint's run had stopped early at epoch %d; best epoch %d restored\n", ts.epoch, ts.best_epoch);
     interrupt_watch();
@@ -270,7 +285,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
             said = true;
             break;
         }
-        double vl = NAN, vacc = NAN;
+        double vl = NAN, vacc = NAN, vrmse = NAN;
         bool improved = false;
         if (validate) {
             float *p = predict_proba(m, va, schema_outputs(s));
@@ -291,6 +306,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
             if (s->regression) {
                 vl = rm.mse_std; /* the training loss's units */
                 vacc = rm.r2;
+                vrmse = rm.rmse;
             } else {
                 vl = vm.loss;
                 vacc = vm.n ? (double)vm.correct / (double)vm.n : NAN;
@@ -314,6 +330,15 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
         }
         pg.stop_in = validate && o->patience > 0 ? o->patience - since_best : -1;
         progress_update(&pg, epoch, tl, ta, vl, vacc, (double)seen / (cli_now() - te), improved);
+        /* lr: the rate this epoch ran with (a plateau halves it below, for the next). */
+        if (!history_add(&r->history, (double[HIST_COLS]){[H_EPOCH] = epoch, [H_TRAIN_LOSS] = tl, [H_TRAIN_ACC] = ta,
+                                                         [H_VAL_LOSS] = vl, [H_VAL_METRIC] = vacc,
+                                                         [H_VAL_RMSE] = vrmse, [H_LR] = lr,
+                                                         [H_SECONDS] = secs0 + cli_now() - t0})) {
+            ok = false;
+            said = true;
+            break;
+        }
         bool early = validate && o->patience > 0 && since_best >= o->patience;
         if (early && !o->quiet && !o->json) {
             progress_end(&pg);
@@ -321,16 +346,13 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
                    "(val loss %.4f) restored\n", epoch, o->patience, r->best_epoch, best_loss);
             pg.quiet = true;
         } else if (validate && o->patience > 0) {
-            /* Halve the learning rate when the validation loss stalls. */
-            int plateau = o->patience / 3 > 2 ? o->patience / 3 : 2;
-            if (since_lr >= plateau && lr > o->lr / 64) {
-                lr *= 0.5;
-                kn_optim_set_lr(opt, lr);
-                since_lr = 0;
-                if (g && !graph_trainer_recapture(g)) {
-                    graph_trainer_free(g);
-                    g = NULL;
-                }
+            double before = lr;
+            lr = kn_sched_plateau_step(plateau, vl);
+            ok = kn_sched_plateau_state(plateau, &pst) == KN_OK;
+            since_lr = pst.num_bad_epochs;
+            if (lr != before && g && !graph_trainer_recapture(g)) {
+                graph_trainer_free(g);
+                g = NULL;
             }
         }
         bool stop = early || interrupt_requested();
@@ -349,7 +371,8 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
             ts = (train_state){.epoch = epoch, .best_epoch = r->best_epoch, .since_best = since_best,
                                .since_lr = since_lr, .best_loss = best_loss, .lr = lr,
                                .train_time = train_time, .train_loss = tl, .val_loss = vl, .val_acc = vacc,
-                               .shuffle = rng, .rows_seen = rows_seen, .stopped = early};
+                               .shuffle = rng, .rows_seen = rows_seen, .stopped = early,
+                               .history = &r->history};
             kn_scope cs = kn_scope_begin();
             kn_tensor *order = kn_from_data(perm, KN_I64, KN_SHAPE(n), KN_CPU);
             if (!order) cli_error("saving the checkpoint: %s", kn_error());
@@ -379,6 +402,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     r->samples_per_s = train_time > 0 ? (double)rows_seen / train_time : 0;
     r->best_val_loss = best_loss;
     if (!ok && !said) cli_error("training at epoch %d: %s", epoch, kn_error()[0] ? kn_error() : "failed");
+    kn_sched_free(plateau);
     graph_trainer_free(g);
     snap_free(&best);
     free(perm);

@@ -23,6 +23,9 @@ static void train_help(void) {
         "  --test-split F         fraction of rows held out for the test report (default 0.2)\n"
         "  --val-split F          fraction held out for validation (default 0.1; tutorial 0)\n"
         "  --seed N               seed for the split, the initial weights and dropout (default 0)\n"
+        "  --cv K                 K-fold cross-validation (2..20) instead of one split: each fold is\n"
+        "                         the test rows once; per-fold metrics and their mean and std\n"
+        "                         (nothing is saved: no --out, --checkpoint, --resume, --test-split)\n"
         "model and training:\n"
         "  --recipe NAME          default | tutorial (the seed program: Adam 0.001, 500 full-batch\n"
         "                         epochs, layers 200,100,50, dropout 0.4)\n"
@@ -41,18 +44,21 @@ static void train_help(void) {
         "  --no-graph             do not capture the training step as a graph (CUDA)\n"
         "output:\n"
         "  --out MODEL            save the model (one .safetensors file)\n"
+        "  --plot FILE.png|.svg   draw the loss and accuracy (regression: R^2) per epoch and the test\n"
+        "                         confusion matrix; the format from the extension\n"
         "  --checkpoint DIR       save the training state to DIR/checkpoint.safetensors (atomically)\n"
         "  --every N              ... every N epochs (default 1), and when training stops\n"
         "  --resume DIR           continue from DIR's checkpoint: the same data and options, --epochs\n"
         "                         may grow; keeps checkpointing to DIR (or --checkpoint)\n"
         "  --quiet                only the final report\n"
-        "  --json                 only the final metrics, as one JSON object on stdout\n"
+        "  --json                 only the final metrics and the per-epoch history, as one JSON\n"
+        "                         object on stdout\n"
         "  --stats                print the per-op CPU-fallback counters at the end\n");
 }
 
 /* Rows per step for the default recipe: about 40 steps per epoch, a power of two
  * between 32 and 512, so small files get enough updates and large ones run fast. */
-static int64_t auto_batch(int64_t n) {
+int64_t auto_batch(int64_t n) {
     int64_t b = 32;
     while (b < 512 && b * 40 < n) b *= 2;
     return b;
@@ -77,11 +83,13 @@ static bool parse_layers(const char *v, arch *a) {
 
 typedef struct {
     const char *file, *out, *device, *cw, *ckpt_dir, *resume_dir, *task;
-    long long every;
+    long long every, cv;
+    const char *plot; /* --plot FILE, in plot_fmt */
+    plot_format plot_fmt;
     table_opts t;
     train_opts o;
     char delimiter;
-    bool set_lr, set_epochs, set_batch, set_layers, set_dropout, set_edrop, set_val, set_pat, set_wd;
+    bool set_lr, set_epochs, set_batch, set_layers, set_dropout, set_edrop, set_val, set_pat, set_wd, set_test;
 } train_args;
 
 static int parse_args(int argc, char **argv, train_args *a, const char **target) {
@@ -105,6 +113,9 @@ static int parse_args(int argc, char **argv, train_args *a, const char **target)
                 return cli_error("--recipe: '%s' is not a recipe (default, tutorial)", v), 2;
             recipe = v;
         } else if (opt_is(s, "--out", &v, &i, argc, argv)) { if (!(a->out = v)) return 2; }
+        else if (opt_is(s, "--plot", &v, &i, argc, argv)) {
+            if (!(a->plot = v) || !plot_format_of("--plot", v, &a->plot_fmt)) return 2;
+        }
         else if (opt_is(s, "--checkpoint", &v, &i, argc, argv)) { if (!(a->ckpt_dir = v)) return 2; }
         else if (opt_is(s, "--task", &v, &i, argc, argv)) {
             if (!v || (strcmp(v, "auto") && strcmp(v, "classification") && strcmp(v, "regression")))
@@ -155,7 +166,9 @@ static int parse_args(int argc, char **argv, train_args *a, const char **target)
             a->o.arch.emb_dropout = x, a->set_edrop = true;
         } else if (opt_is(s, "--test-split", &v, &i, argc, argv)) {
             if (!parse_double_opt("--test-split", v, 0, 0.9, &x)) return 2;
-            a->o.test_split = x;
+            a->o.test_split = x, a->set_test = true;
+        } else if (opt_is(s, "--cv", &v, &i, argc, argv)) {
+            if (!parse_int_opt("--cv", v, 2, 20, &a->cv)) return 2;
         } else if (opt_is(s, "--val-split", &v, &i, argc, argv)) {
             if (!parse_double_opt("--val-split", v, 0, 0.9, &x)) return 2;
             a->o.val_split = x, a->set_val = true;
@@ -166,6 +179,18 @@ static int parse_args(int argc, char **argv, train_args *a, const char **target)
     if (!a->file) return cli_error("train: no data file (kiln train FILE.csv --target COLUMN)"), 2;
     if (!*target) return cli_error("train: --target COLUMN is required (the column to predict)"), 2;
     if (a->every && !a->ckpt_dir && !a->resume_dir) return cli_error("--every needs --checkpoint DIR"), 2;
+    if (a->cv && a->plot)
+        return cli_error("--cv %lld: --plot does not go with cross-validation (it trains one model per fold); "
+                         "train without --cv for the curves", a->cv), 2;
+    if (a->cv) { /* K models estimate how well the recipe does; none of them is the model to keep */
+        const char *no = a->out ? "--out" : a->ckpt_dir ? "--checkpoint" : a->resume_dir ? "--resume"
+                       : a->set_test ? "--test-split" : NULL;
+        if (no)
+            return cli_error("--cv %lld: %s does not go with cross-validation (%s)", a->cv, no,
+                             a->set_test ? "each fold is the test rows once" :
+                             "it trains one model per fold and saves none; train without --cv to save a model"), 2;
+        a->o.test_split = 0;
+    }
     if (a->o.test_split + (a->set_val ? a->o.val_split : 0) >= 0.95)
         return cli_error("--test-split plus --val-split leave too few training rows"), 2;
     a->o.recipe = recipe;
@@ -191,7 +216,7 @@ static int parse_args(int argc, char **argv, train_args *a, const char **target)
 
 /* auto: sqrt of the balanced weights when the largest class has over 3x the rows
  * of the smallest (a compromise between accuracy and the rare classes' recall). */
-static float *class_weights(const char *mode, const int64_t *y, int64_t n, int k, const char **desc) {
+float *class_weights(const char *mode, const int64_t *y, int64_t n, int k, const char **desc) {
     *desc = "none";
     if (!strcmp(mode, "none")) return NULL;
     int64_t *cnt = cli_alloc((size_t)k * sizeof *cnt), lo = INT64_MAX, hi = 0;
@@ -233,6 +258,7 @@ int cmd_train(int argc, char **argv) {
     bool talk = !o->quiet && !o->json;
     kn_device dev;
     if (!pick_device(a.device, &dev)) return 2;
+    if (a.cv) return cv_run(&(cv_job){a.file, target, a.task, a.cw, a.delimiter, (int)a.cv, a.t, a.o}, dev);
     if (a.out && !out_path_ok("--out", a.out, (const char *[]){a.file}, 1)) return 1;
     /* The checkpoint's place is checked before any work, like --out. */
     char *ckpt = NULL, *resume_from = NULL;
@@ -250,6 +276,12 @@ int cmd_train(int argc, char **argv) {
             free(resume_from);
             return 1;
         }
+    }
+    /* The picture is written after training: its place is checked now, like --out's. */
+    if (a.plot && !out_path_ok("--plot", a.plot, (const char *[]){a.file, a.out, ckpt}, 3)) {
+        free(ckpt);
+        free(resume_from);
+        return 1;
     }
     bool has_best = false;
     if (resume_from && !ckpt_peek(resume_from, &has_best)) {
@@ -274,6 +306,7 @@ int cmd_train(int argc, char **argv) {
     float *cw = NULL, *proba = NULL;
     kn_module *m = NULL;
     metrics tm = {0};
+    train_result tr = {0};
     kn_csv *csv = table_read(a.file, a.delimiter);
     if (!csv || !table_target(csv, a.file, target, a.task ? a.task : "auto", &s, &rows, &n_rows, &ys)) goto done;
     if (!split_stratified(rows, ys, n_rows, s.regression ? REG_STRATA : s.n_classes, o->test_split, o->val_split,
@@ -344,7 +377,6 @@ int cmd_train(int argc, char **argv) {
     o->schema_json = schema_json;
     o->fingerprint = fingerprint;
 
-    train_result tr;
     if (!train_run(m, &s, o, &dtr, sp.n_val ? &dva : NULL, cw, &tr)) goto done;
     if (talk && tr.resumed_from)
         printf("resumed from %s at epoch %d\n", o->resume_from, tr.resumed_from);
@@ -367,6 +399,10 @@ int cmd_train(int argc, char **argv) {
     if (a.out) {
         if (!model_save(m, &s, &o->arch, o->recipe, a.out)) goto done;
         if (talk) printf("\nmodel saved to %s\n", a.out);
+    }
+    if (a.plot) {
+        if (!plot_write(a.plot, a.plot_fmt, &s, &tr.history, sp.n_test && !s.regression ? &tm : NULL)) goto done;
+        if (talk) printf("%straining curves drawn in %s\n", a.out ? "" : "\n", a.plot);
     }
     if (o->json) {
         printf("{\"kiln_version\":\"%s\",\"command\":\"train\",\"file\":", KN_VERSION_STRING);
@@ -393,6 +429,8 @@ int cmd_train(int argc, char **argv) {
         printf(",\"model\":");
         if (a.out) json_str(stdout, a.out);
         else printf("null");
+        printf(",");
+        history_json(&tr.history, s.regression, stdout);
         printf("}\n");
     }
     if (o->stats) print_fallback_stats(o->json ? stderr : stdout);
@@ -404,6 +442,7 @@ done:
     free(ckpt);
     free(resume_from);
     metrics_free(&tm);
+    history_free(&tr.history);
     free(proba);
     free(cw);
     dev_data_free(&dtr);
