@@ -13,5 +13,6 @@
 #include "kiln/io.h"
 #include "kiln/checkpoint.h"
 #include "kiln/graph.h"
+#include "kiln/vision.h"
 
 #endif

@@ -50,6 +50,7 @@ typedef struct {
     const struct kt_case *c;
     kn_device dev;
     kn_dtype dt; /* the case's dtype (float64 in the reference run) */
+    bool ref;    /* the float64 reference run: a builder may compute it directly (naive loops) */
 } kt_ctx;
 typedef int (*kt_build)(const kt_ctx *k, kn_tensor **x, kn_tensor **out);
 
@@ -82,5 +83,8 @@ typedef struct kt_case {
 
 extern const kt_case kt_cases[];
 extern const int kt_case_count;
+/* The vision ops' cases (kt_cases_vision.c), run after kt_cases. */
+extern const kt_case kt_vision_cases[];
+extern const int kt_vision_case_count;
 
 #endif

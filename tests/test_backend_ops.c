@@ -18,6 +18,10 @@
  * capture where it has none) prints as SKIPPED and never counts as passed. */
 #include "kt_cases.h"
 
+/* Case ci of the tables in turn: kt_cases, then kt_vision_cases. */
+#define N_CASES (kt_case_count + kt_vision_case_count)
+#define CASE_AT(ci) ((ci) < kt_case_count ? &kt_cases[ci] : &kt_vision_cases[(ci)-kt_case_count])
+
 #include <time.h>
 
 /* ---- inputs ----------------------------------------------------------------------------------- */
@@ -153,7 +157,7 @@ typedef struct {
 
 static int run_case(const kt_case *c, int ci, kn_dtype dt, int layout, kn_device dev, bool f64, bool grad, kt_run *r) {
     memset(r, 0, sizeof *r);
-    kt_ctx k = {c, dev, f64 && kn_dtype_is_float(dt) ? KN_F64 : dt};
+    kt_ctx k = {c, dev, f64 && kn_dtype_is_float(dt) ? KN_F64 : dt, f64};
     for (int i = 0; i < c->n_in; i++) r->in[i] = make_input(c, ci, i, dt, layout, dev, f64, grad, 0, &r->leaf[i]);
     r->n_out = c->build(&k, r->in, r->out);
     return r->n_out;
@@ -358,7 +362,7 @@ static bool outputs_ok(const kt_run *r) {
 /* An error case: the op fails on the device (at once, or when a result is
  * read), with the message the table gives, and the device works afterwards. */
 static void run_error(int ci, kn_dtype dt, int layout, int d) {
-    const kt_case *c = &kt_cases[ci];
+    const kt_case *c = CASE_AT(ci);
     kn_scope s = kn_scope_begin();
     kn_error_clear();
     kt_run got;
@@ -383,7 +387,7 @@ static void run_error(int ci, kn_dtype dt, int layout, int d) {
 }
 
 static void run_correctness(int ci) {
-    const kt_case *c = &kt_cases[ci];
+    const kt_case *c = CASE_AT(ci);
     for (int dti = 0; dti < KN_DTYPE_COUNT; dti++)
         for (int layout = 0; layout < N_LAYOUTS; layout++) {
             kn_dtype dt = (kn_dtype)dti;
@@ -444,12 +448,12 @@ static kn_tensor *gc_fn(kn_tensor **in, void *p) {
     kn_tensor *x[MAX_IN], *o[MAX_OUT] = {0};
     memcpy(x, g->all, sizeof x);
     for (int j = 0; j < g->n; j++) x[g->map[j]] = in[j];
-    kt_ctx k = {g->c, g->dev, KN_F64};
+    kt_ctx k = {g->c, g->dev, KN_F64, false};
     return g->c->build(&k, x, o) > 0 ? o[0] : NULL;
 }
 
 static void run_gradcheck(int ci, int d) {
-    const kt_case *c = &kt_cases[ci];
+    const kt_case *c = CASE_AT(ci);
     const char *why = unsupported(c, KN_F64, devs[d]);
     if (why) {
         skip(d, c, KN_F64, CONTIG, "gradcheck ", why);
@@ -470,7 +474,7 @@ static void run_gradcheck(int ci, int d) {
 }
 
 static void run_gradients(int ci) {
-    const kt_case *c = &kt_cases[ci];
+    const kt_case *c = CASE_AT(ci);
     if (!(c->flags & GRAD) || c->err) return;
     for (int dti = 0; dti < KN_DTYPE_COUNT; dti++)
         for (int layout = 0; layout < N_LAYOUTS; layout++) {
@@ -537,7 +541,7 @@ static int cmp_double(const void *a, const void *b) {
 /* Median time of the builder (inputs made beforehand), float32 where the
  * case has it, contiguous, to the device's synchronize. */
 static void run_perf(int ci) {
-    const kt_case *c = &kt_cases[ci];
+    const kt_case *c = CASE_AT(ci);
     if (c->err) return;
     kn_dtype dt = KN_F32;
     if (!(c->dtypes & BIT(KN_F32)))
@@ -552,7 +556,7 @@ static void run_perf(int ci) {
         kn_scope outer = kn_scope_begin();
         kn_tensor *x[MAX_IN], *o[MAX_OUT];
         for (int i = 0; i < c->n_in; i++) x[i] = make_input(c, ci, i, dt, CONTIG, devs[d], false, false, 0, NULL);
-        kt_ctx k = {c, devs[d], dt};
+        kt_ctx k = {c, devs[d], dt, false};
         double t[25], total = 0;
         int reps = 0;
         bool ok = true;
@@ -609,6 +613,15 @@ int main(int argc, char **argv) {
         devs[n_devs++] = all[d];
     }
     if (!n_devs) {
+        /* A backend this build has but this machine lacks is skipped, not failed. */
+        size_t len = only_device ? strcspn(only_device, ":") : 0;
+        for (int k = 0; only_device && k < kn__backend_kinds(); k++) {
+            const kn_backend *b = kn__backend(k);
+            if (b && strlen(b->name) == len && !strncmp(b->name, only_device, len)) {
+                printf("SKIPPED backend_ops: no %s device on this machine\n", b->title);
+                return 77;
+            }
+        }
         printf("backend_ops: no device matches '%s'\n", only_device ? only_device : "");
         return 2;
     }
@@ -621,8 +634,8 @@ int main(int argc, char **argv) {
     }
     kn_fallback_stats_reset();
     int ran = 0;
-    for (int ci = 0; ci < kt_case_count; ci++) {
-        if (only_case && !strstr(kt_cases[ci].name, only_case)) continue;
+    for (int ci = 0; ci < N_CASES; ci++) {
+        if (only_case && !strstr(CASE_AT(ci)->name, only_case)) continue;
         ran++;
         if (perf) run_perf(ci);
         else if (grad) run_gradients(ci);

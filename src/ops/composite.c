@@ -258,6 +258,12 @@ kn_status kn__composite(kn_op op, kn_device dev, void *args) {
     case KN_OP_BATCH_NORM_BACKWARD: return kn__composite_batch_norm_backward(dev, args);
     case KN_OP_LAYER_NORM: return kn__composite_layer_norm(dev, args);
     case KN_OP_LAYER_NORM_BACKWARD: return kn__composite_layer_norm_backward(dev, args);
+    case KN_OP_CONV2D:
+    case KN_OP_CONV2D_BACKWARD:
+    case KN_OP_MAX_POOL2D:
+    case KN_OP_MAX_POOL2D_BACKWARD:
+    case KN_OP_AVG_POOL2D:
+    case KN_OP_AVG_POOL2D_BACKWARD: return kn__composite_vision(op, dev, args);
     default:
         return kn__err(KN_ERR_UNSUPPORTED, "%s: no kernel on %s and no composite", kn__op_call_name(op, args),
                        kn_device_str(dev));
