@@ -18,9 +18,12 @@ static double now(void) {
 
 /* images [N, 1, 28, 28] float32, normalized; labels [N] int64; both on dev. */
 static bool load(const char *dir, const char *split, int64_t limit, kn_device dev, kn_tensor **x, kn_tensor **y) {
-    char pi[512], pl[512];
-    snprintf(pi, sizeof pi, "%s/%s-images-idx3-ubyte.gz", dir, split);
-    snprintf(pl, sizeof pl, "%s/%s-labels-idx1-ubyte.gz", dir, split);
+    char pi[4096], pl[4096];
+    if (snprintf(pi, sizeof pi, "%s/%s-images-idx3-ubyte.gz", dir, split) >= (int)sizeof pi ||
+        snprintf(pl, sizeof pl, "%s/%s-labels-idx1-ubyte.gz", dir, split) >= (int)sizeof pl) {
+        fprintf(stderr, "fashion_mnist: the directory name is too long\n");
+        return false;
+    }
     kn_tensor *img = kn_idx_load(pi, KN_CPU), *lab = kn_idx_load(pl, KN_CPU);
     if (img && limit > 0 && limit < kn_shape(img)[0]) {
         img = kn_narrow(img, 0, 0, limit);

@@ -28,6 +28,8 @@ enum {
     NO_REF = 8,    /* no float64 reference (random draws: another dtype draws other numbers) */
     GRAPH = 16,    /* needs graph capture (skipped where the device has none) */
     HOST_OUT = 32, /* results are host tensors (losses read back) */
+    EXACT_F64 = 64, /* EXACT only where the device computes in float64, as the CPU's
+                       reference formula does (normal draws); float tolerance elsewhere */
 };
 
 /* Inputs. */

@@ -6,6 +6,7 @@
 
 static _Thread_local kn_status last_status = KN_OK;
 static _Thread_local char last_msg[1024];
+static _Thread_local uint64_t err_seq; /* errors recorded on this thread */
 static kn_error_handler handler;
 static void *handler_user;
 
@@ -45,8 +46,29 @@ kn_status kn__err(kn_status s, const char *fmt, ...) {
     vsnprintf(last_msg, sizeof last_msg, fmt, ap);
     va_end(ap);
     last_status = s;
+    err_seq++;
     if (handler) handler(s, last_msg, handler_user);
     return s;
+}
+
+uint64_t kn__err_seq(void) { return err_seq; }
+
+static _Thread_local const kn_fault_context *fault_context;
+
+const kn_fault_context *kn__fault_context_set(const kn_fault_context *c) {
+    const kn_fault_context *prev = fault_context;
+    fault_context = c;
+    return prev;
+}
+
+const kn_fault_context *kn__fault_context(void) { return fault_context; }
+
+bool kn__fault_context_get(const char **op, const char **item, const char **range) {
+    if (!fault_context) return false;
+    *op = fault_context->op;
+    *item = fault_context->item;
+    *range = fault_context->range;
+    return true;
 }
 
 void kn__err_null(const char *op) {

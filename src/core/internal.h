@@ -15,6 +15,23 @@
 /* The NULL-input convention: records "op: input N is NULL" only when no error
  * is pending (so the first cause stays visible). */
 void kn__err_null(const char *op);
+/* How many errors this thread has recorded: whether a callee recorded one
+ * (a backend that says why an allocation failed). */
+uint64_t kn__err_seq(void);
+/* A fault context: what a composite calls the index faults of the
+ * primitives it launches. A backend that finds a fault only when the host
+ * next waits (Vulkan) cannot let the composite rename it, so it keeps the
+ * context of each dispatch and reports "<op>: <item> <v> is out of range
+ * for <limit> <range>", as the fused kernel would. Per thread; strings must
+ * outlive the context (string literals). */
+typedef struct {
+    const char *op, *item, *range; /* "cross_entropy", "target", "classes" */
+} kn_fault_context;
+/* Makes c (NULL: none) the calling thread's context; returns the one it replaces. */
+const kn_fault_context *kn__fault_context_set(const kn_fault_context *c);
+const kn_fault_context *kn__fault_context(void);
+/* The context for a backend (which sees no core types): false when none. */
+bool kn__fault_context_get(const char **op, const char **item, const char **range);
 
 /* ---- storage and tensors ---------------------------------------------------- */
 typedef struct kn_storage {

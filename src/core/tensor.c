@@ -25,10 +25,14 @@ kn_storage *kn__storage_new(size_t nbytes, kn_device dev) {
     s->refcount = 1;
     s->nbytes = nbytes;
     s->device = dev;
+    uint64_t seq = kn__err_seq();
     s->data = b->alloc(dev.index, nbytes ? nbytes : 1);
     if (!s->data) {
         size_t fr = 0, tot = 0;
         free(s);
+        /* A backend that said why (larger than it can bind, a device that
+         * failed to start) keeps its message. */
+        if (kn__err_seq() != seq) return NULL;
         if (b->memory && b->memory(dev.index, &fr, &tot) == KN_OK)
             kn__err(KN_ERR_OOM, "out of memory on %s: asked for %zu bytes, %zu of %zu free",
                     kn_device_str(dev), nbytes, fr, tot);
@@ -427,7 +431,20 @@ kn_status kn_to_host(const kn_tensor *t, void *dst, kn_dtype dt) {
         gather_host(t, dst, dt);
         return KN_OK;
     }
-    /* Another device: copy its bytes over contiguously, then convert here. */
+    /* Another device: copy its bytes over contiguously, then convert here. A
+     * contiguous tensor's bytes come as they are (no copy on the device,
+     * which may not compute in its dtype: a Vulkan device without float64). */
+    size_t es = kn_dtype_size(t->dtype);
+    if (kn__is_contiguous(t)) {
+        kn_tensor *h = kn__new(t->ndim, t->shape, t->dtype, KN_CPU);
+        if (!h) return kn_error_code();
+        kn_status s = kn__copy_bytes(KN_CPU, h->storage->data, t->storage->device,
+                                     (const char *)t->storage->data + (size_t)t->offset * es,
+                                     h->storage->nbytes);
+        if (s == KN_OK) gather_host(h, dst, dt);
+        kn_release(h);
+        return s;
+    }
     kn_tensor *c = kn__new(t->ndim, t->shape, t->dtype, t->storage->device);
     if (!c) return kn_error_code();
     kn_copy_args a = {.out = kn__view(c), .x = kn__view(t)};

@@ -21,6 +21,7 @@
 kn_status kn__cx_begin(kn__cx *cx, kn_device dev) {
     cx->dev = dev;
     cx->scope = kn_scope_begin();
+    cx->outer = kn__fault_context();
     kn_no_grad_begin();
     return KN_OK;
 }
@@ -28,7 +29,13 @@ kn_status kn__cx_begin(kn__cx *cx, kn_device dev) {
 kn_status kn__cx_end(kn__cx *cx, kn_status s) {
     kn_no_grad_end();
     kn_scope_end(cx->scope);
+    kn__fault_context_set(cx->outer);
     return s;
+}
+
+void kn__cx_fault_context(kn__cx *cx, const kn_fault_context *c) {
+    (void)cx;
+    kn__fault_context_set(c);
 }
 
 kn_tensor *kn__cx_wrap(kn__cx *cx, const kn_operand *v) {

@@ -9,11 +9,16 @@
 typedef struct {
     kn_device dev;
     kn_scope scope;
+    const kn_fault_context *outer; /* the fault context kn__cx_end restores */
 } kn__cx;
 
-/* Opens the scope (gradients off); kn__cx_end closes it and returns s. */
+/* Opens the scope (gradients off); kn__cx_end closes it, restores the fault
+ * context and returns s. */
 kn_status kn__cx_begin(kn__cx *cx, kn_device dev);
 kn_status kn__cx_end(kn__cx *cx, kn_status s);
+/* Names the index faults of what the composite launches from here on
+ * (core/internal.h): for backends that find them after it has returned. */
+void kn__cx_fault_context(kn__cx *cx, const kn_fault_context *c);
 /* A view as a (scoped) tensor; NULL for an absent view. */
 kn_tensor *kn__cx_wrap(kn__cx *cx, const kn_operand *v);
 kn_tensor *kn__cx_wrap_as(kn__cx *cx, const kn_operand *v, int ndim, const int64_t *shape);

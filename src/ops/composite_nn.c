@@ -51,6 +51,10 @@ static targets read_targets(kn__cx *cx, const kn_operand *target, const kn_opera
     return t;
 }
 
+/* A bad target, found by a device after the composite returned, is named as the fused kernels name it. */
+static const kn_fault_context nll_faults = {"nll_loss", "target", "classes"},
+                              ce_faults = {"cross_entropy", "target", "classes"};
+
 /* Names a bad target as the fused kernels do, when that is why s failed. */
 static kn_status target_error(kn__cx *cx, const char *op, const kn_operand *target, int64_t C, int64_t ignore_index,
                               kn_status s) {
@@ -102,6 +106,7 @@ static kn_tensor *zero_ignored(kn__cx *cx, const targets *t, kn_tensor *gx) {
 kn_status kn__composite_nll(kn_device dev, kn_nll_args *a) {
     kn__cx cx;
     kn__cx_begin(&cx, dev);
+    kn__cx_fault_context(&cx, &nll_faults);
     kn_tensor *lp = kn__cx_wrap(&cx, &a->logp);
     targets t = read_targets(&cx, &a->target, &a->weight, a->ignore_index, a->logp.dtype, a->logp.shape[0]);
     kn_status s = kn__cx_put(&cx, &a->loss, nll_rows(&cx, lp, &t, a->smoothing));
@@ -112,6 +117,7 @@ kn_status kn__composite_nll(kn_device dev, kn_nll_args *a) {
 kn_status kn__composite_nll_backward(kn_device dev, kn_nll_backward_args *a) {
     kn__cx cx;
     kn__cx_begin(&cx, dev);
+    kn__cx_fault_context(&cx, &nll_faults);
     int64_t N = a->out.shape[0], C = a->out.shape[1];
     targets t = read_targets(&cx, &a->target, &a->weight, a->ignore_index, a->out.dtype, N);
     kn_tensor *g = kn_unsqueeze(kn_cast(kn__cx_wrap(&cx, &a->grad), a->out.dtype), 1);
@@ -123,6 +129,7 @@ kn_status kn__composite_nll_backward(kn_device dev, kn_nll_backward_args *a) {
 kn_status kn__composite_cross_entropy(kn_device dev, kn_cross_entropy_args *a) {
     kn__cx cx;
     kn__cx_begin(&cx, dev);
+    kn__cx_fault_context(&cx, &ce_faults);
     int one = 1;
     kn_tensor *x = kn__cx_wrap(&cx, &a->logits);
     kn_tensor *m = kn_max(x, 1, &one, true);
@@ -142,6 +149,7 @@ kn_status kn__composite_cross_entropy(kn_device dev, kn_cross_entropy_args *a) {
 kn_status kn__composite_cross_entropy_backward(kn_device dev, kn_cross_entropy_backward_args *a) {
     kn__cx cx;
     kn__cx_begin(&cx, dev);
+    kn__cx_fault_context(&cx, &ce_faults);
     int one = 1;
     int64_t N = a->logits.shape[0], C = a->logits.shape[1];
     kn_dtype dt = a->out.dtype;
