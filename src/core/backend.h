@@ -136,7 +136,8 @@ typedef struct kn_backend {
     int (*device_count)(void);
     const char *(*device_name)(int index);
     kn_status (*memory)(int index, size_t *free_bytes, size_t *total_bytes);
-    /* NULL when out of memory (the core writes the message). */
+    /* NULL on failure: the core then writes an out-of-memory message naming the
+     * size and device, unless the backend recorded its own (kn__err) first. */
     void *(*alloc)(int index, size_t nbytes);
     void (*free)(int index, void *ptr, size_t nbytes);
     kn_status (*copy_h2d)(int index, void *dst, const void *src, size_t nbytes);
@@ -176,6 +177,10 @@ kn_status kn__err(kn_status s, const char *fmt, ...) KN_PRINTF(2, 3);
  * the caller's thread takes part. Nested calls run serially. */
 typedef void (*kn_range_fn)(int64_t begin, int64_t end, void *ctx);
 void kn__parallel_for(int64_t n, int64_t grain, kn_range_fn fn, void *ctx);
+/* The calling thread's fault context, set by a composite around the launches
+ * it makes (core/internal.h): the fused op, the operand and the range to name
+ * in an index fault that a device reports later. False when none. */
+bool kn__fault_context_get(const char **op, const char **item, const char **range);
 
 #ifdef __cplusplus
 }

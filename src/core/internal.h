@@ -30,8 +30,7 @@ typedef struct {
 /* Makes c (NULL: none) the calling thread's context; returns the one it replaces. */
 const kn_fault_context *kn__fault_context_set(const kn_fault_context *c);
 const kn_fault_context *kn__fault_context(void);
-/* The context for a backend (which sees no core types): false when none. */
-bool kn__fault_context_get(const char **op, const char **item, const char **range);
+/* kn__fault_context_get (backend.h) gives it to a backend, which sees no core types. */
 
 /* ---- storage and tensors ---------------------------------------------------- */
 typedef struct kn_storage {

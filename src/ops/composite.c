@@ -12,6 +12,7 @@
  * primitives: no composite calls a fused op, so none can recurse) inside a
  * scope with gradients off. */
 #include "composite.h"
+#include "backends/common/views.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -108,47 +109,22 @@ kn_tensor *kn__cx_dropout(kn__cx *cx, kn_tensor *x, double p, int64_t seed, int6
 }
 
 /* ---- index ops: views over GATHER and SCATTER_ADD ----------------------------------------- */
-/* A 1-D index along dim, seen with `like`'s shape (stride 0 elsewhere). */
-static kn_operand index_along(const kn_operand *index, const kn_operand *like, int64_t dim) {
-    kn_operand v = *like;
-    v.data = index->data;
-    v.dtype = index->dtype;
-    for (int d = 0; d < v.ndim; d++) v.stride[d] = d == dim ? index->stride[0] : 0;
-    return v;
-}
-
 static kn_status index_select(kn_device dev, kn_index_select_args *a) {
-    kn_gather_args g = {.out = a->out, .x = a->x, .index = index_along(&a->index, &a->out, a->dim), .dim = a->dim};
+    kn_gather_args g = {.out = a->out, .x = a->x, .index = kn_view_index_along(&a->index, &a->out, a->dim), .dim = a->dim};
     return kn__launch(KN_OP_GATHER, dev, &g);
 }
 
 static kn_status index_add(kn_device dev, kn_index_add_args *a) {
-    kn_scatter_add_args s = {.out = a->out, .src = a->src, .index = index_along(&a->index, &a->src, a->dim),
+    kn_scatter_add_args s = {.out = a->out, .src = a->src, .index = kn_view_index_along(&a->index, &a->src, a->dim),
                              .dim = a->dim};
     return kn__launch(KN_OP_SCATTER_ADD, dev, &s);
-}
-
-/* Columns [off, off + width) of a 2-D view. */
-static kn_operand columns(const kn_operand *v, int64_t off, int64_t width) {
-    kn_operand c = *v;
-    c.data = (char *)v->data + (size_t)(off * v->stride[1]) * kn_dtype_size(v->dtype);
-    c.shape[1] = width;
-    return c;
-}
-
-/* Column k of codes [N, T], seen as [N, width] (stride 0 along the width). */
-static kn_operand code_column(const kn_operand *codes, int64_t k, int64_t width) {
-    kn_operand c = columns(codes, k, 1);
-    c.shape[1] = width;
-    c.stride[1] = 0;
-    return c;
 }
 
 /* Names a bad code of table k as the fused kernel does, when that is why s failed. */
 static kn_status code_error(kn_device dev, const kn_operand *codes, int64_t k, int64_t rows, kn_status s) {
     kn__cx cx;
     kn__cx_begin(&cx, dev);
-    kn_operand col = code_column(codes, k, 1);
+    kn_operand col = kn_view_code_column(codes, k, 1);
     int64_t v;
     if (kn__cx_bad_index(&cx, &col, rows, NULL, &v))
         s = kn__err(KN_ERR_INVALID, "embedding_cat: index %lld is out of range for table %lld of %lld rows",
@@ -160,7 +136,7 @@ static kn_status embedding_cat(kn_device dev, kn_embedding_cat_args *a) {
     int64_t off = 0;
     for (int64_t k = 0; k < a->n_tables; k++) {
         int64_t D = a->tables[k].shape[1];
-        kn_gather_args g = {.out = columns(&a->out, off, D), .x = a->tables[k], .index = code_column(&a->codes, k, D),
+        kn_gather_args g = {.out = kn_view_columns(&a->out, off, D), .x = a->tables[k], .index = kn_view_code_column(&a->codes, k, D),
                             .dim = 0};
         kn_status s = kn__launch(KN_OP_GATHER, dev, &g);
         if (s != KN_OK) return code_error(dev, &a->codes, k, a->tables[k].shape[0], s);
@@ -174,8 +150,8 @@ static kn_status embedding_cat_backward(kn_device dev, kn_embedding_cat_backward
     for (int64_t k = 0; k < a->n_tables; k++) {
         int64_t D = a->grads[k].shape[1];
         kn_fill_args z = {.out = a->grads[k], .value = 0};
-        kn_scatter_add_args s = {.out = a->grads[k], .src = columns(&a->grad, off, D),
-                                 .index = code_column(&a->codes, k, D), .dim = 0};
+        kn_scatter_add_args s = {.out = a->grads[k], .src = kn_view_columns(&a->grad, off, D),
+                                 .index = kn_view_code_column(&a->codes, k, D), .dim = 0};
         kn_status st = kn__launch(KN_OP_FILL, dev, &z);
         if (st == KN_OK) st = kn__launch(KN_OP_SCATTER_ADD, dev, &s);
         if (st != KN_OK) return code_error(dev, &a->codes, k, a->grads[k].shape[0], st);

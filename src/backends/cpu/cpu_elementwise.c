@@ -48,7 +48,7 @@ static void copy_inner(char **p, const int64_t *s, int64_t n, void *vc) {
 kn_status kn__cpu_copy(int device, const void *args) {
     (void)device;
     const kn_copy_args *a = args;
-    kn_operand src = kn__cpu_expand(&a->x, &a->out);
+    kn_operand src = kn_view_expand(&a->x, &a->out);
     const kn_operand *ops[2] = {&a->out, &src};
     kn_iter it;
     kn__iter_init(&it, 2, ops);
@@ -190,7 +190,7 @@ static void unary_inner(char **p, const int64_t *s, int64_t n, void *vc) {
 kn_status kn__cpu_unary(int device, const void *args) {
     (void)device;
     const kn_unary_args *a = args;
-    kn_operand x = kn__cpu_expand(&a->x, &a->out);
+    kn_operand x = kn_view_expand(&a->x, &a->out);
     const kn_operand *ops[2] = {&a->out, &x};
     kn_iter it;
     kn__iter_init(&it, 2, ops);
@@ -239,7 +239,7 @@ static void unary_bw_inner(char **p, const int64_t *s, int64_t n, void *vc) {
 kn_status kn__cpu_unary_backward(int device, const void *args) {
     (void)device;
     const kn_unary_backward_args *a = args;
-    kn_operand g = kn__cpu_expand(&a->grad, &a->out), x = kn__cpu_expand(&a->x, &a->out);
+    kn_operand g = kn_view_expand(&a->grad, &a->out), x = kn_view_expand(&a->x, &a->out);
     const kn_operand *ops[3] = {&a->out, &g, &x};
     kn_iter it;
     kn__iter_init(&it, 3, ops);
@@ -309,7 +309,7 @@ static void binary_inner(char **p, const int64_t *s, int64_t n, void *vc) {
 kn_status kn__cpu_binary(int device, const void *args) {
     (void)device;
     const kn_binary_args *a = args;
-    kn_operand x = kn__cpu_expand(&a->a, &a->out), y = kn__cpu_expand(&a->b, &a->out);
+    kn_operand x = kn_view_expand(&a->a, &a->out), y = kn_view_expand(&a->b, &a->out);
     const kn_operand *ops[3] = {&a->out, &x, &y};
     kn_iter it;
     kn__iter_init(&it, 3, ops);
@@ -327,8 +327,8 @@ static void where_inner(char **p, const int64_t *s, int64_t n, void *vc) {
 kn_status kn__cpu_where(int device, const void *args) {
     (void)device;
     const kn_where_args *a = args;
-    kn_operand cond = kn__cpu_expand(&a->cond, &a->out), x = kn__cpu_expand(&a->a, &a->out),
-            y = kn__cpu_expand(&a->b, &a->out);
+    kn_operand cond = kn_view_expand(&a->cond, &a->out), x = kn_view_expand(&a->a, &a->out),
+            y = kn_view_expand(&a->b, &a->out);
     const kn_operand *ops[4] = {&a->out, &cond, &x, &y};
     kn_iter it;
     kn__iter_init(&it, 4, ops);

@@ -6,6 +6,7 @@
 #include "core/backend.h"
 #include "backends/common/dtype.h"
 #include "backends/common/geometry.h"
+#include "backends/common/views.h"
 
 #include <string.h>
 
@@ -31,21 +32,6 @@ void kn__iter_run(const kn_iter *it, int64_t begin, int64_t end, kn_inner_fn fn,
 void kn__iter_for_each(const kn_iter *it, kn_inner_fn fn, void *ctx);
 
 /* ---- views ------------------------------------------------------------------------ */
-/* v broadcast to ref's shape: dims aligned at the right, stride 0 on the new
- * dims and on v's size-1 dims. v itself when the shapes already agree. */
-static inline kn_operand kn__cpu_expand(const kn_operand *v, const kn_operand *ref) {
-    if (v->ndim == ref->ndim && !memcmp(v->shape, ref->shape, (size_t)ref->ndim * sizeof *ref->shape))
-        return *v;
-    kn_operand e = *v;
-    e.ndim = ref->ndim;
-    for (int d = 0; d < ref->ndim; d++) {
-        int sd = d - (ref->ndim - v->ndim);
-        e.shape[d] = ref->shape[d];
-        e.stride[d] = sd >= 0 && v->shape[sd] != 1 ? v->stride[sd] : 0;
-    }
-    return e;
-}
-
 /* A contiguous view of shape like v's, over data, of dtype dt. */
 static inline kn_operand kn__cpu_dense_view(const kn_operand *v, kn_dtype dt, void *data) {
     kn_operand d = *v;

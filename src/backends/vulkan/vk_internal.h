@@ -187,8 +187,6 @@ enum {
  * thread's fault context (a composite's, core/internal.h) goes with it, so
  * kvk_flush names the fused op. */
 uint32_t kvk_fault_code(kvk_dev *d, uint32_t kind);
-/* Declared for backends in core/internal.h (which a backend does not include). */
-bool kn__fault_context_get(const char **op, const char **item, const char **range);
 
 /* kernels (vk_ops*.c) */
 #define KN_OP(ID, name, tier, fields) kn_status kvk_##name(int device, const void *args);

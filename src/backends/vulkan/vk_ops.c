@@ -50,7 +50,7 @@ kn_status kvk_elementwise(kvk_dev *d, kvk_shader sh, bool f64, int nops, const k
 
 kn_status kvk_copy(int device, const void *args) {
     const kn_copy_args *a = args;
-    kn_operand x = kvk_expand(&a->x, &a->out);
+    kn_operand x = kn_view_expand(&a->x, &a->out);
     const kn_operand *ops[2] = {&a->out, &x};
     uint32_t p[KVK_PARAMS] = {0};
     WITH_DEVICE("copy", kvk_elementwise(d, KVK_SH_COPY, kvk_any_f64(2, ops), 2, ops, p, "copy"));
@@ -95,7 +95,7 @@ static void unary_params(uint32_t *p, int64_t fn, double p0, double p1, bool bac
 
 kn_status kvk_unary(int device, const void *args) {
     const kn_unary_args *a = args;
-    kn_operand x = kvk_expand(&a->x, &a->out);
+    kn_operand x = kn_view_expand(&a->x, &a->out);
     const kn_operand *ops[2] = {&a->out, &x};
     uint32_t p[KVK_PARAMS] = {0};
     unary_params(p, a->fn, a->p0, a->p1, false);
@@ -105,7 +105,7 @@ kn_status kvk_unary(int device, const void *args) {
 
 kn_status kvk_unary_backward(int device, const void *args) {
     const kn_unary_backward_args *a = args;
-    kn_operand g = kvk_expand(&a->grad, &a->out), x = kvk_expand(&a->x, &a->out);
+    kn_operand g = kn_view_expand(&a->grad, &a->out), x = kn_view_expand(&a->x, &a->out);
     const kn_operand *ops[3] = {&a->out, &g, &x};
     uint32_t p[KVK_PARAMS] = {0};
     unary_params(p, a->fn, a->p0, a->p1, true);
@@ -114,7 +114,7 @@ kn_status kvk_unary_backward(int device, const void *args) {
 
 kn_status kvk_binary(int device, const void *args) {
     const kn_binary_args *a = args;
-    kn_operand x = kvk_expand(&a->a, &a->out), y = kvk_expand(&a->b, &a->out);
+    kn_operand x = kn_view_expand(&a->a, &a->out), y = kn_view_expand(&a->b, &a->out);
     const kn_operand *ops[3] = {&a->out, &x, &y};
     uint32_t p[KVK_PARAMS] = {0};
     p[KVK_EXT] = (uint32_t)a->fn;
@@ -124,7 +124,7 @@ kn_status kvk_binary(int device, const void *args) {
 
 kn_status kvk_where(int device, const void *args) {
     const kn_where_args *a = args;
-    kn_operand c = kvk_expand(&a->cond, &a->out), x = kvk_expand(&a->a, &a->out), y = kvk_expand(&a->b, &a->out);
+    kn_operand c = kn_view_expand(&a->cond, &a->out), x = kn_view_expand(&a->a, &a->out), y = kn_view_expand(&a->b, &a->out);
     const kn_operand *ops[4] = {&a->out, &c, &x, &y};
     uint32_t p[KVK_PARAMS] = {0};
     /* Bits are moved, not values: no float64 arithmetic is needed. */

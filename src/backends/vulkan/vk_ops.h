@@ -5,6 +5,7 @@
 
 #include "vk_internal.h"
 #include "backends/common/geometry.h"
+#include "backends/common/views.h"
 
 #include <string.h>
 
@@ -23,19 +24,6 @@ static inline uint32_t kvk_groups(const kvk_dev *d, int64_t n) {
     uint32_t cap = d->props.limits.maxComputeWorkGroupCount[0];
     if (cap > 65535) cap = 65535;
     return g < 1 ? 1 : g > cap ? cap : (uint32_t)g;
-}
-
-/* v broadcast to ref's shape (dims aligned at the right, stride 0 on new and size-1 dims). */
-static inline kn_operand kvk_expand(const kn_operand *v, const kn_operand *ref) {
-    if (v->ndim == ref->ndim && !memcmp(v->shape, ref->shape, (size_t)ref->ndim * sizeof *ref->shape)) return *v;
-    kn_operand e = *v;
-    e.ndim = ref->ndim;
-    for (int d = 0; d < ref->ndim; d++) {
-        int sd = d - (ref->ndim - v->ndim);
-        e.shape[d] = ref->shape[d];
-        e.stride[d] = sd >= 0 && v->shape[sd] != 1 ? v->stride[sd] : 0;
-    }
-    return e;
 }
 
 /* [lo, hi): the bytes v touches, relative to v->data. */

@@ -4,6 +4,7 @@
  * own name (the fault is read when the host next waits, after the op has
  * returned, too late for a composite to rename it). */
 #include "vk_ops.h"
+#include "backends/common/views.h"
 
 #define WITH_DEVICE(op, body)                                                                                    \
     kvk_dev *d = kvk_enter(device, op);                                                                          \
@@ -12,42 +13,17 @@
     kvk_leave(d);                                                                                                \
     return s_
 
-/* A 1-D index along dim, seen with `like`'s shape (stride 0 elsewhere). */
-static kn_operand index_along(const kn_operand *index, const kn_operand *like, int64_t dim) {
-    kn_operand v = *like;
-    v.data = index->data;
-    v.dtype = index->dtype;
-    for (int d = 0; d < v.ndim; d++) v.stride[d] = d == dim ? index->stride[0] : 0;
-    return v;
-}
-
 kn_status kvk_index_select(int device, const void *args) {
     const kn_index_select_args *a = args;
-    kn_gather_args g = {.out = a->out, .x = a->x, .index = index_along(&a->index, &a->out, a->dim), .dim = a->dim};
+    kn_gather_args g = {.out = a->out, .x = a->x, .index = kn_view_index_along(&a->index, &a->out, a->dim), .dim = a->dim};
     WITH_DEVICE("index_select", kvk_record_gather(d, &g, KVK_FAULT_INDEX_SELECT, 0));
 }
 
 kn_status kvk_index_add(int device, const void *args) {
     const kn_index_add_args *a = args;
-    kn_scatter_add_args s = {.out = a->out, .src = a->src, .index = index_along(&a->index, &a->src, a->dim),
+    kn_scatter_add_args s = {.out = a->out, .src = a->src, .index = kn_view_index_along(&a->index, &a->src, a->dim),
                              .dim = a->dim};
     WITH_DEVICE("index_add", kvk_record_scatter_add(d, &s, KVK_FAULT_INDEX_ADD, 0));
-}
-
-/* Columns [off, off + width) of a 2-D view. */
-static kn_operand columns(const kn_operand *v, int64_t off, int64_t width) {
-    kn_operand c = *v;
-    c.data = (char *)v->data + (size_t)(off * v->stride[1]) * kn_dtype_size(v->dtype);
-    c.shape[1] = width;
-    return c;
-}
-
-/* Column k of codes [N, T], seen as [N, width] (stride 0 along the width). */
-static kn_operand code_column(const kn_operand *codes, int64_t k, int64_t width) {
-    kn_operand c = columns(codes, k, 1);
-    c.shape[1] = width;
-    c.stride[1] = 0;
-    return c;
 }
 
 static kn_status embedding_cat(kvk_dev *d, const kn_embedding_cat_args *a) {
@@ -55,7 +31,7 @@ static kn_status embedding_cat(kvk_dev *d, const kn_embedding_cat_args *a) {
     kn_status s = KN_OK;
     for (int64_t k = 0; k < a->n_tables && s == KN_OK; k++) {
         int64_t D = a->tables[k].shape[1];
-        kn_gather_args g = {.out = columns(&a->out, off, D), .x = a->tables[k], .index = code_column(&a->codes, k, D),
+        kn_gather_args g = {.out = kn_view_columns(&a->out, off, D), .x = a->tables[k], .index = kn_view_code_column(&a->codes, k, D),
                             .dim = 0};
         s = kvk_record_gather(d, &g, KVK_FAULT_EMBEDDING_CAT, (uint32_t)k);
         off += D;
@@ -73,8 +49,8 @@ static kn_status embedding_cat_backward(kvk_dev *d, const kn_embedding_cat_backw
     for (int64_t k = 0; k < a->n_tables && s == KN_OK; k++) {
         int64_t D = a->grads[k].shape[1];
         kn_fill_args z = {.out = a->grads[k], .value = 0};
-        kn_scatter_add_args sa = {.out = a->grads[k], .src = columns(&a->grad, off, D),
-                                  .index = code_column(&a->codes, k, D), .dim = 0};
+        kn_scatter_add_args sa = {.out = a->grads[k], .src = kn_view_columns(&a->grad, off, D),
+                                  .index = kn_view_code_column(&a->codes, k, D), .dim = 0};
         s = kvk_record_fill(d, &z);
         if (s == KN_OK) s = kvk_record_scatter_add(d, &sa, KVK_FAULT_EMBEDDING_CAT, (uint32_t)k);
         off += D;
