@@ -5,9 +5,7 @@
  * B*OH*OW] per group (im2col) so that one GEMM covers the chunk: all the
  * threading is inside the GEMM and in the lowering loops, never around a
  * GEMM. */
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#define F(name) CAT(name, SFX)
+#define F(name) KN_CPU_CAT(name, SFX)
 
 /* im2col of images [n0, n0 + b), group g: cols row (c, a, bb), column bi*OHW + i*OW + j. */
 typedef struct {
@@ -94,6 +92,30 @@ static int64_t F(chunk)(const kn_win *g) {
     return b < g->N ? b : (g->N > 0 ? g->N : 1);
 }
 
+/* The lowered chunk (cols [CKK, B*OHW]) and, for chunks of more than one
+ * image, the output block [Kg, B*OHW]: both from the CPU scratch pool. */
+typedef struct {
+    T *cols, *blk;
+    size_t ncols, nblk;
+} F(scratch);
+
+static bool F(scratch_get)(F(scratch) *sc, const kn_win *g, int64_t B) {
+    int64_t OHW = g->OH * g->OW;
+    sc->ncols = (size_t)(g->C / g->G * g->kh * g->kw * B * OHW);
+    sc->nblk = B > 1 ? (size_t)(g->K / g->G * B * OHW) : 0;
+    sc->cols = kn__cpu_scratch(sc->ncols * sizeof(T));
+    sc->blk = sc->nblk ? kn__cpu_scratch(sc->nblk * sizeof(T)) : NULL;
+    if (sc->cols && (!sc->nblk || sc->blk)) return true;
+    kn__cpu_scratch_free(sc->cols, sc->ncols * sizeof(T));
+    kn__cpu_scratch_free(sc->blk, sc->nblk * sizeof(T));
+    return false;
+}
+
+static void F(scratch_put)(F(scratch) *sc) {
+    kn__cpu_scratch_free(sc->cols, sc->ncols * sizeof(T));
+    kn__cpu_scratch_free(sc->blk, sc->nblk * sizeof(T));
+}
+
 /* The [Kg, b*OHW] block of a [N, K, OHW] tensor for images [n0, n0+b), group
  * grp, copied into blk (to_blk) or back from it. */
 static void F(block)(const kn_win *g, T *t, T *blk, int64_t n0, int64_t b, int64_t grp, bool to_blk) {
@@ -115,13 +137,9 @@ static kn_status F(conv_forward)(const kn_win *g, T *out, const T *x, const T *w
                      out + (n * g->K + grp * Kg) * OHW, OHW);
     } else {
         int64_t B = F(chunk)(g);
-        size_t ncols = (size_t)(CKK * B * OHW), nblk = B > 1 ? (size_t)(Kg * B * OHW) : 0;
-        T *cols = kn__cpu_scratch(ncols * sizeof(T)), *blk = nblk ? kn__cpu_scratch(nblk * sizeof(T)) : NULL;
-        if (!cols || (nblk && !blk)) {
-            kn__cpu_scratch_free(cols, ncols * sizeof(T));
-            kn__cpu_scratch_free(blk, nblk * sizeof(T));
-            return kn__err(KN_ERR_OOM, "conv2d: out of memory for the lowered input");
-        }
+        F(scratch) sc;
+        if (!F(scratch_get)(&sc, g, B)) return kn__err(KN_ERR_OOM, "conv2d: out of memory for the lowered input");
+        T *cols = sc.cols, *blk = sc.blk;
         for (int64_t n0 = 0; n0 < g->N; n0 += B) {
             int64_t b = g->N - n0 < B ? g->N - n0 : B;
             for (int64_t grp = 0; grp < g->G; grp++) {
@@ -131,8 +149,7 @@ static kn_status F(conv_forward)(const kn_win *g, T *out, const T *x, const T *w
                 if (b > 1) F(block)(g, out, blk, n0, b, grp, false);
             }
         }
-        kn__cpu_scratch_free(cols, ncols * sizeof(T));
-        kn__cpu_scratch_free(blk, nblk * sizeof(T));
+        F(scratch_put)(&sc);
     }
     if (bias)
         for (int64_t n = 0; n < g->N; n++)
@@ -172,13 +189,9 @@ static kn_status F(conv_backward)(const kn_win *g, const T *gy, const T *x, cons
         return KN_OK;
     }
     int64_t B = F(chunk)(g);
-    size_t ncols = (size_t)(CKK * B * OHW), nblk = B > 1 ? (size_t)(Kg * B * OHW) : 0;
-    T *cols = kn__cpu_scratch(ncols * sizeof(T)), *blk = nblk ? kn__cpu_scratch(nblk * sizeof(T)) : NULL;
-    if (!cols || (nblk && !blk)) {
-        kn__cpu_scratch_free(cols, ncols * sizeof(T));
-        kn__cpu_scratch_free(blk, nblk * sizeof(T));
-        return kn__err(KN_ERR_OOM, "conv2d: out of memory for the lowered input");
-    }
+    F(scratch) sc;
+    if (!F(scratch_get)(&sc, g, B)) return kn__err(KN_ERR_OOM, "conv2d: out of memory for the lowered input");
+    T *cols = sc.cols, *blk = sc.blk;
     for (int64_t n0 = 0; n0 < g->N; n0 += B) {
         int64_t b = g->N - n0 < B ? g->N - n0 : B;
         for (int64_t grp = 0; grp < g->G; grp++) {
@@ -197,11 +210,8 @@ static kn_status F(conv_backward)(const kn_win *g, const T *gy, const T *x, cons
             }
         }
     }
-    kn__cpu_scratch_free(cols, ncols * sizeof(T));
-    kn__cpu_scratch_free(blk, nblk * sizeof(T));
+    F(scratch_put)(&sc);
     return KN_OK;
 }
 
 #undef F
-#undef CAT
-#undef CAT_

@@ -1,9 +1,7 @@
 /* The pooling kernels for one element type, included by cpu_pool.c with T
  * and SFX defined. Contiguous [N, C, H, W] in, [N, C, OH, OW] out; planes
  * run in parallel (each unit owns its output plane, so backward too). */
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#define F(name) CAT(name, SFX)
+#define F(name) KN_CPU_CAT(name, SFX)
 
 typedef struct {
     const kn_win *g;
@@ -104,5 +102,3 @@ static void F(avg_back_range)(int64_t lo, int64_t hi, void *p) {
 }
 
 #undef F
-#undef CAT
-#undef CAT_

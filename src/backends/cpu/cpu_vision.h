@@ -6,6 +6,11 @@
 
 #include "cpu_internal.h"
 
+/* The type-generic kernel files (cpu_conv_impl.h, cpu_pool_impl.h) name their
+ * functions F(name) = name_SFX, once per element type. */
+#define KN_CPU_CAT_(a, b) a##_##b
+#define KN_CPU_CAT(a, b) KN_CPU_CAT_(a, b)
+
 /* One NCHW window op: input [N, C, H, W], output [N, K, OH, OW] (pools: K =
  * C), kernel kh x kw, strides, padding before, dilations, groups. */
 typedef struct {
