@@ -580,6 +580,9 @@ const kt_case kt_cases[] = {
     MATMUL("K = 0 [3,0]x[0,4]", D(-1, 1, 3, 0), D(-1, 1, 0, 4)),
     MATMUL("M = 0 [0,5]x[5,3]", D(-1, 1, 0, 5), D(-1, 1, 5, 3)),
     CASE("matmul [128,256]x[256,96]", b_matmul, FLOATS, L_CTS, GRAD, IN(D(-1, 1, 128, 256), D(-1, 1, 256, 96))),
+    /* More than one 128 x 128 tile of a GPU GEMM each way, ragged edges, K not a multiple of its step. */
+    CASE("matmul [150,37]x[37,131]", b_matmul, FLOATS, L_ALL, GRAD, IN(D(-1, 1, 150, 37), D(-1, 1, 37, 131))),
+    CASE("matmul batched [3,130,9]x[3,9,140]", b_matmul, FLOATS, L_ALL, 0, IN(D(-1, 1, 3, 130, 9), D(-1, 1, 3, 9, 140))),
     CASE("linear + bias", b_linear, FLOATS, L_ALL, GRAD | GRADCHECK,
          IN(D(-1, 1, 50, 20), D(-1, 1, 30, 20), D(-1, 1, 30)), .p = {0}),
     CASE("linear + bias + relu epilogue", b_linear, FLOATS, L_ALL, GRAD | GRADCHECK,

@@ -22,7 +22,7 @@ extern const kvk_spirv kvk_shaders[];
 extern const int kvk_shader_count;
 
 static const char *const shader_names[KVK_SH_COUNT] = {
-    "copy", "fill", "unary", "binary", "where", "reduce", "matmul", "gather", "scatter_add", "random"};
+    "copy", "fill", "unary", "binary", "where", "reduce", "matmul", "gather", "scatter_add", "random", "gemm"};
 
 #define KVK_BATCH 512                         /* dispatches per submit */
 #define PARAMS_BYTES ((size_t)4 << 20)        /* parameter words of one batch */

@@ -74,7 +74,7 @@ typedef struct {
 #define KVK_BINDINGS 4 /* operand buffers a shader sees (bindings 0..3) */
 typedef enum {
     KVK_SH_COPY, KVK_SH_FILL, KVK_SH_UNARY, KVK_SH_BINARY, KVK_SH_WHERE, KVK_SH_REDUCE,
-    KVK_SH_MATMUL, KVK_SH_GATHER, KVK_SH_SCATTER_ADD, KVK_SH_RANDOM, KVK_SH_COUNT
+    KVK_SH_MATMUL, KVK_SH_GATHER, KVK_SH_SCATTER_ADD, KVK_SH_RANDOM, KVK_SH_GEMM, KVK_SH_COUNT
 } kvk_shader;
 
 /* ---- a device ------------------------------------------------------------------- */

@@ -2,6 +2,9 @@
  * the top of shaders/reduce.comp and shaders/matmul.comp). */
 #include "vk_ops.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 static kn_status too_large(const char *op) {
     return kn__err(KN_ERR_UNSUPPORTED, "%s: the tensor is too large for one Vulkan dispatch (2^32 elements or "
                                        "strides beyond 2^31)", op);
@@ -92,7 +95,15 @@ kn_status kvk_matmul(int device, const void *args) {
     w.f64 = kvk_any_f64(4, ops);
     kvk_dev *d = kvk_enter(device, "matmul");
     if (!d) return kn_error_code();
-    uint32_t tile = kvk_wg(d) == 256 ? 16 : 8;
+    /* float32 throughout: the register-tiled shader (128 x 128 tiles of 256
+     * invocations, shaders/gemm.comp); other dtypes, or a device that cannot
+     * run 256 invocations, the general one. KILN_VULKAN_GEMM=general forces
+     * the general one (to compare them). */
+    const char *force = getenv("KILN_VULKAN_GEMM");
+    bool fast = !(force && !strcmp(force, "general")) && d->props.limits.maxComputeWorkGroupInvocations >= 256 && a->dtype == KN_F32 &&
+                b->dtype == KN_F32 && out->dtype == KN_F32 && (!has_bias || bias->dtype == KN_F32);
+    if (fast) w.shader = KVK_SH_GEMM;
+    uint32_t tile = fast ? 128 : kvk_wg(d) == 256 ? 16 : 8;
     const uint32_t *cap = d->props.limits.maxComputeWorkGroupCount;
     int64_t gx = (N + tile - 1) / tile, gy = (M + tile - 1) / tile;
     kn_status s;
