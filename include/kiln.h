@@ -14,5 +14,6 @@
 #include "kiln/checkpoint.h"
 #include "kiln/graph.h"
 #include "kiln/vision.h"
+#include "kiln/fft.h"
 
 #endif

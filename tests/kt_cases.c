@@ -66,10 +66,10 @@ static bool computes_f64(kn_device dev) {
 }
 
 B(b_cast) {
-    for (int d = 0; d < KN_DTYPE_COUNT; d++)
+    for (int d = 0; d < KN_DTYPE_REAL_COUNT; d++)
         o[d] = d == KN_F64 && !computes_f64(k->dev) ? kn_to(kn_cast(kn_to(x[0], KN_CPU), KN_F64), k->dev)
                                                     : kn_cast(x[0], (kn_dtype)d);
-    return KN_DTYPE_COUNT;
+    return KN_DTYPE_REAL_COUNT;
 }
 
 /* copy_ and fill_ into strided views, from another device, with broadcast and conversion. */

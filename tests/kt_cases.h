@@ -88,5 +88,8 @@ extern const int kt_case_count;
 /* The vision ops' cases (kt_cases_vision.c), run after kt_cases. */
 extern const kt_case kt_vision_cases[];
 extern const int kt_vision_case_count;
+/* The FFT ops' cases (kt_cases_fft.c), run after those. */
+extern const kt_case kt_fft_cases[];
+extern const int kt_fft_case_count;
 
 #endif

@@ -18,9 +18,12 @@
  * capture where it has none) prints as SKIPPED and never counts as passed. */
 #include "kt_cases.h"
 
-/* Case ci of the tables in turn: kt_cases, then kt_vision_cases. */
-#define N_CASES (kt_case_count + kt_vision_case_count)
-#define CASE_AT(ci) ((ci) < kt_case_count ? &kt_cases[ci] : &kt_vision_cases[(ci)-kt_case_count])
+/* Case ci of the tables in turn: kt_cases, kt_vision_cases, then kt_fft_cases. */
+#define N_CASES (kt_case_count + kt_vision_case_count + kt_fft_case_count)
+#define CASE_AT(ci)                                                                                       \
+    ((ci) < kt_case_count                          ? &kt_cases[ci]                                       \
+     : (ci) < kt_case_count + kt_vision_case_count ? &kt_vision_cases[(ci)-kt_case_count]                \
+                                                   : &kt_fft_cases[(ci)-kt_case_count - kt_vision_case_count])
 
 #include <time.h>
 

@@ -278,13 +278,13 @@ static const int32_t i32v[6] = {1, -2, INT32_MAX, INT32_MIN, 0, 42};
 static const int64_t i64v[6] = {1, -2, INT64_MAX, INT64_MIN, 1LL << 40, 42};
 static const uint8_t u8v[6] = {0, 1, 255, 128, 7, 9};
 static const uint8_t boolv[6] = {1, 0, 1, 1, 0, 0};
-static const void *const values[KN_DTYPE_COUNT] = {f32v, f16v, bf16v, f64v, i32v, i64v, u8v, boolv};
+static const void *const values[KN_DTYPE_REAL_COUNT] = {f32v, f16v, bf16v, f64v, i32v, i64v, u8v, boolv};
 
 static void test_safetensors_roundtrip(void) {
     kn_scope s = kn_scope_begin();
-    const char *names[KN_DTYPE_COUNT] = {"f32", "f16", "bf16", "f64", "i32", "i64", "u8", "bool"};
-    kn_named_tensor nt[KN_DTYPE_COUNT + 3];
-    for (int dt = 0; dt < KN_DTYPE_COUNT; dt++) {
+    const char *names[KN_DTYPE_REAL_COUNT] = {"f32", "f16", "bf16", "f64", "i32", "i64", "u8", "bool"};
+    kn_named_tensor nt[KN_DTYPE_REAL_COUNT + 3];
+    for (int dt = 0; dt < KN_DTYPE_REAL_COUNT; dt++) {
         nt[dt].name = names[dt];
         nt[dt].tensor = kn_from_data(values[dt], (kn_dtype)dt, KN_SHAPE(2, 3), KN_CPU);
     }
@@ -315,7 +315,7 @@ static void test_safetensors_roundtrip(void) {
         CHECK(kn_safetensors_name(f, 11) == NULL);
         CHECK(strcmp(kn_safetensors_meta(f, "note"), meta[1].value) == 0);
         CHECK(kn_safetensors_meta(f, "absent") == NULL);
-        for (int dt = 0; dt < KN_DTYPE_COUNT; dt++) {
+        for (int dt = 0; dt < KN_DTYPE_REAL_COUNT; dt++) {
             kn_tensor *t = kn_safetensors_get(f, names[dt], KN_CPU);
             CHECK(t && kn_dtype_of(t) == (kn_dtype)dt && same_shape(t, KN_SHAPE(2, 3)));
             CHECK(same_bytes(t, values[dt], 6 * kn_dtype_size((kn_dtype)dt)));
@@ -639,7 +639,7 @@ static kn_tensor *npy_dict(const char *dict, const void *data, size_t len) {
 static void test_npy(void) {
     kn_scope s = kn_scope_begin();
     const char *path = in_dir("t.npy");
-    for (int dt = 0; dt < KN_DTYPE_COUNT; dt++) {
+    for (int dt = 0; dt < KN_DTYPE_REAL_COUNT; dt++) {
         kn_tensor *t = kn_from_data(values[dt], (kn_dtype)dt, KN_SHAPE(2, 3), KN_CPU);
         CHECK(kn_npy_save(path, t) == KN_OK);
         size_t len;
@@ -848,7 +848,7 @@ static void test_npz(void) {
     static const char *const names[] = {"f32", "f16", "bf16", "f64", "i32", "i64", "u8",
                                         "bool", "scalar", "empty", "x.T"};
     kn_named_tensor nt[11];
-    for (int dt = 0; dt < KN_DTYPE_COUNT; dt++)
+    for (int dt = 0; dt < KN_DTYPE_REAL_COUNT; dt++)
         nt[dt] = (kn_named_tensor){names[dt],
                                    kn_from_data(values[dt], (kn_dtype)dt, KN_SHAPE(2, 3), KN_CPU)};
     nt[8] = (kn_named_tensor){names[8], kn_from_data(i64v, KN_I64, 0, NULL, KN_CPU)};

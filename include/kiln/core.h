@@ -57,13 +57,27 @@ typedef enum {
     KN_I64,
     KN_U8,
     KN_BOOL,
+    /* Complex: interleaved (real, imaginary) pairs of float32 / float64. Held,
+     * copied, moved between devices and viewed like any tensor; computed on by
+     * the FFT ops (kiln/fft.h) and the complex helpers there, an error in
+     * every other op. */
+    KN_C64,
+    KN_C128,
     KN_DTYPE_COUNT
 } kn_dtype;
+/* The real dtypes are 0 .. KN_DTYPE_REAL_COUNT - 1 (the complex ones follow). */
+#define KN_DTYPE_REAL_COUNT KN_C64
 
 size_t kn_dtype_size(kn_dtype dt);
 const char *kn_dtype_name(kn_dtype dt); /* "float32", "int64", ... */
-bool kn_dtype_is_float(kn_dtype dt);
-/* Result dtype of a binary op on a and b (PyTorch's promotion lattice). */
+bool kn_dtype_is_float(kn_dtype dt); /* false for complex */
+bool kn_dtype_is_complex(kn_dtype dt);
+/* The float dtype of a complex one's parts (KN_F32 for KN_C64); dt itself otherwise. */
+kn_dtype kn_dtype_real(kn_dtype dt);
+/* The complex dtype holding dt: KN_C128 for float64 (and KN_C128), else KN_C64. */
+kn_dtype kn_dtype_complex(kn_dtype dt);
+/* Result dtype of a binary op on a and b (PyTorch's promotion lattice;
+ * complex with real is complex of the wider float: c64 with f64 is c128). */
 kn_dtype kn_dtype_promote(kn_dtype a, kn_dtype b);
 /* Parses "f32"/"float32"/"float"... Returns -1 when unknown. */
 int kn_dtype_from_name(const char *name);

@@ -12,6 +12,7 @@ static const struct {
     [KN_BF16] = {"bfloat16", "bf16", 2}, [KN_F64] = {"float64", "f64", 8},
     [KN_I32] = {"int32", "i32", 4}, [KN_I64] = {"int64", "i64", 8},
     [KN_U8] = {"uint8", "u8", 1}, [KN_BOOL] = {"bool", "bool", 1},
+    [KN_C64] = {"complex64", "c64", 8}, [KN_C128] = {"complex128", "c128", 16},
 };
 
 size_t kn_dtype_size(kn_dtype dt) { return (unsigned)dt < KN_DTYPE_COUNT ? info[dt].size : 0; }
@@ -22,6 +23,10 @@ bool kn_dtype_is_float(kn_dtype dt) {
     return dt == KN_F32 || dt == KN_F16 || dt == KN_BF16 || dt == KN_F64;
 }
 
+bool kn_dtype_is_complex(kn_dtype dt) { return dt == KN_C64 || dt == KN_C128; }
+kn_dtype kn_dtype_real(kn_dtype dt) { return dt == KN_C64 ? KN_F32 : dt == KN_C128 ? KN_F64 : dt; }
+kn_dtype kn_dtype_complex(kn_dtype dt) { return dt == KN_F64 || dt == KN_C128 ? KN_C128 : KN_C64; }
+
 int kn_dtype_from_name(const char *name) {
     if (!name) return -1;
     for (int i = 0; i < KN_DTYPE_COUNT; i++)
@@ -31,6 +36,8 @@ int kn_dtype_from_name(const char *name) {
     if (!strcmp(name, "half")) return KN_F16;
     if (!strcmp(name, "long")) return KN_I64;
     if (!strcmp(name, "int")) return KN_I32;
+    if (!strcmp(name, "cfloat")) return KN_C64;
+    if (!strcmp(name, "cdouble")) return KN_C128;
     return -1;
 }
 
@@ -50,6 +57,11 @@ static int rank(kn_dtype d) {
 
 kn_dtype kn_dtype_promote(kn_dtype a, kn_dtype b) {
     if (a == b) return a;
+    if (kn_dtype_is_complex(a) || kn_dtype_is_complex(b)) {
+        /* The complex type of the wider float part (integers and 16-bit floats fit in c64). */
+        bool wide = a == KN_C128 || b == KN_C128 || a == KN_F64 || b == KN_F64;
+        return wide ? KN_C128 : KN_C64;
+    }
     if ((a == KN_F16 && b == KN_BF16) || (a == KN_BF16 && b == KN_F16)) return KN_F32;
     return rank(a) >= rank(b) ? a : b;
 }

@@ -1,5 +1,6 @@
 /* Tensors and storage: lifetime, geometry, creation and reading back. */
 #include "internal.h"
+#include "complex.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -298,6 +299,11 @@ const char *kn_shape_str(const kn_tensor *t, char *buf, size_t cap) {
     return kn__shape_str(t->ndim, t->shape, buf, cap);
 }
 
+/* A kernel launch whose operands may be complex (core/complex.h). */
+static kn_status launch(kn_op op, kn_device dev, void *args) {
+    return kn__args_complex(op, args) ? kn__launch_complex(op, dev, args) : kn__launch(op, dev, args);
+}
+
 /* ---- creation ------------------------------------------------------------------------ */
 kn_tensor *kn_empty(int ndim, const int64_t *shape, kn_dtype dt, kn_device dev) {
     return kn__scoped(kn__new_named("empty", ndim, shape, dt, dev));
@@ -308,7 +314,7 @@ static kn_tensor *filled_named(const char *op, int ndim, const int64_t *shape, d
     kn_tensor *t = kn__new_named(op, ndim, shape, dt, dev);
     if (!t) return NULL;
     kn_fill_args a = {.out = kn__view(t), .value = v};
-    if (kn__launch(KN_OP_FILL, dev, &a) != KN_OK) {
+    if (launch(KN_OP_FILL, dev, &a) != KN_OK) {
         kn_release(t);
         return NULL;
     }
@@ -361,7 +367,7 @@ static kn_tensor *ramp(const char *op, int64_t n, double start, double step, kn_
     kn_tensor *t = kn__new_named(op, 1, &n, dt, dev);
     if (!t) return NULL;
     kn_fill_args a = {.out = kn__view(t), .value = start, .step = step};
-    if (kn__launch(KN_OP_FILL, dev, &a) != KN_OK) {
+    if (launch(KN_OP_FILL, dev, &a) != KN_OK) {
         kn_release(t);
         return NULL;
     }
@@ -427,6 +433,24 @@ static void gather_host(const kn_tensor *t, void *dst, kn_dtype dt) {
 kn_status kn_to_host(const kn_tensor *t, void *dst, kn_dtype dt) {
     if (!t) return kn__err_null("to_host"), KN_ERR_NULL;
     if ((unsigned)dt >= KN_DTYPE_COUNT) return kn__err(KN_ERR_DTYPE, "to_host: invalid dtype");
+    if (kn_dtype_is_complex(t->dtype) || kn_dtype_is_complex(dt)) {
+        /* Complex data is read as its real pairs, converted part by part. */
+        if (!kn_dtype_is_complex(t->dtype) || !kn_dtype_is_complex(dt))
+            return kn__err(KN_ERR_DTYPE, "to_host: cannot read %s as %s (use kn_real/kn_imag, or kn_view_as_real)",
+                           kn_dtype_name(t->dtype), kn_dtype_name(dt));
+        if (t->ndim >= KN_MAX_DIMS)
+            return kn__err(KN_ERR_SHAPE, "to_host: a complex tensor of %d dims has no real view", t->ndim);
+        int64_t shape[KN_MAX_DIMS], stride[KN_MAX_DIMS];
+        for (int d = 0; d < t->ndim; d++) shape[d] = t->shape[d], stride[d] = 2 * t->stride[d];
+        shape[t->ndim] = 2, stride[t->ndim] = 1;
+        kn_tensor *r = kn__alias(t, t->ndim + 1, shape, stride, 0);
+        if (!r) return kn_error_code();
+        r->dtype = kn_dtype_real(t->dtype);
+        r->offset = 2 * t->offset;
+        kn_status s = kn_to_host(r, dst, kn_dtype_real(dt));
+        kn_release(r);
+        return s;
+    }
     if (t->storage->device.kind == KN_DEVICE_CPU) {
         gather_host(t, dst, dt);
         return KN_OK;
@@ -448,7 +472,7 @@ kn_status kn_to_host(const kn_tensor *t, void *dst, kn_dtype dt) {
     kn_tensor *c = kn__new(t->ndim, t->shape, t->dtype, t->storage->device);
     if (!c) return kn_error_code();
     kn_copy_args a = {.out = kn__view(c), .x = kn__view(t)};
-    kn_status s = kn__launch(KN_OP_COPY, t->storage->device, &a);
+    kn_status s = launch(KN_OP_COPY, t->storage->device, &a);
     kn_tensor *h = s == KN_OK ? kn__new(t->ndim, t->shape, t->dtype, KN_CPU) : NULL;
     if (h) {
         s = kn__copy_bytes(KN_CPU, h->storage->data, c->storage->device, c->storage->data,

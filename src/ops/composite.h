@@ -45,5 +45,7 @@ kn_status kn__composite_layer_norm(kn_device dev, kn_layer_norm_args *a);
 kn_status kn__composite_layer_norm_backward(kn_device dev, kn_layer_norm_backward_args *a);
 /* The vision ops' composites (composite_vision.c): conv2d, pools and their backwards. */
 kn_status kn__composite_vision(kn_op op, kn_device dev, void *args);
+/* The FFT's composite (composite_fft.c): a DFT as one matmul on the pairs. */
+kn_status kn__composite_fft(kn_device dev, kn_fft_args *a);
 
 #endif

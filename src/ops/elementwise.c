@@ -1,7 +1,7 @@
 /* Elementwise ops (arithmetic, comparison, where, functions) and their
  * backward rules. Backward rules are written with ops, so they run on
  * whatever device the tensors live on. */
-#include "ops_internal.h"
+#include "complex_internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -48,6 +48,7 @@ static bool float_only(kn_unary_fn f) {
 static kn_tensor *unary(kn_unary_fn f, kn_tensor *a, double p0, double p1) {
     const char *name = kn__unary_name(f);
     if (!a) return kn__err_null(name), NULL;
+    if (kn_dtype_is_complex(a->dtype)) return kn__complex_unary(f, a, p0, p1);
     kn_dtype dt = a->dtype;
     if (float_only(f)) dt = kn__float_dtype(dt);
     /* A fractional scalar makes an integer tensor float, as in PyTorch. */
@@ -152,6 +153,7 @@ static kn_tensor *binary(kn_binary_fn f, kn_tensor *a, kn_tensor *b) {
     if (!a || !b) return kn__err_null(name), NULL;
     kn_tensor *ab[2] = {a, b};
     if (!kn__same_device(name, 2, ab)) return NULL;
+    if (kn_dtype_is_complex(a->dtype) || kn_dtype_is_complex(b->dtype)) return kn__complex_binary(f, a, b);
     kn_dtype dt = kn__result_dtype(a, b);
     if (f == KN_BINARY_DIV) dt = kn__float_dtype(dt);
     if (dt == KN_BOOL && (f <= KN_BINARY_POW)) dt = KN_I64; /* bool arithmetic: as integers */

@@ -68,6 +68,8 @@ static kn_status identity_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
 }
 
 static kn_status convert_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    /* Real to complex: the real input moved only the real parts. */
+    if (kn_dtype_is_complex(g->dtype) && !kn_dtype_is_complex(n->in[0]->dtype)) g = kn_real(g);
     gin[0] = kn_to_dtype(g, n->in[0]->storage->device, n->in[0]->dtype);
     return gin[0] ? KN_OK : kn_error_code();
 }
@@ -384,7 +386,7 @@ static kn_tensor *convert(const char *op, kn_tensor *t, kn_device dev, kn_dtype 
         kn_release(moved);
     }
     if (!out) return NULL;
-    if (kn_dtype_is_float(dt)) kn__record(out, op, bw, 1, &t, 0);
+    if (kn_dtype_is_float(dt) || kn_dtype_is_complex(dt)) kn__record(out, op, bw, 1, &t, 0);
     return kn__scoped(out);
 }
 
@@ -392,6 +394,11 @@ kn_tensor *kn_to_dtype(kn_tensor *t, kn_device dev, kn_dtype dt) {
     if (!t) return kn__err_null("to"), NULL;
     if ((unsigned)dt >= KN_DTYPE_COUNT) {
         kn__err(KN_ERR_DTYPE, "to: invalid dtype %d", (int)dt);
+        return NULL;
+    }
+    if (kn_dtype_is_complex(t->dtype) && !kn_dtype_is_complex(dt)) {
+        kn__err(KN_ERR_DTYPE, "to: cannot convert %s to %s (the imaginary part would be lost; take kn_real)",
+                kn_dtype_name(t->dtype), kn_dtype_name(dt));
         return NULL;
     }
     if (kn_device_equal(t->storage->device, dev) && t->dtype == dt) return kn__scoped(kn_retain(t));

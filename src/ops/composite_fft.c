@@ -1,0 +1,58 @@
+/* The FFT's composite (see composite.c for the rules): the DFT along dim as
+ * one MATMUL on the real pairs. The lines are moved last and flattened to
+ * [R, 2n] rows of interleaved (re, im); y = x @ M with M [2n, 2n] built on
+ * the host in double and uploaded in the dtype, so every device computes it
+ * with its GEMM, accumulating in the dtype. O(n^2) work and 4 n^2 elements
+ * of matrix: what a device without an FFT kernel of its own gets. */
+#include "composite.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+/* M[2j + a][2k + b]: how part a of x_j enters part b of y_k, for y_k = scale
+ * sum_j x_j w^(jk), w = exp(sign 2 pi i/n) = c + i s:
+ * re += c xr - s xi, im += s xr + c xi. */
+static kn_tensor *dft_matrix(kn__cx *cx, int64_t n, bool inverse, double scale, kn_dtype dt) {
+    int64_t m = 2 * n;
+    if (n > (int64_t)1 << 15)
+        return kn__err(KN_ERR_UNSUPPORTED, "fft: length %lld is too long for the composite of primitives "
+                       "(a %lld x %lld matrix); run it on the CPU", (long long)n, (long long)m, (long long)m), NULL;
+    double *M = malloc((size_t)(m * m) * sizeof *M);
+    if (!M) return kn__err(KN_ERR_OOM, "fft: out of memory for a %lld x %lld DFT matrix", (long long)m, (long long)m), NULL;
+    const double two_pi = 6.28318530717958647692528676655900577;
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t k = 0; k < n; k++) {
+            int64_t q = j * k % n; /* n <= 2^15: exact */
+            double ang = (inverse ? 1 : -1) * two_pi * (double)q / (double)n;
+            double c = cos(ang) * scale, s = sin(ang) * scale;
+            M[(2 * j) * m + 2 * k] = c;
+            M[(2 * j) * m + 2 * k + 1] = s;
+            M[(2 * j + 1) * m + 2 * k] = -s;
+            M[(2 * j + 1) * m + 2 * k + 1] = c;
+        }
+    kn_tensor *t = kn_cast(kn_from_data(M, KN_F64, KN_SHAPE(m, m), KN_CPU), dt);
+    free(M);
+    return kn_to(t, cx->dev);
+}
+
+kn_status kn__composite_fft(kn_device dev, kn_fft_args *a) {
+    kn__cx cx;
+    kn__cx_begin(&cx, dev);
+    int nd = a->x.ndim, dim = (int)a->dim;
+    int64_t n = a->x.shape[dim];
+    if (kn_operand_numel(&a->x) == 0) return kn__cx_end(&cx, KN_OK);
+    /* [..., n, ..., 2] -> [..., ..., n, 2] -> [R, 2n] */
+    kn_tensor *x = kn__cx_wrap(&cx, &a->x);
+    int perm[KN_MAX_DIMS], k = 0;
+    for (int d = 0; d < nd - 1; d++)
+        if (d != dim) perm[k++] = d;
+    perm[k++] = dim;
+    perm[k++] = nd - 1;
+    kn_tensor *xt = kn_contiguous(kn_permute(x, nd, perm));
+    kn_tensor *rows = xt ? kn_reshape(xt, KN_SHAPE(-1, 2 * n)) : NULL;
+    kn_tensor *M = rows ? dft_matrix(&cx, n, a->inverse != 0, a->scale, a->x.dtype) : NULL;
+    kn_tensor *y = M ? kn_reshape(kn_matmul(rows, M), nd, xt->shape) : NULL;
+    int inv[KN_MAX_DIMS];
+    for (int d = 0; d < nd; d++) inv[perm[d]] = d;
+    return kn__cx_end(&cx, kn__cx_put(&cx, &a->out, y ? kn_permute(y, nd, inv) : NULL));
+}
