@@ -11,7 +11,9 @@
  *   plot.c      `--plot`: training curves and the confusion matrix as PNG or SVG
  *   predict.c   `kiln eval` and `kiln predict`
  *   cv.c        `kiln train --cv K`: stratified K-fold cross-validation
- *   explain.c   `kiln explain`: permutation feature importance                    */
+ *   explain.c   `kiln explain`: permutation feature importance
+ *   labels.c    multi-label targets (`--target a,b,c`): the labels, their split strata
+ *               and their metrics                                                    */
 #ifndef KILN_CLI_H
 #define KILN_CLI_H
 
@@ -64,6 +66,14 @@ typedef struct {
     int n_cat;   /* categorical features = embedding inputs */
     int n_num;   /* numeric model inputs (values + indicators) */
     char delimiter;
+    /* multi-label (n_labels >= 2): one logit per label column, trained with
+     * binary cross-entropy; target is the list as given ("a,b,c"), classes
+     * none. label_values[2 l] is label l's negative value, [2 l + 1] its
+     * positive one. */
+    int n_labels;
+    char **labels;
+    char **label_values;
+    int n_strata; /* the split's strata (label combinations); not saved */
 } schema;
 
 /* Model inputs for n rows. cat: [n, n_cat] codes; num: [n, n_num]; y: [n]
@@ -75,6 +85,8 @@ typedef struct {
     float *num;
     int64_t *y;
     double *yv;
+    float *ym;         /* multi-label: [n, n_labels] 0/1 targets; y[i] is 0 when row i has every
+                        * label with a known value, -1 otherwise */
     int64_t *row;      /* CSV data row of each encoded row */
     int64_t unknown;   /* categorical values not seen in training */
     int64_t imputed;   /* numeric values missing here but never in training */
@@ -102,8 +114,24 @@ kn_csv *table_read(const char *path, char delimiter);
 #define REG_STRATA 10
 bool table_target(const kn_csv *csv, const char *path, const char *target, const char *task, schema *s,
                   int64_t **rows, int64_t *n_rows, int64_t **ycodes);
-/* The model's outputs: the classes, or 1 for regression. */
-static inline int schema_outputs(const schema *s) { return s->regression ? 1 : s->n_classes; }
+static inline bool schema_multilabel(const schema *s) { return s->n_labels > 0; }
+/* The model's outputs: the classes, the labels, or 1 for regression. */
+static inline int schema_outputs(const schema *s) {
+    return s->regression ? 1 : s->n_labels ? s->n_labels : s->n_classes;
+}
+/* The split's strata: classes, target quantile bins or label combinations. */
+static inline int schema_strata(const schema *s) {
+    return s->regression ? REG_STRATA : s->n_labels ? s->n_strata : s->n_classes;
+}
+/* Whether column name is the target or one of the labels. */
+bool schema_is_target(const schema *s, const char *name);
+/* Table helpers shared with labels.c: a column's index by name (-1: none),
+ * a cell without surrounding blanks (valid until the next call), the class
+ * order (numbers numerically, otherwise bytes), the columns for a message. */
+int table_col(const kn_csv *c, const char *name);
+const char *cell_trimmed(const char *s);
+int cmp_class_name(const void *a, const void *b);
+char *table_columns_list(const kn_csv *c);
 /* Decides the feature columns and their types (from all rows), then fits
  * vocabularies and statistics on the training rows only. */
 bool table_fit(const kn_csv *csv, const char *path, const table_opts *o, const int64_t *train,
@@ -233,9 +261,10 @@ typedef struct {
     train_history history; /* the caller frees it (history_free), also after a failure */
 } train_result;
 
-/* Forward in eval mode, in chunks: probabilities [n, k] on the host; k == 1
- * (regression): the raw output, standardized. */
-float *predict_proba(kn_module *m, const dev_data *d, int n_classes);
+/* Forward in eval mode, in chunks, on the host: class probabilities [n, k];
+ * multi-label: each label's probability of its positive value [n, L];
+ * regression: the raw output, standardized [n]. */
+float *predict_proba(kn_module *m, const dev_data *d, const schema *s);
 
 /* The full `kiln train` after data preparation. */
 bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_data *train,
@@ -263,7 +292,41 @@ typedef struct {
     double *precision, *recall, *f1;
     int64_t *support;
     double macro[3], weighted[3];
+    double auc; /* k == 2: ROC AUC (roc_auc); NaN otherwise */
 } metrics;
+
+/* Multi-label metrics (labels.c) at threshold 0.5, over the rows with every
+ * label known. */
+typedef struct {
+    int L;
+    int64_t n;
+    int64_t *tp, *fp, *fn, *tn;
+    double *precision, *recall, *f1, *accuracy, *pos_rate, *pred_rate;
+    double micro_f1, macro_f1, subset_accuracy, hamming_loss, mean_accuracy, loss;
+} ml_metrics;
+/* proba [n, L]; ym [n, L] 0/1 targets, y[i] < 0: row left out; pos_weight [L]
+ * weighs the positive terms of the loss (NULL: 1). */
+bool ml_metrics_compute(const float *proba, const float *ym, const int64_t *y, int64_t n, int L,
+                        const float *pos_weight, ml_metrics *m);
+void ml_metrics_free(ml_metrics *m);
+void ml_report_print(const ml_metrics *m, const schema *s, const char *what, FILE *f);
+/* JSON members written into an open object. */
+void ml_report_json(const ml_metrics *m, const schema *s, FILE *f);
+/* table_target for a list of >= 2 columns (labels.c); ys: strata codes. */
+bool table_labels(const kn_csv *csv, const char *path, const char *list, schema *s, int64_t **rows, int64_t *n_rows,
+                  int64_t **ys);
+/* --class-weight balanced for labels: each label's negatives over positives
+ * in the training rows (NULL: none, or out of memory with a message). */
+float *label_pos_weights(const char *mode, const encoded *e, int L, const char **desc);
+
+/* The two-class report's extras (k == 2): the ROC AUC of the scores of class
+ * 1, ties counted by average rank (NaN when one class is absent); the same
+ * for either class. */
+double roc_auc(const float *score, int stride, const int64_t *y, int64_t n, int64_t pos_code);
+/* Which of two values is the positive one: the one that reads as true (1,
+ * true, yes, y, t, positive, pos; any case) when exactly one does, else the
+ * second (v[1], the later in class order). */
+int positive_of(const char *const v[2]);
 
 /* Regression metrics in the target's units. */
 typedef struct {

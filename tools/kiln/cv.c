@@ -1,7 +1,8 @@
 /* kiln command line: `kiln train --cv K`, stratified K-fold cross-validation.
  *
  * The rows are dealt into K folds class by class (for a regression, target
- * quantile bin by bin, the strata of the normal split), so each fold holds its
+ * quantile bin by bin; for labels, combination by combination: the strata of
+ * the normal split), so each fold holds its
  * share of every class. Each fold in turn is the test rows; the others are a
  * normal run's training rows, from which the validation part (early stopping)
  * is carved out as a normal run carves it. The schema (vocabularies,
@@ -19,6 +20,12 @@ enum { M_RMSE, M_MAE, M_R2, N_REG_METRICS };
 static const char *const cls_names[] = {"accuracy", "loss", "macro_precision", "macro_recall", "macro_f1",
                                         "weighted_precision", "weighted_recall", "weighted_f1"};
 static const char *const reg_names[] = {"rmse", "mae", "r2"};
+/* multi-label: the summary of ml_metrics */
+enum { M_SUBSET, M_LABEL_ACC, M_HAMMING, M_MICRO_F1, M_MACRO_F1, M_ML_LOSS, N_ML_METRICS };
+static const char *const ml_names[] = {"subset_accuracy", "mean_label_accuracy", "hamming_loss", "micro_f1",
+                                       "macro_f1", "loss"};
+static int n_metrics_of(const schema *s) { return s->regression ? N_REG_METRICS : s->n_labels ? N_ML_METRICS : N_CLS_METRICS; }
+static const char *const *names_of(const schema *s) { return s->regression ? reg_names : s->n_labels ? ml_names : cls_names; }
 
 typedef struct {
     int64_t n_train, n_val, n_test, unknown;
@@ -59,6 +66,17 @@ static bool schema_target_copy(const schema *from, schema *to) {
         if (!(to->classes[c] = cli_strdup(from->classes[c]))) return false;
         to->n_classes = c + 1;
     }
+    if (from->n_labels) {
+        to->labels = cli_alloc((size_t)from->n_labels * sizeof *to->labels);
+        to->label_values = cli_alloc((size_t)from->n_labels * 2 * sizeof *to->label_values);
+        if (!to->labels || !to->label_values) return false;
+        to->n_labels = from->n_labels;
+        to->n_strata = from->n_strata;
+        for (int l = 0; l < 2 * from->n_labels; l++)
+            if ((l < from->n_labels && !(to->labels[l] = cli_strdup(from->labels[l]))) ||
+                !(to->label_values[l] = cli_strdup(from->label_values[l])))
+                return false;
+    }
     return true;
 }
 
@@ -72,7 +90,7 @@ static bool run_fold(const cv_job *j, kn_device dev, const kn_csv *csv, const sc
     o.ckpt = o.resume_from = NULL;
     table_opts t = j->t;
     t.quiet = t.quiet || f > 0; /* the data's warnings once, not once per fold */
-    int strata = base->regression ? REG_STRATA : base->n_classes;
+    int strata = schema_strata(base);
     bool ok = false;
     schema s = {0};
     encoded etr = {0}, eva = {0}, ete = {0};
@@ -103,7 +121,8 @@ static bool run_fold(const cv_job *j, kn_device dev, const kn_csv *csv, const sc
         goto done;
     if (o.batch_size < 0) o.batch_size = auto_batch(sp.n_train);
     const char *cw_desc;
-    if (!s.regression) cw = class_weights(j->cw ? j->cw : "auto", etr.y, etr.n, s.n_classes, &cw_desc);
+    if (s.n_labels) cw = label_pos_weights(j->cw ? j->cw : "auto", &etr, s.n_labels, &cw_desc);
+    else if (!s.regression) cw = class_weights(j->cw ? j->cw : "auto", etr.y, etr.n, s.n_classes, &cw_desc);
     kn_manual_seed(o.seed);
     if (!(m = model_build(&s, &o.arch))) goto done;
     if (kn_module_to(m, dev) != KN_OK) {
@@ -123,8 +142,15 @@ static bool run_fold(const cv_job *j, kn_device dev, const kn_csv *csv, const sc
     out->seconds = tr.seconds;
     out->interrupted = tr.interrupted;
     out->n_features = s.n_f;
-    if (!(p = predict_proba(m, &dte, schema_outputs(&s)))) goto done;
-    if (s.regression) {
+    if (!(p = predict_proba(m, &dte, &s))) goto done;
+    if (s.n_labels) {
+        ml_metrics mm;
+        if (!ml_metrics_compute(p, ete.ym, ete.y, ete.n, s.n_labels, NULL, &mm)) goto done;
+        const double v[N_ML_METRICS] = {mm.subset_accuracy, mm.mean_accuracy, mm.hamming_loss,
+                                        mm.micro_f1,        mm.macro_f1,      mm.loss};
+        memcpy(out->v, v, sizeof v);
+        ml_metrics_free(&mm);
+    } else if (s.regression) {
         reg_metrics rm;
         if (!reg_metrics_compute(p, ete.yv, ete.n, s.y_mean, s.y_std, &rm)) goto done;
         out->v[M_RMSE] = rm.rmse;
@@ -183,9 +209,19 @@ static void print_json(const cv_job *j, kn_device dev, const schema *s, const fo
     printf(",\"target\":");
     json_str(stdout, s->target);
     printf(",\"task\":\"%s\",\"device\":\"%s\",\"recipe\":\"%s\",\"seed\":%llu,\"interrupted\":%s,",
-           s->regression ? "regression" : "classification", kn_device_str(dev), j->o.recipe,
+           s->regression ? "regression" : s->n_labels ? "multilabel" : "classification", kn_device_str(dev), j->o.recipe,
            (unsigned long long)j->o.seed, interrupted ? "true" : "false");
-    if (!s->regression) {
+    if (s->n_labels) {
+        printf("\"labels\":[");
+        for (int l = 0; l < s->n_labels; l++) {
+            printf("%s{\"name\":", l ? "," : "");
+            json_str(stdout, s->labels[l]);
+            printf(",\"positive\":");
+            json_str(stdout, s->label_values[2 * l + 1]);
+            printf("}");
+        }
+        printf("],");
+    } else if (!s->regression) {
         printf("\"classes\":[");
         for (int c = 0; c < s->n_classes; c++) {
             if (c) printf(",");
@@ -230,8 +266,9 @@ static void print_table(const schema *s, const fold_result *r, int n_done, int k
     static const char *const cls_heads[] = {"accuracy", "loss", "macro P", "macro R", "macro F1",
                                             "weight. P", "weight. R", "weight. F1"};
     static const char *const reg_heads[] = {"RMSE", "MAE", "R^2"};
-    int nm = s->regression ? N_REG_METRICS : N_CLS_METRICS;
-    const char *const *heads = s->regression ? reg_heads : cls_heads;
+    static const char *const ml_heads[] = {"subset acc", "label acc", "Hamming", "micro F1", "macro F1", "loss"};
+    int nm = n_metrics_of(s);
+    const char *const *heads = s->regression ? reg_heads : s->n_labels ? ml_heads : cls_heads;
     printf("\n%d-fold cross-validation, target '%s'%s:\n%6s", k, s->target,
            n_done < k ? " (interrupted: the folds that finished)" : "", "fold");
     for (int q = 0; q < nm; q++) printf(" %10s", heads[q]);
@@ -251,6 +288,9 @@ static void print_table(const schema *s, const fold_result *r, int n_done, int k
     if (s->regression)
         printf("RMSE %.6g ± %.6g, MAE %.6g ± %.6g, R^2 %.4f ± %.4f (mean ± sample std over %d folds)\n", mean[M_RMSE],
                std[M_RMSE], mean[M_MAE], std[M_MAE], mean[M_R2], std[M_R2], n_done);
+    else if (s->n_labels)
+        printf("subset accuracy %.4f ± %.4f, macro F1 %.4f ± %.4f (mean ± sample std over %d folds)\n",
+               mean[M_SUBSET], std[M_SUBSET], mean[M_MACRO_F1], std[M_MACRO_F1], n_done);
     else
         printf("accuracy %.4f ± %.4f, macro F1 %.4f ± %.4f (mean ± sample std over %d folds)\n", mean[M_ACC],
                std[M_ACC], mean[M_MF1], std[M_MF1], n_done);
@@ -274,7 +314,7 @@ int cv_run(const cv_job *j, kn_device dev) {
         goto done;
     }
     /* Every fold's test rows hold every class (and its training rows too). */
-    if (!s.regression) {
+    if (!s.regression && !s.n_labels) {
         if (!(cnt = cli_alloc((size_t)s.n_classes * sizeof *cnt))) goto done;
         for (int64_t i = 0; i < n_rows; i++) cnt[ys[i]]++;
         int lo = 0;
@@ -294,12 +334,13 @@ int cv_run(const cv_job *j, kn_device dev) {
         goto done;
     }
     if (!(fold = cli_alloc(((size_t)n_rows + 1) * sizeof *fold)) ||
-        !assign_folds(ys, n_rows, s.regression ? REG_STRATA : s.n_classes, j->k, j->o.seed, fold))
+        !assign_folds(ys, n_rows, schema_strata(&s), j->k, j->o.seed, fold))
         goto done;
     if (talk) {
         printf("data: %s: %lld rows, %d columns; %d-fold cross-validation (stratified by %s, seed %llu), "
                "--val-split %g of each fold's training rows for validation\n",
-               j->file, (long long)kn_csv_rows(csv), kn_csv_cols(csv), j->k, s.regression ? "target quantile" : "class",
+               j->file, (long long)kn_csv_rows(csv), kn_csv_cols(csv), j->k,
+               s.regression ? "target quantile" : s.n_labels ? "label combination" : "class",
                (unsigned long long)j->o.seed, j->o.val_split);
         if (s.regression && !j->task)
             printf("task: regression, as '%s' holds numbers with many distinct values (--task classification to "
@@ -323,6 +364,8 @@ int cv_run(const cv_job *j, kn_device dev) {
                    r[f].best_epoch, r[f].seconds);
             if (s.regression)
                 printf("RMSE %.6g, MAE %.6g, R^2 %.4f\n", r[f].v[M_RMSE], r[f].v[M_MAE], r[f].v[M_R2]);
+            else if (s.n_labels)
+                printf("subset accuracy %.4f, macro F1 %.4f\n", r[f].v[M_SUBSET], r[f].v[M_MACRO_F1]);
             else
                 printf("accuracy %.4f, macro F1 %.4f\n", r[f].v[M_ACC], r[f].v[M_MF1]);
             fflush(stdout);
@@ -333,8 +376,7 @@ int cv_run(const cv_job *j, kn_device dev) {
         cli_warn("%lld categorical values in the folds' validation/test rows were not seen in their training rows "
                  "(mapped to 'unknown')", (long long)unknown);
     if (j->o.json)
-        print_json(j, dev, &s, r, n_done, s.regression ? N_REG_METRICS : N_CLS_METRICS,
-                   s.regression ? reg_names : cls_names, interrupted);
+        print_json(j, dev, &s, r, n_done, n_metrics_of(&s), names_of(&s), interrupted);
     else if (n_done)
         print_table(&s, r, n_done, j->k);
     if (j->o.stats) print_fallback_stats(j->o.json ? stderr : stdout);

@@ -4,7 +4,7 @@
  * the labelled rows (so the column keeps its distribution but loses its link to
  * the target and to the other columns), the model is scored again, and the
  * loss of score is the column's importance: the drop of accuracy for a
- * classifier, the rise of RMSE (and drop of R^2) for a regression, as the mean
+ * classifier (a multi-label one: of the mean label accuracy), the rise of RMSE (and drop of R^2) for a regression, as the mean
  * and sample std over --repeats shuffles (scikit-learn's
  * permutation_importance does the same on raw columns). */
 #include "cli.h"
@@ -17,7 +17,8 @@ static void explain_help(void) {
     printf("usage: kiln explain MODEL FILE.csv [options]\n\n"
            "Which columns the model relies on: for each of its input columns, the column's values\n"
            "are shuffled across the rows of FILE.csv that have a target value, and the model is\n"
-           "scored again. A column's importance is the score lost: the drop of accuracy (classifier)\n"
+           "scored again. A column's importance is the score lost: the drop of accuracy (classifier;\n"
+           "multi-label: of the mean label accuracy at threshold 0.5)\n"
            "or the rise of RMSE, with the drop of R^2 (regression), mean and std over the repeats.\n"
            "Columns are listed most important first; near zero (or below) means the model does not\n"
            "need the column on this data.\n"
@@ -41,11 +42,17 @@ typedef struct {
 static bool score(kn_module *m, const schema *s, const encoded *e, kn_device dev, double *main, double *r2) {
     dev_data d;
     if (!dev_data_make(e, s, dev, &d)) return false;
-    float *p = predict_proba(m, &d, schema_outputs(s));
+    float *p = predict_proba(m, &d, s);
     dev_data_free(&d);
     if (!p) return false;
     bool ok;
-    if (s->regression) {
+    if (s->n_labels) {
+        ml_metrics mm;
+        ok = ml_metrics_compute(p, e->ym, e->y, e->n, s->n_labels, NULL, &mm);
+        *main = ok ? mm.mean_accuracy : NAN;
+        *r2 = NAN;
+        ml_metrics_free(&mm);
+    } else if (s->regression) {
         reg_metrics rm;
         ok = reg_metrics_compute(p, e->yv, e->n, s->y_mean, s->y_std, &rm);
         *main = rm.rmse;
@@ -69,6 +76,7 @@ static int64_t keep_labelled(encoded *e, const schema *s) {
         memmove(e->cat + k * s->n_cat, e->cat + i * s->n_cat, (size_t)s->n_cat * sizeof *e->cat);
         memmove(e->num + k * s->n_num, e->num + i * s->n_num, (size_t)s->n_num * sizeof *e->num);
         e->y[k] = e->y[i];
+        if (e->ym) memmove(e->ym + k * s->n_labels, e->ym + i * s->n_labels, (size_t)s->n_labels * sizeof *e->ym);
         e->yv[k] = e->yv[i];
         e->row[k] = e->row[i];
         k++;
@@ -167,11 +175,14 @@ int cmd_explain(int argc, char **argv) {
     memcpy(work.num, e.num, (size_t)e.n * (size_t)s.n_num * sizeof *e.num);
     work.y = e.y; /* shared, read only */
     work.yv = e.yv;
+    work.ym = e.ym;
     if (!(perm = cli_alloc((size_t)e.n * sizeof *perm))) goto done;
     if (!quiet && !json) {
         printf("Using %s device\nmodel %s (target '%s', %s); %s: %lld rows; ", kn_device_kind_name((kn_device_kind)dev.kind),
-               model, s.target, s.regression ? "regression" : "classifier", file, (long long)e.n);
+               model, s.target, s.regression ? "regression" : s.n_labels ? "multi-label" : "classifier", file,
+               (long long)e.n);
         if (s.regression) printf("RMSE %.6g, R^2 %.4f\n", base, base_r2);
+        else if (s.n_labels) printf("mean label accuracy %.4f\n", base);
         else printf("accuracy %.4f\n", base);
         fflush(stdout);
     }
@@ -222,18 +233,18 @@ int cmd_explain(int argc, char **argv) {
         printf(",\"file\":");
         json_str(stdout, file);
         printf(",\"device\":\"%s\",\"task\":\"%s\",\"target\":", kn_device_str(dev),
-               s.regression ? "regression" : "classification");
+               s.regression ? "regression" : s.n_labels ? "multilabel" : "classification");
         json_str(stdout, s.target);
         printf(",\"rows\":%lld,\"repeats\":%lld,\"seed\":%lld,\"unknown_categories\":%lld,\"metric\":\"%s\","
                "\"baseline\":{", (long long)e.n, repeats, seed, (long long)e.unknown,
-               s.regression ? "rmse_increase" : "accuracy_decrease");
+               s.regression ? "rmse_increase" : s.n_labels ? "mean_label_accuracy_decrease" : "accuracy_decrease");
         if (s.regression) {
             printf("\"rmse\":");
             jnum(base);
             printf(",\"r2\":");
             jnum(base_r2);
         } else {
-            printf("\"accuracy\":");
+            printf(s.n_labels ? "\"mean_label_accuracy\":" : "\"accuracy\":");
             jnum(base);
         }
         printf("},\"features\":[");
@@ -266,7 +277,8 @@ int cmd_explain(int argc, char **argv) {
             if ((int)strlen(s.f[i].name) > w) w = (int)strlen(s.f[i].name);
         if (w > 32) w = 32;
         printf("\npermutation importance (%lld repeat%s, seed %lld): %s when the column is shuffled\n", repeats,
-               repeats == 1 ? "" : "s", seed, s.regression ? "rise of RMSE and drop of R^2" : "drop of accuracy");
+               repeats == 1 ? "" : "s", seed,
+               s.regression ? "rise of RMSE and drop of R^2" : s.n_labels ? "drop of mean label accuracy" : "drop of accuracy");
         if (s.regression)
             printf("%-*s %-11s %12s %10s %10s %10s\n", w, "column", "type", "RMSE rise", "std", "R^2 drop", "std");
         else printf("%-*s %-11s %10s %10s\n", w, "column", "type", "importance", "std");

@@ -13,9 +13,11 @@
 #include <string.h>
 
 #define MODEL_FORMAT "kiln-tabular"
-/* Version 2 adds regression ("task", "target_mean", "target_std"); a
- * classifier is still written as version 1, so older kilns read it. */
-#define MODEL_FORMAT_VERSION 2
+/* Version 2 adds regression ("task", "target_mean", "target_std"); version 3
+ * multi-label ("task": "multilabel", "labels": [{"name", "negative",
+ * "positive"}], "target" the list as given, no classes). A classifier is
+ * still written as version 1 and a regression as 2, so older kilns read them. */
+#define MODEL_FORMAT_VERSION 3
 
 typedef struct {
     int n_cat, n_num;
@@ -121,7 +123,7 @@ char *model_schema_json(const schema *s, const arch *a, const char *recipe) {
     if (!f) return NULL;
     fprintf(f, "{\"format\":");
     json_str(f, MODEL_FORMAT);
-    fprintf(f, ",\"format_version\":%d,\"recipe\":", s->regression ? 2 : 1);
+    fprintf(f, ",\"format_version\":%d,\"recipe\":", s->n_labels ? 3 : s->regression ? 2 : 1);
     json_str(f, recipe);
     fprintf(f, ",\"target\":");
     json_str(f, s->target);
@@ -130,6 +132,19 @@ char *model_schema_json(const schema *s, const arch *a, const char *recipe) {
         j_num(f, s->y_mean);
         fprintf(f, ",\"target_std\":");
         j_num(f, s->y_std);
+    }
+    if (s->n_labels) {
+        fprintf(f, ",\"task\":\"multilabel\",\"labels\":[");
+        for (int l = 0; l < s->n_labels; l++) {
+            fprintf(f, "%s{\"name\":", l ? "," : "");
+            json_str(f, s->labels[l]);
+            fprintf(f, ",\"negative\":");
+            json_str(f, s->label_values[2 * l]);
+            fprintf(f, ",\"positive\":");
+            json_str(f, s->label_values[2 * l + 1]);
+            fprintf(f, "}");
+        }
+        fprintf(f, "]");
     }
     fprintf(f, ",\"classes\":[");
     for (int c = 0; c < s->n_classes; c++) {
@@ -273,11 +288,12 @@ static const char *duplicate_of(const char *const *v, int n) {
 static bool schema_distinct(const char *path, const schema *s) {
     const char *d = duplicate_of((const char *const *)s->classes, s->n_classes);
     if (d) return cli_error("%s: kiln_model metadata: class '%s' appears twice", path, d), false;
-    const char **cols = malloc(((size_t)s->n_f + 2) * sizeof *cols);
+    const char **cols = malloc(((size_t)s->n_f + (size_t)s->n_labels + 2) * sizeof *cols);
     if (!cols) return cli_error("out of memory"), false;
     for (int i = 0; i < s->n_f; i++) cols[i] = s->f[i].name;
-    cols[s->n_f] = s->target;
-    d = duplicate_of(cols, s->n_f + 1);
+    int nt = s->n_labels ? s->n_labels : 1;
+    for (int l = 0; l < nt; l++) cols[s->n_f + l] = s->n_labels ? s->labels[l] : s->target;
+    d = duplicate_of(cols, s->n_f + nt);
     free(cols);
     if (d) return cli_error("%s: kiln_model metadata: column '%s' appears twice", path, d), false;
     for (int i = 0; i < s->n_f; i++)
@@ -298,6 +314,34 @@ static double schema_elements(const schema *s, const arch *a) {
         in = a->layers[i];
     }
     return total + in * schema_outputs(s) + schema_outputs(s);
+}
+
+/* "labels": at least two, each {"name", "negative", "positive"} with two
+ * different values. */
+static bool parse_labels(jctx *c, const kn_json *root, schema *s) {
+    const kn_json *arr = member(c, root, "labels", KN_JSON_ARRAY);
+    if (!arr) return false;
+    int64_t n = kn_json_count(arr);
+    if (n < 2) return cli_error("%s: kiln_model metadata: a multi-label model with fewer than 2 labels", c->path), false;
+    if (!(s->labels = cli_alloc((size_t)n * sizeof *s->labels)) ||
+        !(s->label_values = cli_alloc((size_t)n * 2 * sizeof *s->label_values)))
+        return false;
+    for (const kn_json *v = kn_json_first(c->d, arr); v; v = kn_json_next(c->d, v)) {
+        if (kn_json_type_of(v) != KN_JSON_OBJECT)
+            return cli_error("%s: kiln_model metadata: bad 'labels'", c->path), false;
+        const kn_json *nm = member(c, v, "name", KN_JSON_STRING), *neg = member(c, v, "negative", KN_JSON_STRING);
+        const kn_json *pos = member(c, v, "positive", KN_JSON_STRING);
+        if (!nm || !neg || !pos) return false;
+        int l = s->n_labels++;
+        if (!(s->labels[l] = cli_strdup(kn_json_str(nm, NULL))) ||
+            !(s->label_values[2 * l] = cli_strdup(kn_json_str(neg, NULL))) ||
+            !(s->label_values[2 * l + 1] = cli_strdup(kn_json_str(pos, NULL))))
+            return false;
+        if (!strcmp(s->label_values[2 * l], s->label_values[2 * l + 1]))
+            return cli_error("%s: kiln_model metadata: label '%s' has the same negative and positive value", c->path,
+                             s->labels[l]), false;
+    }
+    return true;
 }
 
 static bool parse_schema(jctx *c, schema *s, arch *a) {
@@ -323,9 +367,14 @@ static bool parse_schema(jctx *c, schema *s, arch *a) {
     const kn_json *task = kn_json_get(c->d, root, "task");
     if (task) {
         const char *tn = kn_json_type_of(task) == KN_JSON_STRING ? kn_json_str(task, NULL) : "";
-        if (strcmp(tn, "regression") && strcmp(tn, "classification"))
-            return cli_error("%s: kiln_model metadata: 'task' is not regression or classification", c->path), false;
+        if (strcmp(tn, "regression") && strcmp(tn, "classification") && strcmp(tn, "multilabel"))
+            return cli_error("%s: kiln_model metadata: 'task' is not regression, classification or multilabel",
+                             c->path), false;
         s->regression = !strcmp(tn, "regression");
+        if (!strcmp(tn, "multilabel") && ver < 3)
+            return cli_error("%s: kiln_model metadata: a multi-label model of format version %lld (labels came in 3)",
+                             c->path, (long long)ver), false;
+        if (!strcmp(tn, "multilabel") && !parse_labels(c, root, s)) return false;
     }
     if (s->regression) {
         const kn_json *ym = member(c, root, "target_mean", KN_JSON_NUMBER), *ys = member(c, root, "target_std", KN_JSON_NUMBER);
@@ -335,6 +384,8 @@ static bool parse_schema(jctx *c, schema *s, arch *a) {
         if (!isfinite(s->y_mean) || !(s->y_std > 0) || !isfinite(s->y_std))
             return cli_error("%s: kiln_model metadata: invalid target_mean or target_std", c->path), false;
         if (s->n_classes != 0) return cli_error("%s: kiln_model metadata: a regression model has no classes", c->path), false;
+    } else if (s->n_labels) {
+        if (s->n_classes != 0) return cli_error("%s: kiln_model metadata: a multi-label model has no classes", c->path), false;
     } else if (s->n_classes < 2) {
         return cli_error("%s: kiln_model metadata: fewer than 2 classes", c->path), false;
     }

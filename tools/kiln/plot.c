@@ -322,7 +322,8 @@ bool plot_write(const char *path, plot_format fmt, const schema *s, const train_
     size_t tn = target ? strlen(target) + 160 : 0;
     char *title = target ? cli_alloc(tn) : NULL;
     if (title) {
-        int n = snprintf(title, tn, "kiln train: %s (%s)", target, s->regression ? "regression" : "classification");
+        int n = snprintf(title, tn, "kiln train: %s (%s)", target,
+                     s->regression ? "regression" : s->n_labels ? "multi-label" : "classification");
         if (h->n && n > 0 && (size_t)n < tn)
             snprintf(title + n, tn - (size_t)n, ", epochs %.0f-%.0f%s", h->row[0][H_EPOCH], h->row[h->n - 1][H_EPOCH],
                      h->row[0][H_EPOCH] > 1 ? " (earlier epochs: not in the checkpoint)" : "");
@@ -339,9 +340,11 @@ bool plot_write(const char *path, plot_format fmt, const schema *s, const train_
     const series r2[] = {{H_VAL_METRIC, "validation", "curve val-r2", INK_VAL}};
     int x0 = (c.w - 2 * CHART_W) / 2;
     chart(&c, x0, TITLE_H, CHART_W, CHART_H,
-          s->regression ? "loss (MSE of the standardized target)" : "loss (cross-entropy)", h, loss, 2, false);
+          s->regression ? "loss (MSE of the standardized target)"
+          : s->n_labels ? "loss (binary cross-entropy per label)" : "loss (cross-entropy)", h, loss, 2, false);
     if (s->regression) chart(&c, x0 + CHART_W, TITLE_H, CHART_W, CHART_H, "validation R^2", h, r2, 1, true);
-    else chart(&c, x0 + CHART_W, TITLE_H, CHART_W, CHART_H, "accuracy", h, acc, 2, true);
+    else chart(&c, x0 + CHART_W, TITLE_H, CHART_W, CHART_H, s->n_labels ? "mean label accuracy" : "accuracy", h, acc, 2,
+               true);
     int y = TITLE_H + CHART_H + 10;
     if (matrix) {
         confusion(&c, (c.w - L.w) / 2, y + 10, &L, test, s->classes);

@@ -7,7 +7,7 @@
 typedef struct {
     const char *model, *file, *out, *device;
     char delimiter;
-    bool set_delim, json, quiet;
+    bool set_delim, json, quiet, proba;
 } use_args;
 
 static int parse_use(int argc, char **argv, const char *cmd, bool allow_out, use_args *a, void (*help)(void)) {
@@ -25,6 +25,7 @@ static int parse_use(int argc, char **argv, const char *cmd, bool allow_out, use
             if (!parse_delimiter(v, &a->delimiter)) return 2;
             a->set_delim = true;
         } else if (allow_out && opt_is(s, "--out", &v, &i, argc, argv)) { if (!(a->out = v)) return 2; }
+        else if (allow_out && !strcmp(s, "--proba")) a->proba = true;
         else if (s[0] == '-' && s[1]) return cli_error("%s: unknown option '%s' (see kiln %s --help)", cmd, s, cmd), 2;
         else if (!a->model) a->model = s;
         else if (!a->file) a->file = s;
@@ -37,7 +38,9 @@ static int parse_use(int argc, char **argv, const char *cmd, bool allow_out, use
 static void eval_help(void) {
     printf("usage: kiln eval MODEL FILE.csv [options]\n\n"
            "Runs a saved model on every row of FILE.csv that has a value in the model's target\n"
-           "column and prints accuracy, the confusion matrix and the per-class report.\n"
+           "column and prints accuracy, the confusion matrix and the per-class report (two classes:\n"
+           "also the positive class and ROC AUC). A multi-label model: the rows with every label,\n"
+           "the per-label report and subset accuracy, Hamming loss, micro and macro F1.\n"
            "  --device NAME     cpu, cuda, ... (default: the best available)\n"
            "  --delimiter C     field separator (default: the one the model was trained with)\n"
            "  --json            the metrics as one JSON object on stdout\n"
@@ -48,9 +51,12 @@ static void predict_help(void) {
     printf("usage: kiln predict MODEL FILE.csv [--out preds.csv] [options]\n\n"
            "Writes one line per row of FILE.csv: the predicted class, then the probability of\n"
            "each class (columns prediction,prob_<class>,...); for a regression model, the value\n"
-           "(one column, prediction). A target column in FILE.csv is\n"
-           "ignored. Categories the model never saw map to its 'unknown' input (with a warning).\n"
+           "(one column, prediction); for a multi-label model, one column per label (named as the\n"
+           "label) with the predicted value, and with --proba then prob_<label>, the probability of\n"
+           "its positive value. Target columns in FILE.csv are ignored. Categories the model never\n"
+           "saw map to its 'unknown' input (with a warning).\n"
            "  --out FILE        write the predictions there (atomically) instead of stdout\n"
+           "  --proba           multi-label: the probabilities too (a classifier always has them)\n"
            "  --device NAME     cpu, cuda, ... (default: the best available)\n"
            "  --delimiter C     field separator of FILE.csv (default: the model's)\n"
            "  --quiet           no summary on stderr\n");
@@ -90,14 +96,35 @@ int cmd_eval(int argc, char **argv) {
     int64_t labelled = 0;
     for (int64_t i = 0; i < e.n; i++) labelled += e.y[i] >= 0;
     if (labelled == 0) {
-        cli_error("%s: no row has a known value in the target column '%s'", a.file, s.target);
+        cli_error("%s: no row has a known value in the target column%s '%s'", a.file, s.n_labels ? "s" : "", s.target);
         goto done;
     }
     if (labelled < e.n && !a.json)
-        cli_warn("%s: %lld rows without a known '%s' value are left out", a.file, (long long)(e.n - labelled), s.target);
-    if (s.regression) {
+        cli_warn("%s: %lld rows without a known '%s' value%s are left out", a.file, (long long)(e.n - labelled),
+                 s.target, s.n_labels ? " in every label" : "");
+    if (s.n_labels) {
+        ml_metrics mm;
+        if (!(p = predict_proba(m, &d, &s)) || !ml_metrics_compute(p, e.ym, e.y, e.n, s.n_labels, NULL, &mm)) goto done;
+        if (a.json) {
+            printf("{\"kiln_version\":\"%s\",\"command\":\"eval\",\"task\":\"multilabel\",\"model\":",
+                   KN_VERSION_STRING);
+            json_str(stdout, a.model);
+            printf(",\"file\":");
+            json_str(stdout, a.file);
+            printf(",\"device\":\"%s\",\"unknown_categories\":%lld,", kn_device_str(dev), (long long)e.unknown);
+            ml_report_json(&mm, &s, stdout);
+            printf("}\n");
+        } else {
+            if (!a.quiet)
+                printf("Using %s device\nmodel %s (%d labels: %s); %s: %lld rows\n",
+                       kn_device_kind_name((kn_device_kind)dev.kind), a.model, s.n_labels, s.target, a.file,
+                       (long long)e.n);
+            ml_report_print(&mm, &s, a.file, stdout);
+        }
+        ml_metrics_free(&mm);
+    } else if (s.regression) {
         reg_metrics rm;
-        if (!(p = predict_proba(m, &d, 1)) || !reg_metrics_compute(p, e.yv, e.n, s.y_mean, s.y_std, &rm)) goto done;
+        if (!(p = predict_proba(m, &d, &s)) || !reg_metrics_compute(p, e.yv, e.n, s.y_mean, s.y_std, &rm)) goto done;
         if (a.json) {
             printf("{\"kiln_version\":\"%s\",\"command\":\"eval\",\"task\":\"regression\",\"model\":",
                    KN_VERSION_STRING);
@@ -113,7 +140,7 @@ int cmd_eval(int argc, char **argv) {
                        kn_device_kind_name((kn_device_kind)dev.kind), a.model, s.target, a.file, (long long)e.n);
             reg_report_print(&rm, a.file, s.target, stdout);
         }
-    } else if (!(p = predict_proba(m, &d, s.n_classes)) || !metrics_compute(p, e.y, e.n, s.n_classes, NULL, &mt)) {
+    } else if (!(p = predict_proba(m, &d, &s)) || !metrics_compute(p, e.y, e.n, s.n_classes, NULL, &mt)) {
         goto done;
     } else if (a.json) {
         printf("{\"kiln_version\":\"%s\",\"command\":\"eval\",\"model\":", KN_VERSION_STRING);
@@ -198,10 +225,38 @@ int cmd_predict(int argc, char **argv) {
     float *p = NULL;
     sbuf b = {0};
     if (!prepare(&a, false, &dev, &m, &s, &ar, &csv, &e, &d)) goto done;
-    if (!(p = predict_proba(m, &d, schema_outputs(&s)))) goto done;
+    if (!(p = predict_proba(m, &d, &s))) goto done;
     char delim = a.set_delim ? a.delimiter : ',';
     char dl[2] = {delim, 0}, num[40];
-    put(&b, "prediction", 10);
+    if (s.n_labels) { /* each label's value, then (--proba) its positive value's probability */
+        int L = s.n_labels;
+        for (int pass = 0; pass < (a.proba ? 2 : 1); pass++)
+            for (int l = 0; l < L; l++) {
+                if (pass || l) put(&b, dl, 1);
+                char *name = malloc(strlen(s.labels[l]) + sizeof "prob_");
+                if (!name) {
+                    b.oom = true;
+                    break;
+                }
+                strcpy(name, pass ? "prob_" : "");
+                strcat(name, s.labels[l]);
+                put_field(&b, name, delim);
+                free(name);
+            }
+        put(&b, "\n", 1);
+        for (int64_t i = 0; i < e.n; i++) {
+            for (int l = 0; l < L; l++) {
+                if (l) put(&b, dl, 1);
+                put_field(&b, s.label_values[2 * l + (p[i * L + l] >= 0.5f)], delim);
+            }
+            for (int l = 0; a.proba && l < L; l++) {
+                int n = snprintf(num, sizeof num, "%c%.6g", delim, (double)p[i * L + l]);
+                put(&b, num, (size_t)n);
+            }
+            put(&b, "\n", 1);
+        }
+    }
+    if (!s.n_labels) put(&b, "prediction", 10);
     if (s.regression) { /* one column: the value, in the target's units */
         put(&b, "\n", 1);
         for (int64_t i = 0; i < e.n; i++) {
@@ -221,8 +276,8 @@ int cmd_predict(int argc, char **argv) {
         put_field(&b, name, delim);
         free(name);
     }
-    if (!s.regression) put(&b, "\n", 1);
-    for (int64_t i = 0; !s.regression && i < e.n; i++) {
+    if (!s.regression && !s.n_labels) put(&b, "\n", 1);
+    for (int64_t i = 0; !s.regression && !s.n_labels && i < e.n; i++) {
         const float *q = p + i * s.n_classes;
         int best = 0;
         for (int c = 1; c < s.n_classes; c++)
@@ -298,7 +353,7 @@ int cmd_info(int argc, char **argv) {
     } else {
         printf("%s: kiln model, written by kiln %s\n", model, ver ? ver : "(unknown)");
         schema_print(&s, stdout);
-        if (!s.regression) {
+        if (!s.regression && !s.n_labels) {
             printf("classes:");
             for (int c = 0; c < s.n_classes; c++) printf(" %s", s.classes[c]);
             printf("\n");

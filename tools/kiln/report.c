@@ -52,6 +52,42 @@ void reg_report_print(const reg_metrics *m, const char *what, const char *target
             m->resid_q[0], m->resid_q[1], m->resid_q[2], m->resid_q[3], m->resid_q[4]);
 }
 
+typedef struct {
+    float score;
+    bool pos;
+} scored;
+
+static int cmp_scored(const void *a, const void *b) {
+    float x = ((const scored *)a)->score, y = ((const scored *)b)->score;
+    return (x > y) - (x < y);
+}
+
+/* Mann-Whitney: the positives' rank sum, ties at their average rank. */
+double roc_auc(const float *score, int stride, const int64_t *y, int64_t n, int64_t pos_code) {
+    scored *v = cli_alloc(((size_t)n + 1) * sizeof *v);
+    if (!v) return NAN;
+    int64_t m = 0, np = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (y[i] < 0) continue;
+        v[m++] = (scored){score[i * stride], y[i] == pos_code};
+        np += y[i] == pos_code;
+    }
+    qsort(v, (size_t)m, sizeof *v, cmp_scored);
+    double rank_sum = 0;
+    for (int64_t i = 0; i < m;) {
+        int64_t j = i;
+        while (j < m && v[j].score == v[i].score) j++;
+        double avg = (double)(i + 1 + j) / 2; /* ranks i+1 .. j */
+        for (int64_t k = i; k < j; k++)
+            if (v[k].pos) rank_sum += avg;
+        i = j;
+    }
+    free(v);
+    int64_t nn = m - np;
+    if (!np || !nn) return NAN;
+    return (rank_sum - (double)np * (double)(np + 1) / 2) / ((double)np * (double)nn);
+}
+
 bool metrics_compute(const float *proba, const int64_t *y, int64_t n, int k, const float *cw, metrics *m) {
     *m = (metrics){0};
     m->k = k;
@@ -79,6 +115,7 @@ bool metrics_compute(const float *proba, const int64_t *y, int64_t n, int k, con
         wsum += w;
     }
     m->loss = wsum > 0 ? loss / wsum : NAN;
+    m->auc = k == 2 ? roc_auc(proba + 1, 2, y, n, 1) : NAN;
     for (int i = 0; i < k; i++) {
         int64_t tp = m->cm[i * k + i], pred_n = 0, true_n = 0;
         for (int j = 0; j < k; j++) {
@@ -127,8 +164,12 @@ void report_print(const metrics *m, char *const *classes, FILE *f) {
     if (w > 24) w = 24;
     if (nw > 32) nw = 32;
     double acc = m->n ? (double)m->correct / (double)m->n : 0;
-    fprintf(f, "\ntest accuracy: %.4f (%lld of %lld), loss %.4f\n\n", acc, (long long)m->correct, (long long)m->n,
+    fprintf(f, "\ntest accuracy: %.4f (%lld of %lld), loss %.4f\n", acc, (long long)m->correct, (long long)m->n,
             m->loss);
+    if (k == 2)
+        fprintf(f, "positive class: '%s'; ROC AUC %.4f (of its probability)\n",
+                classes[positive_of((const char *const *)classes)], m->auc);
+    fprintf(f, "\n");
     if (k > MAX_PRINTED_CLASSES) { /* a matrix that wide wraps into noise */
         fprintf(f, "confusion matrix: %d classes, not printed (more than %d; --json has the per-class figures)\n", k,
                 MAX_PRINTED_CLASSES);
@@ -192,7 +233,15 @@ void report_json_metrics(const metrics *m, char *const *classes, FILE *f) {
     json_num(f, m->n ? (double)m->correct / (double)m->n : 0);
     fprintf(f, ",\"loss\":");
     json_num(f, m->loss);
-    fprintf(f, ",\"rows\":%lld,\"correct\":%lld,\"classes\":[", (long long)m->n, (long long)m->correct);
+    fprintf(f, ",\"rows\":%lld,\"correct\":%lld,", (long long)m->n, (long long)m->correct);
+    if (m->k == 2) {
+        fprintf(f, "\"positive_class\":");
+        json_str(f, classes[positive_of((const char *const *)classes)]);
+        fprintf(f, ",\"roc_auc\":");
+        json_num(f, m->auc);
+        fprintf(f, ",");
+    }
+    fprintf(f, "\"classes\":[");
     for (int i = 0; i < m->k; i++) {
         fprintf(f, "%s{\"name\":", i ? "," : "");
         json_str(f, classes[i]);
@@ -325,7 +374,7 @@ void progress_update(progress *p, int epoch, double loss, double tacc, double vl
     for (int i = 0; i < width; i++) bar[i + 1] = i < done ? '#' : '.';
     bar[width + 1] = ']';
     bar[width + 2] = 0;
-    char line[320];
+    char line[sizeof head + sizeof bar + sizeof tr + sizeof val + sizeof spd + sizeof eta + 16]; /* every piece fits */
     if (p->tty) {
         /* Fit the terminal: drop the bar, then the speed, then cut; a line
          * that wraps would scroll one line per redraw. */

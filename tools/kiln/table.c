@@ -223,8 +223,19 @@ static int find_col(const kn_csv *c, const char *name) {
     return -1;
 }
 
+int table_col(const kn_csv *c, const char *name) { return find_col(c, name); }
+const char *cell_trimmed(const char *s) { return trimmed(s); }
+int cmp_class_name(const void *a, const void *b) { return cmp_class(a, b); }
+
+bool schema_is_target(const schema *s, const char *name) {
+    if (!s->n_labels) return s->target && !strcmp(name, s->target);
+    for (int l = 0; l < s->n_labels; l++)
+        if (!strcmp(name, s->labels[l])) return true;
+    return false;
+}
+
 /* The column names for a message, at most 40 of them (malloc'ed; NULL when out of memory). */
-static char *list_columns(const kn_csv *c) {
+char *table_columns_list(const kn_csv *c) {
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
@@ -272,9 +283,16 @@ static void quantile_bins(const double *v, int64_t n, int64_t *bin) {
 
 bool table_target(const kn_csv *csv, const char *path, const char *target, const char *task, schema *s,
                   int64_t **rows_out, int64_t *n_out, int64_t **y_out) {
+    if (strchr(target, ',')) { /* a list of label columns */
+        if (strcmp(task, "auto") && strcmp(task, "classification")) {
+            cli_error("--task %s: a list of --target columns is a multi-label classification", task);
+            return false;
+        }
+        return table_labels(csv, path, target, s, rows_out, n_out, y_out);
+    }
     int tc = find_col(csv, target);
     if (tc < 0) {
-        char *cols = list_columns(csv);
+        char *cols = table_columns_list(csv);
         cli_error("%s: no column '%s' for --target (columns: %s)", path, target, cols ? cols : "?");
         free(cols);
         return false;
@@ -384,7 +402,7 @@ static bool in_list(const char *list, const char *name) {
 
 /* Every name in the list must be a column. */
 static bool check_list(const kn_csv *csv, const char *path, const char *opt, const char *list,
-                       const char *target) {
+                       const schema *s) {
     if (!list) return true;
     for (const char *p = list; *p;) {
         const char *e = strchr(p, ',');
@@ -394,8 +412,8 @@ static bool check_list(const kn_csv *csv, const char *path, const char *opt, con
         bool ok = false;
         if (!*name || find_col(csv, name) < 0)
             cli_error("%s: %s names column '%s', which %s", path, opt, name, *name ? "the file does not have" : "is empty");
-        else if (!strcmp(name, target))
-            cli_error("%s: %s names the target column '%s'", path, opt, name);
+        else if (schema_is_target(s, name))
+            cli_error("%s: %s names the %s column '%s'", path, opt, s->n_labels ? "label" : "target", name);
         else
             ok = true;
         free(name);
@@ -440,15 +458,15 @@ bool table_fit(const kn_csv *csv, const char *path, const table_opts *o, const i
     int cols = kn_csv_cols(csv);
     int64_t rows = kn_csv_rows(csv);
     if (s->regression && !target_stats(csv, path, train, n_train, s)) return false;
-    if (!check_list(csv, path, "--categorical", o->categorical, s->target) ||
-        !check_list(csv, path, "--numeric", o->numeric, s->target) ||
-        !check_list(csv, path, "--ignore", o->ignore, s->target))
+    if (!check_list(csv, path, "--categorical", o->categorical, s) ||
+        !check_list(csv, path, "--numeric", o->numeric, s) ||
+        !check_list(csv, path, "--ignore", o->ignore, s))
         return false;
     s->f = cli_alloc((size_t)cols * sizeof *s->f);
     if (!s->f) return false;
     for (int j = 0; j < cols; j++) {
         const char *name = col_name(csv, j);
-        if (!strcmp(name, s->target) || in_list(o->ignore, name)) continue;
+        if (schema_is_target(s, name) || in_list(o->ignore, name)) continue;
         bool force_cat = in_list(o->categorical, name), force_num = in_list(o->numeric, name);
         if (force_cat && force_num) {
             cli_error("%s: column '%s' is in both --categorical and --numeric", path, name);
@@ -608,10 +626,20 @@ bool table_encode(const kn_csv *csv, const char *path, schema *s, const int64_t 
             return false;
         }
     }
-    int tc = find_col(csv, s->target);
-    if (need_target && tc < 0) {
+    int tc = s->n_labels ? -1 : find_col(csv, s->target);
+    if (need_target && !s->n_labels && tc < 0) {
         cli_error("%s: target column '%s' is missing", path, s->target);
         return false;
+    }
+    int *lc = s->n_labels ? cli_alloc((size_t)s->n_labels * sizeof *lc) : NULL;
+    if (s->n_labels && !lc) return false;
+    for (int l = 0; l < s->n_labels; l++) {
+        lc[l] = find_col(csv, s->labels[l]);
+        if (need_target && lc[l] < 0) {
+            cli_error("%s: label column '%s' is missing", path, s->labels[l]);
+            free(lc);
+            return false;
+        }
     }
     out->n = n;
     out->cat = cli_alloc(((size_t)n * (size_t)s->n_cat + 1) * sizeof *out->cat);
@@ -619,9 +647,10 @@ bool table_encode(const kn_csv *csv, const char *path, schema *s, const int64_t 
     out->y = cli_alloc(((size_t)n + 1) * sizeof *out->y);
     out->yv = cli_alloc(((size_t)n + 1) * sizeof *out->yv);
     out->row = cli_alloc(((size_t)n + 1) * sizeof *out->row);
+    if (s->n_labels) out->ym = cli_alloc(((size_t)n * (size_t)s->n_labels + 1) * sizeof *out->ym);
     strmap *maps = cli_alloc(((size_t)s->n_f + 1) * sizeof *maps);
     strmap cm = {0};
-    bool ok = out->cat && out->num && out->y && out->yv && out->row && maps;
+    bool ok = out->cat && out->num && out->y && out->yv && out->row && maps && (!s->n_labels || out->ym);
     for (int i = 0; ok && i < s->n_f; i++)
         for (int c = 0; ok && c < s->f[i].n_vocab; c++) ok = map_put(&maps[i], s->f[i].vocab[c], c) >= 0;
     for (int c = 0; ok && c < s->n_classes; c++) ok = map_put(&cm, s->classes[c], c) >= 0;
@@ -665,6 +694,19 @@ bool table_encode(const kn_csv *csv, const char *path, schema *s, const int64_t 
                 ok = false;
             }
             if (!isnan(out->yv[i])) out->y[i] = 0; /* has a target */
+        } else if (ok && s->n_labels) {
+            /* A row counts when every label has one of its two values. */
+            bool all = true, strange = false;
+            for (int l = 0; l < s->n_labels; l++) {
+                const char *v = lc[l] >= 0 ? kn_csv_cell(csv, r, lc[l]) : "";
+                float t = 0;
+                if (is_missing(v)) all = false;
+                else if (!strcmp(trimmed(v), s->label_values[2 * l + 1])) t = 1;
+                else if (strcmp(trimmed(v), s->label_values[2 * l])) all = false, strange = true;
+                out->ym[i * s->n_labels + l] = t;
+            }
+            if (all) out->y[i] = 0;
+            unknown_class += strange;
         } else if (ok && tc >= 0) {
             const char *v = kn_csv_cell(csv, r, tc);
             if (!is_missing(v)) {
@@ -676,11 +718,15 @@ bool table_encode(const kn_csv *csv, const char *path, schema *s, const int64_t 
     for (int i = 0; maps && i < s->n_f; i++) map_free(&maps[i]);
     free(maps);
     map_free(&cm);
+    free(lc);
     if (!ok) {
         encoded_free(out);
         return false;
     }
-    if (need_target && unknown_class)
+    if (need_target && unknown_class && s->n_labels)
+        cli_warn("%s: %lld rows have a label value the model never saw in training (each label has two); they are "
+                 "left out of the metrics", path, (long long)unknown_class);
+    else if (need_target && unknown_class)
         cli_warn("%s: %lld rows have a '%s' value the model never saw in training; they are left out of the "
                  "metrics", path, (long long)unknown_class, s->target);
     return true;
@@ -692,6 +738,7 @@ void encoded_free(encoded *e) {
     free(e->y);
     free(e->yv);
     free(e->row);
+    free(e->ym);
     *e = (encoded){0};
 }
 
@@ -706,14 +753,22 @@ void schema_free(schema *s) {
     for (int c = 0; c < s->n_classes; c++) free(s->classes[c]);
     free(s->classes);
     free(s->target);
+    for (int l = 0; s->labels && l < s->n_labels; l++) free(s->labels[l]);
+    for (int l = 0; s->label_values && l < 2 * s->n_labels; l++) free(s->label_values[l]);
+    free(s->labels);
+    free(s->label_values);
     *s = (schema){0};
 }
 
 void schema_print(const schema *s, FILE *f) {
     if (s->regression) fprintf(f, "target '%s': regression (mean %.6g, std %.6g);", s->target, s->y_mean, s->y_std);
+    else if (s->n_labels) fprintf(f, "targets: %d labels (multi-label, one sigmoid output each);", s->n_labels);
     else fprintf(f, "target '%s': %d classes;", s->target, s->n_classes);
     fprintf(f, " %d categorical column%s (embeddings), %d numeric input%s\n", s->n_cat, s->n_cat == 1 ? "" : "s",
             s->n_num, s->n_num == 1 ? "" : "s");
+    for (int l = 0; l < s->n_labels; l++)
+        fprintf(f, "  label %-18s positive '%s', negative '%s'\n", s->labels[l], s->label_values[2 * l + 1],
+                s->label_values[2 * l]);
     for (int i = 0; i < s->n_f; i++) {
         const feature *x = &s->f[i];
         if (x->type == COL_CATEGORICAL)

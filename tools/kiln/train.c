@@ -29,6 +29,8 @@ bool dev_data_make(const encoded *e, const schema *s, kn_device dev, dev_data *o
         for (int64_t i = 0; z && i < e->n; i++) z[i] = (float)((e->yv[i] - s->y_mean) / s->y_std);
         if (z) out->y = owned(kn_to(kn_from_data(z, KN_F32, KN_SHAPE(e->n), KN_CPU), dev));
         free(z);
+    } else if (s->n_labels) { /* 0/1 per label, as binary cross-entropy takes them */
+        out->y = owned(kn_to(kn_from_data(e->ym, KN_F32, KN_SHAPE(e->n, s->n_labels), KN_CPU), dev));
     } else {
         out->y = owned(kn_to(kn_from_data(e->y, KN_I64, KN_SHAPE(e->n), KN_CPU), dev));
     }
@@ -50,7 +52,8 @@ void dev_data_free(dev_data *d) {
 
 static kn_tensor *rows_of(kn_tensor *t, int64_t start, int64_t len) { return t ? kn_narrow(t, 0, start, len) : NULL; }
 
-float *predict_proba(kn_module *m, const dev_data *d, int k) {
+float *predict_proba(kn_module *m, const dev_data *d, const schema *s) {
+    int k = schema_outputs(s);
     float *out = cli_alloc(((size_t)d->n * (size_t)k + 1) * sizeof *out);
     if (!out) return NULL;
     bool was_training = kn_module_training(m);
@@ -62,7 +65,8 @@ float *predict_proba(kn_module *m, const dev_data *d, int k) {
         int64_t len = d->n - i < chunk ? d->n - i : chunk;
         kn_scope sc = kn_scope_begin();
         kn_tensor *p = model_forward(m, rows_of(d->cat, i, len), rows_of(d->num, i, len));
-        if (k > 1) p = kn_softmax(p, 1);
+        if (s->n_labels) p = kn_sigmoid(p);
+        else if (k > 1) p = kn_softmax(p, 1);
         ok = p && kn_to_host(p, out + i * k, KN_F32) == KN_OK;
         kn_scope_end(sc);
     }
@@ -115,14 +119,16 @@ typedef struct {
     const kn_loss_opts *lo;
     kn_tensor *loss_acc, *correct_acc; /* summed on the device, read once an epoch */
     bool regression;                   /* MSE on the standardized target; no accuracy */
+    bool multilabel;                   /* BCE with logits; correct counts labels, not rows */
 } eager;
 
 static bool eager_step(eager *e, kn_tensor *cat, kn_tensor *num, kn_tensor *y, int64_t bs) {
     kn_scope sc = kn_scope_begin();
     kn_optim_zero_grad(e->opt);
     kn_tensor *logits = model_forward(e->m, cat, num);
-    kn_tensor *loss = e->regression ? kn_mse_loss(kn_reshape(logits, 1, (int64_t[]){bs}), y, KN_REDUCTION_MEAN)
-                                    : kn_cross_entropy_ex(logits, y, e->lo);
+    kn_tensor *loss = e->regression   ? kn_mse_loss(kn_reshape(logits, 1, (int64_t[]){bs}), y, KN_REDUCTION_MEAN)
+                      : e->multilabel ? kn_bce_with_logits_loss(logits, y, e->lo)
+                                      : kn_cross_entropy_ex(logits, y, e->lo);
     bool ok = loss && kn_backward(loss) == KN_OK && kn_optim_step(e->opt) == KN_OK;
     if (ok && e->regression) {
         kn_no_grad_begin();
@@ -130,7 +136,10 @@ static bool eager_step(eager *e, kn_tensor *cat, kn_tensor *num, kn_tensor *y, i
         kn_no_grad_end();
     } else if (ok) {
         kn_no_grad_begin();
-        kn_tensor *hit = kn_sum_all(kn_cast(kn_eq(kn_argmax(kn_detach(logits), 1, false), y), KN_F32));
+        kn_tensor *lg = kn_detach(logits);
+        kn_tensor *hit = e->multilabel /* labels predicted right: logit > 0 is the positive value */
+                             ? kn_sum_all(kn_cast(kn_eq(kn_cast(kn_gt(lg, kn_zeros_like(lg)), KN_F32), y), KN_F32))
+                             : kn_sum_all(kn_cast(kn_eq(kn_argmax(lg, 1, false), y), KN_F32));
         ok = kn_copy_(e->loss_acc, kn_add(e->loss_acc, kn_mul_scalar(kn_detach(loss), (double)bs))) == KN_OK &&
              kn_copy_(e->correct_acc, kn_add(e->correct_acc, hit)) == KN_OK;
         kn_no_grad_end();
@@ -157,9 +166,13 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     kn_optim *opt = o->adamw ? kn_adamw(m, ao) : kn_adam(m, ao);
     kn_scope data_scope = kn_scope_begin();
     kn_loss_opts lo = kn_loss_opts_default();
-    if (cw) lo.weight = kn_to(kn_from_data(cw, KN_F32, KN_SHAPE(s->n_classes), KN_CPU), dev);
-    eager e = {m, opt, &lo, kn_zeros(0, NULL, KN_F32, dev), kn_zeros(0, NULL, KN_F32, dev), s->regression};
-    if (!opt || (cw && !lo.weight) || !e.loss_acc || !e.correct_acc) {
+    /* cw: per-class weights, or for multi-label each label's positive weight. */
+    kn_tensor *cwt = cw ? kn_to(kn_from_data(cw, KN_F32, KN_SHAPE(schema_outputs(s)), KN_CPU), dev) : NULL;
+    if (s->n_labels) lo.pos_weight = cwt;
+    else lo.weight = cwt;
+    eager e = {m, opt, &lo, kn_zeros(0, NULL, KN_F32, dev), kn_zeros(0, NULL, KN_F32, dev), s->regression,
+               s->n_labels > 0};
+    if (!opt || (cw && !cwt) || !e.loss_acc || !e.correct_acc) {
         cli_error("setting up training: %s", kn_error());
         kn_scope_end(data_scope);
         kn_optim_free(opt);
@@ -198,22 +211,28 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     uint64_t rng = ts.shuffle;
 
     graph_trainer *g = NULL;
-    /* The captured step is the classifier's; regression trains eagerly. */
-    if (!o->no_graph && !s->regression && kn_graph_supported(dev)) {
+    /* The captured step is the (single-target) classifier's: cross-entropy
+     * and argmax are baked into the graph, so regression and multi-label
+     * (binary cross-entropy, a float target per label) train eagerly. */
+    if (!o->no_graph && !s->regression && !s->n_labels && kn_graph_supported(dev)) {
         g = graph_trainer_new(m, opt, &lo, tr, bs, s->n_classes);
         if (!g && !o->quiet && !o->json) cli_warn("graph capture failed (%s); training eagerly", kn_error());
     }
     r->graph_used = g != NULL;
 
     bool validate = va && va->n > 0;
-    int64_t *vy = validate && !s->regression ? cli_alloc((size_t)va->n * sizeof *vy) : NULL;
+    int64_t *vy = validate && !s->regression ? cli_alloc(((size_t)va->n + 1) * sizeof *vy) : NULL;
+    float *vym = validate && s->n_labels ? cli_alloc(((size_t)va->n * (size_t)s->n_labels + 1) * sizeof *vym) : NULL;
     double *vyv = validate && s->regression ? cli_alloc((size_t)va->n * sizeof *vyv) : NULL;
     float *vz = vyv ? cli_alloc((size_t)va->n * sizeof *vz) : NULL;
     bool vy_ok = !validate || (s->regression ? vyv && vz && kn_to_host(va->y, vz, KN_F32) == KN_OK
+                               : s->n_labels ? vy && vym && kn_to_host(va->y, vym, KN_F32) == KN_OK
                                              : vy && kn_to_host(va->y, vy, KN_I64) == KN_OK);
+    for (int64_t i = 0; vy_ok && vym && i < va->n; i++) vy[i] = 0; /* training data has every label */
     for (int64_t i = 0; vy_ok && vyv && i < va->n; i++) vyv[i] = vz[i] * s->y_std + s->y_mean;
     free(vz);
     if (!vy_ok) {
+        free(vym);
         free(vyv);
         free(vy);
         free(perm);
@@ -227,7 +246,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     int since_best = ts.since_best, since_lr = ts.since_lr;
     progress pg = {0};
     progress_begin(&pg, o->epochs, o->quiet || o->json);
-    pg.metric = s->regression ? "r2" : "acc";
+    pg.metric = s->regression ? "r2" : s->n_labels ? "label acc" : "acc";
     double t0 = cli_now(), train_time = ts.train_time;
     int64_t rows_seen = ts.rows_seen;
     bool ok = true, said = false; /* said: the failure's message is out already */
@@ -278,7 +297,10 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
         if (!ok) break;
         rows_seen += seen;
         train_time += cli_now() - te;
-        double tl = seen ? loss_sum / (double)seen : NAN, ta = seen && !s->regression ? (double)correct / (double)seen : NAN;
+        /* Multi-label: correct counts labels, so the accuracy is the mean label accuracy. */
+        double per_row = s->n_labels ? (double)s->n_labels : 1;
+        double tl = seen ? loss_sum / (double)seen : NAN,
+               ta = seen && !s->regression ? (double)correct / ((double)seen * per_row) : NAN;
         if (!isfinite(tl)) {
             cli_error("training diverged at epoch %d (loss is %g); try a smaller --lr", epoch, tl);
             ok = false;
@@ -288,15 +310,17 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
         double vl = NAN, vacc = NAN, vrmse = NAN;
         bool improved = false;
         if (validate) {
-            float *p = predict_proba(m, va, schema_outputs(s));
+            float *p = predict_proba(m, va, s);
             metrics vm;
             reg_metrics rm;
+            ml_metrics mm;
             if (!p) {
                 ok = false;
                 said = true;
                 break;
             }
             ok = s->regression ? reg_metrics_compute(p, vyv, va->n, s->y_mean, s->y_std, &rm)
+                 : s->n_labels ? ml_metrics_compute(p, vym, vy, va->n, s->n_labels, cw, &mm)
                                : metrics_compute(p, vy, va->n, s->n_classes, cw, &vm);
             free(p);
             if (!ok) {
@@ -307,6 +331,10 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
                 vl = rm.mse_std; /* the training loss's units */
                 vacc = rm.r2;
                 vrmse = rm.rmse;
+            } else if (s->n_labels) { /* the loss (as trained, with pos_weight) and the mean label accuracy */
+                vl = mm.loss;
+                vacc = mm.mean_accuracy;
+                ml_metrics_free(&mm);
             } else {
                 vl = vm.loss;
                 vacc = vm.n ? (double)vm.correct / (double)vm.n : NAN;
@@ -407,6 +435,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     snap_free(&best);
     free(perm);
     free(vy);
+    free(vym);
     free(vyv);
     kn_scope_end(data_scope);
     kn_optim_free(opt);

@@ -14,7 +14,8 @@ static void train_help(void) {
         "numeric ones are standardized (statistics from the training rows only). The rows are\n"
         "split into train/validation/test, stratified (by class, or by target quantile), from --seed.\n\n"
         "data:\n"
-        "  --target COL           the column to predict (required)\n"
+        "  --target COL           the column to predict (required); a list A,B,C of two-valued\n"
+        "                         columns trains one multi-label model (one output per label)\n"
         "  --task T               auto | classification | regression (default auto)\n"
         "  --categorical A,B      treat these columns as categorical\n"
         "  --numeric A,B          treat these columns as numeric (every value must be a number)\n"
@@ -39,7 +40,8 @@ static void train_help(void) {
         "  --weight-decay X       AdamW weight decay (default recipe)\n"
         "  --patience N           early stopping after N epochs without validation improvement\n"
         "                         (0: off); the best weights are restored\n"
-        "  --class-weight W       auto | none | balanced (auto: weights when classes are imbalanced)\n"
+        "  --class-weight W       auto | none | balanced (auto: weights when classes are imbalanced;\n"
+        "                         multi-label: balanced weighs each label's positives, auto is none)\n"
         "  --device NAME          cpu, cuda, cuda:1, vulkan (default: the best available)\n"
         "  --no-graph             do not capture the training step as a graph (CUDA)\n"
         "output:\n"
@@ -306,11 +308,11 @@ int cmd_train(int argc, char **argv) {
     float *cw = NULL, *proba = NULL;
     kn_module *m = NULL;
     metrics tm = {0};
+    ml_metrics mm = {0};
     train_result tr = {0};
     kn_csv *csv = table_read(a.file, a.delimiter);
     if (!csv || !table_target(csv, a.file, target, a.task ? a.task : "auto", &s, &rows, &n_rows, &ys)) goto done;
-    if (!split_stratified(rows, ys, n_rows, s.regression ? REG_STRATA : s.n_classes, o->test_split, o->val_split,
-                          o->seed, &sp))
+    if (!split_stratified(rows, ys, n_rows, schema_strata(&s), o->test_split, o->val_split, o->seed, &sp))
         goto done;
     if (sp.n_train < 2) {
         cli_error("%s: only %lld training rows after the split; need at least 2", a.file, (long long)sp.n_train);
@@ -329,7 +331,8 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     cw_desc = "none";
-    if (!s.regression) cw = class_weights(a.cw, etr.y, etr.n, s.n_classes, &cw_desc);
+    if (s.n_labels) cw = label_pos_weights(a.cw, &etr, s.n_labels, &cw_desc);
+    else if (!s.regression) cw = class_weights(a.cw, etr.y, etr.n, s.n_classes, &cw_desc);
 
     kn_manual_seed(o->seed);
     m = model_build(&s, &o->arch);
@@ -361,7 +364,8 @@ int cmd_train(int argc, char **argv) {
                o->epochs);
         if (o->batch_size) printf("batch %lld, ", (long long)o->batch_size);
         if (o->patience) printf("early stopping (patience %d) on validation loss, lr halved on plateaus, ", o->patience);
-        if (!s.regression) printf("class weights: %s; ", cw_desc);
+        if (s.n_labels) printf("loss: binary cross-entropy per label; label weights: %s; ", cw_desc);
+        else if (!s.regression) printf("class weights: %s; ", cw_desc);
         printf("%lld parameters\n", (long long)kn_module_num_params(m));
     }
     int64_t unk = count_unknown(&eva) + count_unknown(&ete);
@@ -385,12 +389,17 @@ int cmd_train(int argc, char **argv) {
         printf("training: %.2f s, %d epochs, %.0f rows/s%s\n", tr.seconds, tr.epochs_run, tr.samples_per_s,
                tr.graph_used ? ", captured step replayed (graph)" : "");
     reg_metrics rm = {0};
-    if (sp.n_test && s.regression) {
-        if (!(proba = predict_proba(m, &dte, 1)) || !reg_metrics_compute(proba, ete.yv, ete.n, s.y_mean, s.y_std, &rm))
+    if (sp.n_test && s.n_labels) {
+        if (!(proba = predict_proba(m, &dte, &s)) ||
+            !ml_metrics_compute(proba, ete.ym, ete.y, ete.n, s.n_labels, NULL, &mm))
+            goto done;
+        if (!o->json) ml_report_print(&mm, &s, "test", stdout);
+    } else if (sp.n_test && s.regression) {
+        if (!(proba = predict_proba(m, &dte, &s)) || !reg_metrics_compute(proba, ete.yv, ete.n, s.y_mean, s.y_std, &rm))
             goto done;
         if (!o->json) reg_report_print(&rm, "test", s.target, stdout);
     } else if (sp.n_test) {
-        if (!(proba = predict_proba(m, &dte, s.n_classes)) || !metrics_compute(proba, ete.y, ete.n, s.n_classes, NULL, &tm))
+        if (!(proba = predict_proba(m, &dte, &s)) || !metrics_compute(proba, ete.y, ete.n, s.n_classes, NULL, &tm))
             goto done;
         if (!o->json) report_print(&tm, s.classes, stdout);
     } else if (!o->json) {
@@ -401,7 +410,8 @@ int cmd_train(int argc, char **argv) {
         if (talk) printf("\nmodel saved to %s\n", a.out);
     }
     if (a.plot) {
-        if (!plot_write(a.plot, a.plot_fmt, &s, &tr.history, sp.n_test && !s.regression ? &tm : NULL)) goto done;
+        if (!plot_write(a.plot, a.plot_fmt, &s, &tr.history, sp.n_test && !s.regression && !s.n_labels ? &tm : NULL))
+            goto done;
         if (talk) printf("%straining curves drawn in %s\n", a.out ? "" : "\n", a.plot);
     }
     if (o->json) {
@@ -410,7 +420,7 @@ int cmd_train(int argc, char **argv) {
         printf(",\"target\":");
         json_str(stdout, s.target);
         printf(",\"task\":\"%s\",\"device\":\"%s\",\"recipe\":\"%s\",\"seed\":%llu,",
-               s.regression ? "regression" : "classification", kn_device_str(dev), o->recipe, (unsigned long long)o->seed);
+               s.regression ? "regression" : s.n_labels ? "multilabel" : "classification", kn_device_str(dev), o->recipe, (unsigned long long)o->seed);
         printf("\"rows\":{\"train\":%lld,\"validation\":%lld,\"test\":%lld},", (long long)sp.n_train,
                (long long)sp.n_val, (long long)sp.n_test);
         printf("\"training\":{\"epochs\":%d,\"best_epoch\":%d,\"seconds\":%.4f,\"rows_per_second\":%.1f,"
@@ -420,7 +430,8 @@ int cmd_train(int argc, char **argv) {
         printf("\"unknown_categories\":%lld,\"test\":", (long long)unk);
         if (sp.n_test) {
             printf("{");
-            if (s.regression) reg_report_json(&rm, stdout);
+            if (s.n_labels) ml_report_json(&mm, &s, stdout);
+            else if (s.regression) reg_report_json(&rm, stdout);
             else report_json_metrics(&tm, s.classes, stdout);
             printf("}");
         } else {
@@ -442,6 +453,7 @@ done:
     free(ckpt);
     free(resume_from);
     metrics_free(&tm);
+    ml_metrics_free(&mm);
     history_free(&tr.history);
     free(proba);
     free(cw);
