@@ -6,10 +6,13 @@
  *   kiln predict MODEL FILE.csv [--out preds.csv]
  *   kiln info MODEL
  *   kiln explain MODEL FILE.csv [--repeats N]
+ *   kiln train-images DIR [options]
+ *   kiln predict-images MODEL DIR|IMAGES [--out preds.csv]
  *
  * Every failure ends with one line "kiln: ..." on stderr and exit status 1
  * (2 for a usage mistake). */
 #include "cli.h"
+#include "images.h"
 
 #include <errno.h>
 #include <math.h>
@@ -237,11 +240,14 @@ static void usage(FILE *f) {
             "commands:\n"
             "  devices                      list devices (--stats: per-op CPU-fallback counters)\n"
             "  train FILE.csv --target COL  train a classifier or a regression, report test metrics, save it\n"
-            "                               (--out); --cv K: K-fold cross-validation\n"
+            "                               (--out); --cv K: K-fold cross-validation; --target A,B,C:\n"
+            "                               one multi-label model for several two-valued columns\n"
             "  eval MODEL FILE.csv          the model's metrics on labelled rows\n"
             "  predict MODEL FILE.csv       predicted class and probabilities (or value) per row\n"
             "  info MODEL                   what a saved model is: task, columns, architecture\n"
-            "  explain MODEL FILE.csv       which columns matter: permutation feature importance\n\n"
+            "  explain MODEL FILE.csv       which columns matter: permutation feature importance\n"
+            "  train-images DIR             train a CNN on an IDX image set (MNIST layout), report, save it\n"
+            "  predict-images MODEL SRC     predicted class per image of an IDX file (or DIR's t10k images)\n\n"
             "  kiln COMMAND --help          the options of a command\n"
             "  kiln --version               the version\n\n"
             "Example:\n"
@@ -270,8 +276,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(cmd, "predict")) rc = cmd_predict(argc, argv);
     else if (!strcmp(cmd, "info")) rc = cmd_info(argc, argv);
     else if (!strcmp(cmd, "explain")) rc = cmd_explain(argc, argv);
+    else if (!strcmp(cmd, "train-images")) rc = cmd_train_images(argc, argv);
+    else if (!strcmp(cmd, "predict-images")) rc = cmd_predict_images(argc, argv);
     else {
-        cli_error("unknown command '%s' (commands: devices, train, eval, predict, info, explain; see kiln --help)", cmd);
+        cli_error("unknown command '%s' (commands: devices, train, eval, predict, info, explain, train-images, predict-images; see kiln --help)", cmd);
         return 2;
     }
     return stdout_ok() ? rc : (rc ? rc : 1);
