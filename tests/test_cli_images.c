@@ -87,7 +87,9 @@ static bool load_fashion(images *im, int n_train, int n_test) {
         kn_tensor *t = kn_idx_load(files[k], KN_CPU);
         int n = k < 2 ? n_train : n_test;
         uint8_t *dst = k % 2 ? im->y + (k < 2 ? 0 : n_train) : im->px + (size_t)(k < 2 ? 0 : n_train) * 784;
-        ok = t && kn_to_host(kn_narrow(t, 0, 0, n), dst, KN_U8) == KN_OK;
+        kn_tensor *head = t ? kn_narrow(t, 0, 0, n) : NULL; /* a view: holds t's storage */
+        ok = head && kn_to_host(head, dst, KN_U8) == KN_OK;
+        kn_release(head);
         kn_release(t);
     }
     return ok;
