@@ -67,6 +67,7 @@ typedef struct {
     uintptr_t base; /* its span of the private address range */
     size_t size;
     kvk_range *ranges; /* free and used ranges in address order */
+    kvk_range *free;   /* the free ones, in no order */
     bool dedicated;    /* one allocation larger than a normal block */
 } kvk_block;
 
@@ -104,6 +105,9 @@ typedef struct {
     uintptr_t next_base;
     size_t block_size, in_use, reserved, peak;
     int64_t allocations;
+    kvk_range **live;    /* ranges in use, hashed by address (vk_memory.c) */
+    uintptr_t *live_key;
+    size_t live_cap, live_n, live_tomb;
 
     /* commands: one batch being recorded at a time */
     VkCommandPool pool;

@@ -1,6 +1,8 @@
 /* Device memory: large VkDeviceMemory blocks (one VkBuffer over each),
  * sub-allocated first-fit with coalescing, so a tensor costs no Vulkan
- * allocation. A tensor larger than a block gets a block of its own, up to
+ * allocation. Each block keeps its free ranges in a list of their own and the
+ * device a hash of the ranges in use by address, so neither an allocation nor
+ * a free walks the ranges in use (a step may hold thousands of tensors). A tensor larger than a block gets a block of its own, up to
  * the largest range one storage-buffer binding may span (lavapipe: 128 MiB).
  *
  * The addresses handed to the core lie in a private range: block k owns
@@ -20,8 +22,81 @@
 struct kvk_range {
     size_t off, size;
     bool used;
-    kvk_range *next;
+    kvk_range *prev, *next;   /* the block's ranges in address order */
+    kvk_range *fprev, *fnext; /* the block's free ranges (used: not linked) */
 };
+
+/* ---- ranges in use, by address: open addressing, linear probing ------------------ */
+#define TOMB ((kvk_range *)1)
+
+static size_t slot_of(uintptr_t a, size_t cap) { return (size_t)(((uint64_t)a >> 8) * 0x9E3779B97F4A7C15ull >> 17) & (cap - 1); }
+
+static uintptr_t range_addr(const kvk_block *b, const kvk_range *r) { return b->base + r->off; }
+
+/* Rehash into cap slots (a power of two); false when out of memory (the table is left as it was). */
+static bool live_rehash(kvk_dev *d, size_t cap) {
+    kvk_range **t = calloc(cap, sizeof *t);
+    uintptr_t *k = calloc(cap, sizeof *k);
+    if (!t || !k) {
+        free(t), free(k);
+        return false;
+    }
+    for (size_t i = 0; i < d->live_cap; i++)
+        if (d->live[i] && d->live[i] != TOMB) {
+            size_t j = slot_of(d->live_key[i], cap);
+            while (t[j]) j = (j + 1) & (cap - 1);
+            t[j] = d->live[i];
+            k[j] = d->live_key[i];
+        }
+    free(d->live), free(d->live_key);
+    d->live = t, d->live_key = k, d->live_cap = cap, d->live_tomb = 0;
+    return true;
+}
+
+static bool live_put(kvk_dev *d, uintptr_t a, kvk_range *r) {
+    if ((d->live_n + d->live_tomb + 1) * 2 > d->live_cap &&
+        !live_rehash(d, d->live_cap && d->live_n * 4 < d->live_cap ? d->live_cap : (d->live_cap ? 2 * d->live_cap : 1024)))
+        return false;
+    size_t j = slot_of(a, d->live_cap);
+    while (d->live[j] && d->live[j] != TOMB) j = (j + 1) & (d->live_cap - 1);
+    if (d->live[j] == TOMB) d->live_tomb--;
+    d->live[j] = r, d->live_key[j] = a, d->live_n++;
+    return true;
+}
+
+/* Removes and returns the range in use at a (NULL: none). */
+static kvk_range *live_take(kvk_dev *d, uintptr_t a) {
+    if (!d->live_cap) return NULL;
+    for (size_t j = slot_of(a, d->live_cap);; j = (j + 1) & (d->live_cap - 1)) {
+        if (!d->live[j]) return NULL;
+        if (d->live[j] != TOMB && d->live_key[j] == a) {
+            kvk_range *r = d->live[j];
+            d->live[j] = TOMB, d->live_n--, d->live_tomb++;
+            return r;
+        }
+    }
+}
+
+static void free_link(kvk_block *b, kvk_range *r) {
+    r->fprev = NULL, r->fnext = b->free;
+    if (b->free) b->free->fprev = r;
+    b->free = r;
+}
+
+static void free_unlink(kvk_block *b, kvk_range *r) {
+    if (r->fprev) r->fprev->fnext = r->fnext;
+    else b->free = r->fnext;
+    if (r->fnext) r->fnext->fprev = r->fprev;
+    r->fprev = r->fnext = NULL;
+}
+
+/* Unlinks r from the address order (its neighbour has absorbed it) and frees it. */
+static void range_drop(kvk_block *b, kvk_range *r) {
+    if (r->prev) r->prev->next = r->next;
+    else b->ranges = r->next;
+    if (r->next) r->next->prev = r->prev;
+    free(r);
+}
 
 kn_status kvk_memory_init(kvk_dev *d) {
     d->next_base = ADDRESS_START;
@@ -94,7 +169,8 @@ static kvk_block *new_block(kvk_dev *d, size_t size, bool dedicated) {
         kvk.vkFreeMemory(d->dev, b.memory, NULL);
         return NULL;
     }
-    *b.ranges = (kvk_range){0, size, false, NULL};
+    *b.ranges = (kvk_range){0, size, false, NULL, NULL, NULL, NULL};
+    b.free = b.ranges;
     b.base = d->next_base;
     d->next_base += (size + ADDRESS_GAP - 1) / ADDRESS_GAP * ADDRESS_GAP + ADDRESS_GAP;
     d->blocks[d->n_blocks] = b; /* bases increase: the array stays sorted */
@@ -115,19 +191,28 @@ static void destroy_block(kvk_dev *d, int i) {
     d->n_blocks--;
 }
 
-/* First fit in b; the address, or 0. */
-static uintptr_t take(kvk_block *b, size_t n) {
-    for (kvk_range *r = b->ranges; r; r = r->next) {
-        if (r->used || r->size < n) continue;
+/* First fit among b's free ranges; the address, or 0. */
+static uintptr_t take(kvk_dev *d, kvk_block *b, size_t n) {
+    for (kvk_range *r = b->free; r; r = r->fnext) {
+        if (r->size < n) continue;
+        kvk_range *rest = NULL;
         if (r->size > n) {
-            kvk_range *rest = malloc(sizeof *rest);
-            if (!rest) return 0;
-            *rest = (kvk_range){r->off + n, r->size - n, false, r->next};
+            if (!(rest = malloc(sizeof *rest))) return 0;
+            *rest = (kvk_range){r->off + n, r->size - n, false, r, r->next, NULL, NULL};
+        }
+        if (!live_put(d, range_addr(b, r), r)) {
+            free(rest);
+            return 0;
+        }
+        if (rest) {
+            if (r->next) r->next->prev = rest;
             r->next = rest;
             r->size = n;
+            free_link(b, rest);
         }
+        free_unlink(b, r);
         r->used = true;
-        return b->base + r->off;
+        return range_addr(b, r);
     }
     return 0;
 }
@@ -139,14 +224,14 @@ void *kvk_alloc(int index, size_t nbytes) {
     uintptr_t p = 0;
     if (n <= d->block_size && nbytes <= d->block_size) {
         for (int i = 0; i < d->n_blocks && !p; i++)
-            if (!d->blocks[i].dedicated) p = take(&d->blocks[i], n);
+            if (!d->blocks[i].dedicated) p = take(d, &d->blocks[i], n);
         if (!p) {
             kvk_block *b = new_block(d, d->block_size, false);
-            if (b) p = take(b, n);
+            if (b) p = take(d, b, n);
         }
     } else if (nbytes <= d->max_binding) {
         kvk_block *b = new_block(d, n, true);
-        if (b) p = take(b, n);
+        if (b) p = take(d, b, n);
     }
     if (!p && nbytes > d->max_binding)
         kn__err(KN_ERR_OOM, "alloc: %zu bytes on vulkan:%d is more than one storage buffer binding can span "
@@ -179,27 +264,25 @@ void kvk_free(int index, void *ptr, size_t nbytes) {
     if (!d) return;
     uintptr_t a = (uintptr_t)ptr;
     int i = find_block(d, a);
-    if (i >= 0) {
+    kvk_range *r = i >= 0 ? live_take(d, a) : NULL;
+    if (r) {
         kvk_block *b = &d->blocks[i];
-        kvk_range *prev = NULL, *r = b->ranges;
-        while (r && b->base + r->off != a) prev = r, r = r->next;
-        if (r && r->used) {
-            r->used = false;
-            d->in_use -= r->size;
-            kvk_range *nx = r->next;
-            if (nx && !nx->used) { /* merge with the next range */
-                r->size += nx->size;
-                r->next = nx->next;
-                free(nx);
-            }
-            if (prev && !prev->used) { /* and with the previous one */
-                prev->size += r->size;
-                prev->next = r->next;
-                free(r);
-            }
-            /* A dedicated block is given back at once (after the queue is done with it). */
-            if (b->dedicated && kvk_wait(d, "free") == KN_OK) destroy_block(d, i);
+        r->used = false;
+        d->in_use -= r->size;
+        free_link(b, r);
+        kvk_range *nx = r->next, *pv = r->prev;
+        if (nx && !nx->used) { /* merge with the next range */
+            free_unlink(b, nx);
+            r->size += nx->size;
+            range_drop(b, nx);
         }
+        if (pv && !pv->used) { /* and with the previous one */
+            free_unlink(b, r);
+            pv->size += r->size;
+            range_drop(b, r);
+        }
+        /* A dedicated block is given back at once (after the queue is done with it). */
+        if (b->dedicated && kvk_wait(d, "free") == KN_OK) destroy_block(d, i);
     }
     kvk_leave(d);
 }
