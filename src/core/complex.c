@@ -1,6 +1,15 @@
 /* Complex operands at the kernels: rewritten to real views (core/complex.h). */
 #include "complex.h"
 
+#include <stdatomic.h>
+
+static atomic_bool made; /* sticky: set by the first complex tensor */
+
+void kn__complex_note(kn_dtype dt) {
+    if (kn_dtype_is_complex(dt)) atomic_store_explicit(&made, true, memory_order_relaxed);
+}
+bool kn__complex_made(void) { return atomic_load_explicit(&made, memory_order_relaxed); }
+
 typedef struct {
     bool any;
 } any_complex;

@@ -9,8 +9,13 @@
 
 #include "internal.h"
 
-/* Whether any operand of op's arguments is complex. */
+/* Whether any operand of op's arguments is complex. kn__run asks only once
+ * a complex tensor has been made (kn__complex_made), so programs without
+ * complex tensors pay no operand walk per op. */
 bool kn__args_complex(kn_op op, void *args);
+/* Called wherever a tensor is given a complex dtype (creation, view_as_complex). */
+void kn__complex_note(kn_dtype dt);
+bool kn__complex_made(void);
 /* Runs op (which has a complex operand) on dev through real views, or fails
  * with "<op>: ... complex64 ...". */
 kn_status kn__launch_complex(kn_op op, kn_device dev, void *args);

@@ -215,6 +215,7 @@ kn_tensor *kn__new_named(const char *op, int ndim, const int64_t *shape, kn_dtyp
     if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
     kn__contiguous_strides(ndim, shape, t->stride);
     t->dtype = dt;
+    kn__complex_note(dt);
     return t;
 }
 
@@ -301,7 +302,8 @@ const char *kn_shape_str(const kn_tensor *t, char *buf, size_t cap) {
 
 /* A kernel launch whose operands may be complex (core/complex.h). */
 static kn_status launch(kn_op op, kn_device dev, void *args) {
-    return kn__args_complex(op, args) ? kn__launch_complex(op, dev, args) : kn__launch(op, dev, args);
+    return kn__complex_made() && kn__args_complex(op, args) ? kn__launch_complex(op, dev, args)
+                                                           : kn__launch(op, dev, args);
 }
 
 /* ---- creation ------------------------------------------------------------------------ */

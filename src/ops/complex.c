@@ -5,6 +5,7 @@
  * gradient of a complex tensor is the complex tensor whose real view is the
  * gradient of its real view (dL/dRe + i dL/dIm, PyTorch's convention). */
 #include "complex_internal.h"
+#include "core/complex.h"
 #include "kiln/fft.h"
 
 #include <math.h>
@@ -77,6 +78,7 @@ kn_tensor *kn_view_as_complex(kn_tensor *x) {
     kn_tensor *v = kn__alias(x, x->ndim - 1, x->shape, stride, 0);
     if (!v) return NULL;
     v->dtype = kn_dtype_complex(x->dtype);
+    kn__complex_note(v->dtype);
     v->offset = x->offset / 2;
     kn__record(v, op, view_as_complex_backward, 1, &x, 0);
     return kn__scoped(v);

@@ -40,20 +40,13 @@ kn_status kvk_elementwise(kvk_dev *d, kvk_shader sh, bool f64, int nops, const k
     return kvk_record(d, &w, op);
 }
 
-/* Enter, run, leave. */
-#define WITH_DEVICE(op, body)                                                                                    \
-    kvk_dev *d = kvk_enter(device, op);                                                                          \
-    if (!d) return kn_error_code();                                                                              \
-    kn_status s_ = (body);                                                                                       \
-    kvk_leave(d);                                                                                                \
-    return s_
 
 kn_status kvk_copy(int device, const void *args) {
     const kn_copy_args *a = args;
     kn_operand x = kn_view_expand(&a->x, &a->out);
     const kn_operand *ops[2] = {&a->out, &x};
     uint32_t p[KVK_PARAMS] = {0};
-    WITH_DEVICE("copy", kvk_elementwise(d, KVK_SH_COPY, kvk_any_f64(2, ops), 2, ops, p, "copy"));
+    KVK_WITH_DEVICE("copy", kvk_elementwise(d, KVK_SH_COPY, kvk_any_f64(2, ops), 2, ops, p, "copy"));
 }
 
 static bool integral(double v) { return v == floor(v) && fabs(v) < 9007199254740992.0; }
@@ -82,7 +75,7 @@ kn_status kvk_record_fill(kvk_dev *d, const kn_fill_args *a) {
     return kvk_elementwise(d, KVK_SH_FILL, f64, 1, ops, p, "fill");
 }
 
-kn_status kvk_fill(int device, const void *args) { WITH_DEVICE("fill", kvk_record_fill(d, args)); }
+kn_status kvk_fill(int device, const void *args) { KVK_WITH_DEVICE("fill", kvk_record_fill(d, args)); }
 
 static void unary_params(uint32_t *p, int64_t fn, double p0, double p1, bool backward) {
     p[KVK_EXT] = (uint32_t)fn;
@@ -99,7 +92,7 @@ kn_status kvk_unary(int device, const void *args) {
     const kn_operand *ops[2] = {&a->out, &x};
     uint32_t p[KVK_PARAMS] = {0};
     unary_params(p, a->fn, a->p0, a->p1, false);
-    WITH_DEVICE(kn__unary_name((kn_unary_fn)a->fn),
+    KVK_WITH_DEVICE(kn__unary_name((kn_unary_fn)a->fn),
                 kvk_elementwise(d, KVK_SH_UNARY, kvk_any_f64(2, ops), 2, ops, p, kn__unary_name((kn_unary_fn)a->fn)));
 }
 
@@ -109,7 +102,7 @@ kn_status kvk_unary_backward(int device, const void *args) {
     const kn_operand *ops[3] = {&a->out, &g, &x};
     uint32_t p[KVK_PARAMS] = {0};
     unary_params(p, a->fn, a->p0, a->p1, true);
-    WITH_DEVICE("unary_backward", kvk_elementwise(d, KVK_SH_UNARY, kvk_any_f64(3, ops), 3, ops, p, "unary_backward"));
+    KVK_WITH_DEVICE("unary_backward", kvk_elementwise(d, KVK_SH_UNARY, kvk_any_f64(3, ops), 3, ops, p, "unary_backward"));
 }
 
 kn_status kvk_binary(int device, const void *args) {
@@ -119,7 +112,7 @@ kn_status kvk_binary(int device, const void *args) {
     uint32_t p[KVK_PARAMS] = {0};
     p[KVK_EXT] = (uint32_t)a->fn;
     const char *name = kn__binary_name((kn_binary_fn)a->fn);
-    WITH_DEVICE(name, kvk_elementwise(d, KVK_SH_BINARY, kvk_any_f64(3, ops), 3, ops, p, name));
+    KVK_WITH_DEVICE(name, kvk_elementwise(d, KVK_SH_BINARY, kvk_any_f64(3, ops), 3, ops, p, name));
 }
 
 kn_status kvk_where(int device, const void *args) {
@@ -128,7 +121,7 @@ kn_status kvk_where(int device, const void *args) {
     const kn_operand *ops[4] = {&a->out, &c, &x, &y};
     uint32_t p[KVK_PARAMS] = {0};
     /* Bits are moved, not values: no float64 arithmetic is needed. */
-    WITH_DEVICE("where", kvk_elementwise(d, KVK_SH_WHERE, false, 4, ops, p, "where"));
+    KVK_WITH_DEVICE("where", kvk_elementwise(d, KVK_SH_WHERE, false, 4, ops, p, "where"));
 }
 
 kn_status kvk_random(int device, const void *args) {
@@ -197,7 +190,7 @@ kn_status kvk_record_gather(kvk_dev *d, const kn_gather_args *a, uint32_t fault,
 }
 
 kn_status kvk_gather(int device, const void *args) {
-    WITH_DEVICE("gather", kvk_record_gather(d, args, KVK_FAULT_GATHER, 0));
+    KVK_WITH_DEVICE("gather", kvk_record_gather(d, args, KVK_FAULT_GATHER, 0));
 }
 
 kn_status kvk_record_scatter_add(kvk_dev *d, const kn_scatter_add_args *a, uint32_t fault, uint32_t fault_dim) {
@@ -228,5 +221,5 @@ kn_status kvk_record_scatter_add(kvk_dev *d, const kn_scatter_add_args *a, uint3
 }
 
 kn_status kvk_scatter_add(int device, const void *args) {
-    WITH_DEVICE("scatter_add", kvk_record_scatter_add(d, args, KVK_FAULT_SCATTER_ADD, 0));
+    KVK_WITH_DEVICE("scatter_add", kvk_record_scatter_add(d, args, KVK_FAULT_SCATTER_ADD, 0));
 }

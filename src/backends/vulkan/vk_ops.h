@@ -54,6 +54,14 @@ static inline void kvk_put_real(uint32_t *p, int at_d, int at_f, double v) {
     memcpy(&p[at_f], &f, 4);
 }
 
+/* The body of a kernel entry point: enter the device, run body, leave. */
+#define KVK_WITH_DEVICE(op, body)                                                                                    \
+    kvk_dev *d = kvk_enter(device, op);                                                                          \
+    if (!d) return kn_error_code();                                                                              \
+    kn_status s_ = (body);                                                                                       \
+    kvk_leave(d);                                                                                                \
+    return s_
+
 /* Binds operand v to slot k of w (its span, and the word its offset goes to). */
 static inline void kvk_bind(kvk_dispatch *w, int k, const kn_operand *v, int slot) {
     w->ptr[k] = v->data;

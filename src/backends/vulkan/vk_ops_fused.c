@@ -6,24 +6,18 @@
 #include "vk_ops.h"
 #include "backends/common/views.h"
 
-#define WITH_DEVICE(op, body)                                                                                    \
-    kvk_dev *d = kvk_enter(device, op);                                                                          \
-    if (!d) return kn_error_code();                                                                              \
-    kn_status s_ = (body);                                                                                       \
-    kvk_leave(d);                                                                                                \
-    return s_
 
 kn_status kvk_index_select(int device, const void *args) {
     const kn_index_select_args *a = args;
     kn_gather_args g = {.out = a->out, .x = a->x, .index = kn_view_index_along(&a->index, &a->out, a->dim), .dim = a->dim};
-    WITH_DEVICE("index_select", kvk_record_gather(d, &g, KVK_FAULT_INDEX_SELECT, 0));
+    KVK_WITH_DEVICE("index_select", kvk_record_gather(d, &g, KVK_FAULT_INDEX_SELECT, 0));
 }
 
 kn_status kvk_index_add(int device, const void *args) {
     const kn_index_add_args *a = args;
     kn_scatter_add_args s = {.out = a->out, .src = a->src, .index = kn_view_index_along(&a->index, &a->src, a->dim),
                              .dim = a->dim};
-    WITH_DEVICE("index_add", kvk_record_scatter_add(d, &s, KVK_FAULT_INDEX_ADD, 0));
+    KVK_WITH_DEVICE("index_add", kvk_record_scatter_add(d, &s, KVK_FAULT_INDEX_ADD, 0));
 }
 
 static kn_status embedding_cat(kvk_dev *d, const kn_embedding_cat_args *a) {
@@ -40,7 +34,7 @@ static kn_status embedding_cat(kvk_dev *d, const kn_embedding_cat_args *a) {
 }
 
 kn_status kvk_embedding_cat(int device, const void *args) {
-    WITH_DEVICE("embedding_cat", embedding_cat(d, args));
+    KVK_WITH_DEVICE("embedding_cat", embedding_cat(d, args));
 }
 
 static kn_status embedding_cat_backward(kvk_dev *d, const kn_embedding_cat_backward_args *a) {
@@ -59,5 +53,5 @@ static kn_status embedding_cat_backward(kvk_dev *d, const kn_embedding_cat_backw
 }
 
 kn_status kvk_embedding_cat_backward(int device, const void *args) {
-    WITH_DEVICE("embedding_cat_backward", embedding_cat_backward(d, args));
+    KVK_WITH_DEVICE("embedding_cat_backward", embedding_cat_backward(d, args));
 }
