@@ -183,6 +183,20 @@ static kn_status synchronize(int index) {
     return d ? kc_sync(d, "synchronize") : kn_error_code();
 }
 
+/* Fused ops a kernel may decline (then they run as their composite). */
+static bool supports(int index, kn_op op, const void *args) {
+    switch (op) {
+    case KN_OP_FFT: return kc_fft_supports(index, args);
+    case KN_OP_CONV2D:
+    case KN_OP_CONV2D_BACKWARD:
+    case KN_OP_MAX_POOL2D:
+    case KN_OP_MAX_POOL2D_BACKWARD:
+    case KN_OP_AVG_POOL2D:
+    case KN_OP_AVG_POOL2D_BACKWARD: return kc_vision_supports(index, op, args);
+    default: return true;
+    }
+}
+
 static kn_backend cuda = {
     .name = "cuda",
     .title = "CUDA",
@@ -203,6 +217,7 @@ static kn_backend cuda = {
     .graph_launch = kc_graph_launch,
     .graph_free = kc_graph_free,
     .dtypes = 0, /* all: every kernel takes every dtype the op allows */
+    .supports = supports,
     .kernels =
         {
             [KN_OP_COPY] = kn__cuda_copy,
@@ -233,6 +248,13 @@ static kn_backend cuda = {
             [KN_OP_DROPOUT] = kn__cuda_dropout,
             [KN_OP_ADAM] = kn__cuda_adam,
             [KN_OP_SGD] = kn__cuda_sgd,
+            [KN_OP_FFT] = kn__cuda_fft,
+            [KN_OP_CONV2D] = kn__cuda_conv2d,
+            [KN_OP_CONV2D_BACKWARD] = kn__cuda_conv2d_backward,
+            [KN_OP_MAX_POOL2D] = kn__cuda_max_pool2d,
+            [KN_OP_MAX_POOL2D_BACKWARD] = kn__cuda_max_pool2d_backward,
+            [KN_OP_AVG_POOL2D] = kn__cuda_avg_pool2d,
+            [KN_OP_AVG_POOL2D_BACKWARD] = kn__cuda_avg_pool2d_backward,
         },
 };
 

@@ -157,6 +157,18 @@ kn_status kn__cuda_layer_norm_backward(int device, const void *args);
 kn_status kn__cuda_dropout(int device, const void *args);
 kn_status kn__cuda_adam(int device, const void *args);
 kn_status kn__cuda_sgd(int device, const void *args);
+/* Signal (cuda_fft.c: cuFFT, opened at run time). */
+kn_status kn__cuda_fft(int device, const void *args);
+bool kc_fft_supports(int index, const void *args);
+/* Vision (cuda_conv.c: cuDNN, opened at run time, else an implicit-GEMM
+ * kernel; cuda_pool.cu). */
+kn_status kn__cuda_conv2d(int device, const void *args);
+kn_status kn__cuda_conv2d_backward(int device, const void *args);
+kn_status kn__cuda_max_pool2d(int device, const void *args);
+kn_status kn__cuda_max_pool2d_backward(int device, const void *args);
+kn_status kn__cuda_avg_pool2d(int device, const void *args);
+kn_status kn__cuda_avg_pool2d_backward(int device, const void *args);
+bool kc_vision_supports(int index, kn_op op, const void *args);
 
 /* Fused Adam: consecutive float32 Adam calls are queued and run as one kernel
  * over all of them when anything else touches the device (cuda_train.cu). */
