@@ -12,17 +12,12 @@
  * device cannot capture). */
 #include <kiln.h>
 
+#include "bench_util.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct {
     kn_module *model;
@@ -134,17 +129,17 @@ int main(int argc, char **argv) {
 
     /* Timing: warm steps, then `steps` steps with one wait at the end (no
      * value read back per step), as PyTorch is timed. */
-    double t0 = now();
+    double t0 = bench_now();
     for (int i = 0; i < steps; i++)
         if (step(&e) != KN_OK) return fail("eager step");
     if (kn_device_synchronize(dev) != KN_OK) return fail("synchronize");
-    double eager_ms = (now() - t0) * 1e3 / steps, graph_ms = NAN;
+    double eager_ms = (bench_now() - t0) * 1e3 / steps, graph_ms = NAN;
     if (graph) {
-        t0 = now();
+        t0 = bench_now();
         for (int i = 0; i < steps; i++)
             if (kn_graph_replay(graph) != KN_OK) return fail("replay");
         if (kn_device_synchronize(dev) != KN_OK) return fail("synchronize");
-        graph_ms = (now() - t0) * 1e3 / steps;
+        graph_ms = (bench_now() - t0) * 1e3 / steps;
         kn_graph_free(graph);
         trainer_free(&g);
     }

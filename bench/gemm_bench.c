@@ -4,16 +4,11 @@
 #include "backends/cpu/gemm.h"
 #include "core/internal.h"
 
+#include "bench_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct {
     const char *what;
@@ -37,7 +32,7 @@ static double bench(const shape *s, bool dbl) {
     memset(C, 0, nc * esz);
     double best = 1e30, total = 0;
     for (int rep = 0; total < 0.3 || rep < 5; rep++) {
-        double t0 = now();
+        double t0 = bench_now();
         int inner = 0;
         do { /* batch tiny calls so the clock's cost does not count */
             if (dbl)
@@ -47,8 +42,8 @@ static double bench(const shape *s, bool dbl) {
                 kn__sgemm(s->ta, s->tb, s->M, s->N, s->K, 1.0f, (float *)A, lda, (float *)B,
                           ldb, 0.0f, (float *)C, s->N);
             inner++;
-        } while (now() - t0 < 2e-3);
-        double dt = (now() - t0) / inner;
+        } while (bench_now() - t0 < 2e-3);
+        double dt = (bench_now() - t0) / inner;
         total += dt * inner;
         if (dt < best) best = dt;
         if (rep > 2000) break;

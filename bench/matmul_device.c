@@ -5,17 +5,12 @@
  * Usage: bench_matmul_device DEVICE [N ...]   (default sizes 512 1024 2048 4096) */
 #include <kiln.h>
 
+#include "bench_util.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int run(kn_device dev, int64_t n) {
     kn_scope sc = kn_scope_begin();
@@ -29,14 +24,14 @@ static int run(kn_device dev, int64_t n) {
         return 1;
     }
     int reps = 0;
-    double t0 = now(), t;
+    double t0 = bench_now(), t;
     do {
         kn_scope inner = kn_scope_begin();
         kn_matmul(a, b);
         kn_scope_end(inner);
         reps++;
         kn_device_synchronize(dev);
-        t = now() - t0;
+        t = bench_now() - t0;
     } while (t < 0.5 && reps < 200);
     double sec = t / reps, gflops = 2.0 * (double)n * (double)n * (double)n / sec * 1e-9;
     /* 64 sampled entries against float64 dot products of the same inputs. */
