@@ -142,7 +142,7 @@ static void test_errors(void) {
     CHECK(kn_matmul(ints, ints) == NULL, "matmul on int64");
     CHECK_ERROR("matmul: int64 is not supported");
     CHECK(kn_requires_grad_(ints, true) == NULL, "int grad");
-    CHECK_ERROR("only floating-point tensors");
+    CHECK_ERROR("only floating-point and complex tensors can require gradients, not int64");
     CHECK(kn_sum(a, KN_DIMS(2), false) == NULL, "bad dim");
     CHECK_ERROR("sum: dim 2 out of range for a 2-d tensor");
     CHECK(kn_zeros(KN_SHAPE(1, 2, 3, 4, 5, 6, 7, 8, 9), KN_F32, KN_CPU) == NULL, "too many dims");

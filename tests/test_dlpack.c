@@ -289,7 +289,7 @@ static void test_dtypes(void) {
         uint8_t code, bits;
     } want[] = {{KN_F32, kDLFloat, 32}, {KN_F16, kDLFloat, 16}, {KN_BF16, kDLBfloat, 16}, {KN_F64, kDLFloat, 64},
                 {KN_I32, kDLInt, 32},   {KN_I64, kDLInt, 64},   {KN_U8, kDLUInt, 8},      {KN_BOOL, kDLBool, 8}};
-    CHECK(sizeof want / sizeof *want == KN_DTYPE_REAL_COUNT, "every kiln dtype is listed");
+    CHECK(sizeof want / sizeof *want == KN_DTYPE_REAL_COUNT, "every real kiln dtype is listed");
     double vals[6] = {0, 1, 2.5, -3, 100, 0.125};
     kn_tensor *src = kn_from_data(vals, KN_F64, KN_SHAPE(2, 3), KN_CPU);
     for (size_t k = 0; k < sizeof want / sizeof *want; k++) {
@@ -319,6 +319,49 @@ static void test_dtypes(void) {
         kn_scope_end(sc);
     }
     kn_release(src);
+}
+
+/* Complex: kDLComplex with the bits of the pair (64, 128), strides in complex
+ * elements, zero copy both ways; the parts read back exactly. */
+static void test_complex(void) {
+    static const struct {
+        kn_dtype dt;
+        uint8_t bits;
+    } want[] = {{KN_C64, 64}, {KN_C128, 128}};
+    const double zv[12] = {1.5, -0.25, 0.0, -0.0, 1e30, -3e-30, 3, 4, -1, 2, 7.5, -8};
+    for (size_t k = 0; k < 2; k++) {
+        kn_scope sc = kn_scope_begin();
+        const char *name = kn_dtype_name(want[k].dt);
+        kn_tensor *t = kn_cast(kn_from_data(zv, KN_C128, KN_SHAPE(2, 3), KN_CPU), want[k].dt);
+        kn_tensor *tt = kn_transpose(t, 0, 1);
+        DLManagedTensorVersioned *m = kn_to_dlpack(tt);
+        CHECK(m && m->dl_tensor.dtype.code == kDLComplex && m->dl_tensor.dtype.bits == want[k].bits &&
+                  m->dl_tensor.dtype.lanes == 1,
+              "%s exports as kDLComplex, %u bits", name, want[k].bits);
+        CHECK(m && m->dl_tensor.data == kn__data(t) && m->dl_tensor.strides[0] == 1 && m->dl_tensor.strides[1] == 3,
+              "%s: a transposed view exports its element strides without a copy", name);
+        kn_tensor *u = kn_from_dlpack(m);
+        double a[12], b[12];
+        CHECK(u && kn_dtype_of(u) == want[k].dt && kn__data(u) == kn__data(t) && kn_stride(u, 1) == 3,
+              "%s imports back without a copy", name);
+        CHECK(u && kn_to_host(u, a, KN_C128) == KN_OK && kn_to_host(tt, b, KN_C128) == KN_OK && !memcmp(a, b, sizeof a),
+              "%s values", name);
+        if (!u && m) m->deleter(m);
+        /* A producer's interleaved pairs: kiln reads them and writes them. */
+        const size_t part = want[k].dt == KN_C64 ? 4 : 8;
+        producer *p = make_producer(kDLComplex, want[k].bits, 1, (int64_t[]){6}, (int64_t[]){1}, 12 * part);
+        for (int i = 0; i < 12; i++) kn__store((char *)p->buf + i * part, part == 4 ? KN_F32 : KN_F64, zv[i]);
+        kn_tensor *v = kn_from_dlpack(&p->m);
+        double c[12];
+        bool same = v && kn_dtype_of(v) == want[k].dt && kn__data(v) == p->buf && kn_to_host(v, c, KN_C128) == KN_OK;
+        for (int i = 0; same && i < 12; i++) same = c[i] == kn__load((char *)p->buf + i * part, part == 4 ? KN_F32 : KN_F64);
+        CHECK(same, "%s: a producer's buffer reads as written", name);
+        /* An op on the imported tensor runs through its real view (kn_neg) and writes the producer's memory. */
+        CHECK(v && kn_copy_(v, kn_neg(v)) == KN_OK &&
+                  kn__load((char *)p->buf + part, part == 4 ? KN_F32 : KN_F64) == 0.25,
+              "%s: kiln writes the producer's pairs", name);
+        kn_scope_end(sc);
+    }
 }
 
 /* Refused imports: the message, no deleter call, and the caller still owns m. */
@@ -368,8 +411,11 @@ static void test_refusals(void) {
     p->m.dl_tensor.dtype.lanes = 0;
     refused(p, "vector dtypes are not supported", "lanes 0");
     p = f32_2x3();
-    p->m.dl_tensor.dtype = (DLDataType){kDLComplex, 64, 1};
-    refused(p, "dtype complex (code 5, 64 bits) is not supported", "complex64");
+    p->m.dl_tensor.dtype = (DLDataType){kDLComplex, 32, 1}; /* complex32 (two float16) */
+    refused(p, "dtype complex (code 5, 32 bits) is not supported", "complex32");
+    p = f32_2x3();
+    p->m.dl_tensor.dtype = (DLDataType){kDLComplex, 64, 2};
+    refused(p, "vector dtypes are not supported (complex64 with 2 lanes)", "complex64 lanes 2");
     p = f32_2x3();
     p->m.dl_tensor.dtype = (DLDataType){kDLInt, 8, 1};
     refused(p, "dtype int (code 0, 8 bits) is not supported", "int8");
@@ -510,11 +556,11 @@ static void test_legacy(void) {
     kn_release(t);
     CHECK(legacy_deleted == 1, "legacy deleter once");
 
-    DLManagedTensor bad = {.dl_tensor = {.data = buf, .device = {kDLCPU, 0}, .ndim = 1, .dtype = {kDLComplex, 128, 1},
+    DLManagedTensor bad = {.dl_tensor = {.data = buf, .device = {kDLCPU, 0}, .ndim = 1, .dtype = {kDLComplex, 32, 1},
                                          .shape = shape}};
     kn_error_clear();
     CHECK(kn_from_dlpack_legacy(&bad) == NULL, "legacy refusal");
-    CHECK_ERROR("from_dlpack_legacy: dtype complex (code 5, 128 bits) is not supported");
+    CHECK_ERROR("from_dlpack_legacy: dtype complex (code 5, 32 bits) is not supported");
 }
 
 /* ---- CUDA (when a GPU is present) ------------------------------------------------ */
@@ -536,6 +582,22 @@ static void test_cuda(void) {
     kn_fill_(kn_select(u, 0, 2), 5);
     CHECK(kn_get(t, (int64_t[]){2, 0}) == 5 && kn_get(t, (int64_t[]){2, 1}) == 5, "cuda: write seen");
     if (!u && m) m->deleter(m);
+    /* Complex on the GPU: the same pairs, exported, imported back and negated there. */
+    for (int k = 0; k < 2; k++) {
+        const kn_dtype dt = k ? KN_C128 : KN_C64;
+        const double zv[6] = {1.5, -0.25, 3, 4, -0.0, 7};
+        kn_tensor *z = kn_to(kn_cast(kn_from_data(zv, KN_C128, KN_SHAPE(3), KN_CPU), dt), dev);
+        DLManagedTensorVersioned *mz = kn_to_dlpack(z);
+        CHECK(mz && mz->dl_tensor.device.device_type == kDLCUDA && mz->dl_tensor.dtype.code == kDLComplex &&
+                  mz->dl_tensor.dtype.bits == (k ? 128 : 64),
+              "cuda %s export", kn_dtype_name(dt));
+        kn_tensor *v = kn_from_dlpack(mz);
+        double back[6] = {0};
+        CHECK(v && kn_copy_(v, kn_neg(v)) == KN_OK && kn_to_host(z, back, KN_C128) == KN_OK && back[0] == -1.5 &&
+                  back[1] == 0.25 && back[5] == -7,
+              "cuda %s: kiln's write through the import is seen by the exporter", kn_dtype_name(dt));
+        if (!v && mz) mz->deleter(mz);
+    }
     kn_scope_end(sc);
     CHECK(kiln_deleted == 1, "cuda: deleter once");
 }
@@ -546,6 +608,7 @@ int main(void) {
     test_import_lifetimes();
     test_views();
     test_dtypes();
+    test_complex();
     test_refusals();
     test_legacy();
     test_cuda();

@@ -12,21 +12,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kt_python import Checks, require  # noqa: E402
+from kt_python import Checks, Device, Scope, helpers, require  # noqa: E402
 
 np, torch = require("python_fft", "numpy", "torch")
 check = Checks()
 
 
-class Device(ctypes.Structure):
-    _fields_ = [("kind", ctypes.c_int16), ("index", ctypes.c_int16)]
-
-
-class Scope(ctypes.Structure):
-    _fields_ = [("depth", ctypes.c_int)]
-
-
-CPU = Device(0, 0)
 F32, F64, C64, C128 = 0, 3, 8, 9
 NORMS = {"backward": 0, "ortho": 1, "forward": 2}
 NP_OF = {F32: np.float32, F64: np.float64, C64: np.complex64, C128: np.complex128}
@@ -45,19 +36,7 @@ for name, res, args in [
         ("kn_rfft2", P, [P, PI64, PI, I]), ("kn_irfft2", P, [P, PI64, PI, I])]:
     fn = getattr(lib, name)
     fn.restype, fn.argtypes = res, args
-
-
-def err():
-    return lib.kn_error().decode(errors="replace")
-
-
-def kt(a, dt):
-    a = np.ascontiguousarray(a, dtype=NP_OF[dt])
-    shape = (ctypes.c_int64 * max(1, a.ndim))(*a.shape)
-    t = lib.kn_from_data(a.ctypes.data, dt, a.ndim, shape, CPU)
-    if not t:
-        raise RuntimeError(err())
-    return t
+err, kt = helpers(lib, NP_OF)
 
 
 def host(t):

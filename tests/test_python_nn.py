@@ -20,20 +20,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kt_python import Checks, require  # noqa: E402
+from kt_python import Checks, Device, Scope, helpers, require  # noqa: E402
 
 np, torch = require("python_nn", "numpy", "torch")
 F = torch.nn.functional
 check = Checks()
 skipped = []
-
-
-class Device(ctypes.Structure):
-    _fields_ = [("kind", ctypes.c_int16), ("index", ctypes.c_int16)]
-
-
-class Scope(ctypes.Structure):
-    _fields_ = [("depth", ctypes.c_int)]
 
 
 class LossOpts(ctypes.Structure):  # kn_loss_opts (include/kiln/ops.h)
@@ -53,7 +45,6 @@ class PlateauOpts(ctypes.Structure):  # kn_plateau_opts (include/kiln/optim.h)
                 ("min_lr", ctypes.c_double), ("eps", ctypes.c_double)]
 
 
-CPU = Device(0, 0)
 F32, F64 = 0, 3
 NP_OF = {F32: np.float32, F64: np.float64}
 TORCH_OF = {F32: torch.float32, F64: torch.float64}
@@ -81,20 +72,7 @@ for name, res, args in [
         ("kn_sched_free", None, [P])]:
     fn = getattr(lib, name)
     fn.restype, fn.argtypes = res, args
-
-
-def err():
-    return lib.kn_error().decode(errors="replace")
-
-
-def kt(a, dt):
-    """A kiln tensor (in the open scope) with numpy array a's values in dtype dt."""
-    a = np.ascontiguousarray(a, dtype=NP_OF[dt])
-    shape = (ctypes.c_int64 * max(1, a.ndim))(*a.shape)
-    t = lib.kn_from_data(a.ctypes.data, dt, a.ndim, shape, CPU)
-    if not t:
-        raise RuntimeError(err())
-    return t
+err, kt = helpers(lib, NP_OF)
 
 
 def host(t):

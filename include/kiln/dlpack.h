@@ -42,7 +42,7 @@ DLManagedTensorVersioned *kn_to_dlpack(kn_tensor *t);
 /* Imports m without a copy: cpu, or cuda:N when built with CUDA. The producer
  * must have finished writing the memory (GPU: synchronized). Refused, with m
  * still the caller's: a major version other than DLPACK_MAJOR_VERSION, the
- * read-only flag, a dtype kiln lacks (lanes != 1, complex, int8, uint16, fp8,
+ * read-only flag, a dtype kiln lacks (lanes != 1, complex32, int8, uint16, fp8,
  * ...), another device type (kDLCUDAHost, kDLCUDAManaged, ROCm, ...), ndim
  * outside 0..KN_MAX_DIMS, negative sizes, negative strides, a span that
  * overflows, a NULL or misaligned data pointer. */

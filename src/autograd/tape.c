@@ -20,8 +20,11 @@ kn_tensor *kn_requires_grad_(kn_tensor *t, bool requires_grad) {
                 t->grad_fn->name);
         return NULL;
     }
-    if (requires_grad && !kn_dtype_is_float(t->dtype)) {
-        kn__err(KN_ERR_DTYPE, "requires_grad: only floating-point tensors can require gradients, not %s",
+    /* Complex leaves too: their gradient is the complex tensor whose real view is
+     * the gradient of their real view (dL/dRe + i dL/dIm), as in PyTorch. */
+    if (requires_grad && !kn_dtype_is_float(t->dtype) && !kn_dtype_is_complex(t->dtype)) {
+        kn__err(KN_ERR_DTYPE,
+                "requires_grad: only floating-point and complex tensors can require gradients, not %s",
                 kn_dtype_name(t->dtype));
         return NULL;
     }
@@ -249,6 +252,12 @@ kn_status kn_backward_with(kn_tensor *root, kn_tensor *grad) {
     if (!root) return kn__err_null("backward"), KN_ERR_NULL;
     if (!root->requires_grad)
         return kn__err(KN_ERR_AUTOGRAD, "backward: the tensor does not require grad (no input of the ops that made it requires grad)");
+    /* A gradient of 1 is defined for a real loss only (PyTorch: "grad can be
+     * implicitly created only for real scalar outputs"). */
+    if (!grad && kn_dtype_is_complex(root->dtype))
+        return kn__err(KN_ERR_AUTOGRAD, "backward: the tensor is %s; backward starts from a real loss (take kn_real, "
+                       "kn_abs or kn_view_as_real of it first), or pass its gradient to kn_backward_with",
+                       kn_dtype_name(root->dtype));
     kn_scope outer = kn_scope_begin();
     kn_tensor *g0 = grad ? grad : kn_ones_like(root);
     if (!g0) {

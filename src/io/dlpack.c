@@ -5,6 +5,7 @@
  * reference and frees the allocation.
  * Import: an external storage (not freed by kiln) whose release hook calls
  * the producer's deleter when kiln's last reference goes. */
+#include "core/complex.h"
 #include "core/internal.h"
 #include "kiln/dlpack.h"
 
@@ -18,6 +19,7 @@ static const struct {
 } dl_types[] = {
     {KN_F32, kDLFloat, 32}, {KN_F16, kDLFloat, 16}, {KN_BF16, kDLBfloat, 16}, {KN_F64, kDLFloat, 64},
     {KN_I32, kDLInt, 32},   {KN_I64, kDLInt, 64},   {KN_U8, kDLUInt, 8},      {KN_BOOL, kDLBool, 8},
+    {KN_C64, kDLComplex, 64}, {KN_C128, kDLComplex, 128}, /* bits of the pair, as DLPack counts them */
 };
 #define N_DL_TYPES (sizeof dl_types / sizeof *dl_types)
 
@@ -168,7 +170,7 @@ static kn_tensor *import(const char *op, const DLTensor *dl, void (*release)(kn_
     if (k == N_DL_TYPES) {
         kn__err(KN_ERR_DTYPE,
                 "%s: dtype %s (code %u, %u bits) is not supported (kiln has float16/32/64, bfloat16, "
-                "int32, int64, uint8, bool)",
+                "int32, int64, uint8, bool, complex64/128)",
                 op, dl_code_name(dl->dtype.code), dl->dtype.code, dl->dtype.bits);
         return NULL;
     }
@@ -295,6 +297,7 @@ static kn_tensor *import(const char *op, const DLTensor *dl, void (*release)(kn_
         kn__err(KN_ERR_OOM, "%s: out of host memory", op);
         return NULL;
     }
+    kn__complex_note(dt); /* complex operands are rewritten at the kernels only once one exists */
     s->release = release; /* from here on the storage owns the producer's tensor */
     s->release_ctx = ctx;
     kn__storage_release(s); /* the tensor holds its own reference */

@@ -4,7 +4,8 @@
  *
  * Writes version 1.0 (the header of KN_MAX_DIMS dims always fits). Reads 1.0,
  * 2.0 and 3.0; descr '<', '>', '=', '|' or no byte order (swapped to the
- * machine's); fortran_order True (reordered to row-major). */
+ * machine's); fortran_order True (reordered to row-major). Complex arrays
+ * ('c8', 'c16') are pairs of floats, swapped part by part. */
 #include "io/atomic_file.h"
 #include "io/npy_internal.h"
 
@@ -16,8 +17,9 @@ static const struct {
     kn_dtype dtype;
     char kind;
     int size;
-} npy_types[] = {{KN_F32, 'f', 4}, {KN_F64, 'f', 8}, {KN_F16, 'f', 2}, {KN_I32, 'i', 4},
-                 {KN_I64, 'i', 8}, {KN_U8, 'u', 1},  {KN_BOOL, 'b', 1}};
+} npy_types[] = {{KN_F32, 'f', 4}, {KN_F64, 'f', 8}, {KN_F16, 'f', 2},  {KN_I32, 'i', 4},
+                 {KN_I64, 'i', 8}, {KN_U8, 'u', 1},  {KN_BOOL, 'b', 1}, {KN_C64, 'c', 8},
+                 {KN_C128, 'c', 16}};
 #define N_TYPES (sizeof npy_types / sizeof *npy_types)
 
 static const char magic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
@@ -268,8 +270,14 @@ kn_tensor *kn__npy_parse(const void *data, size_t len, const char *path, kn_devi
     char order = d[0];
     if (order == '<' || order == '>' || order == '|' || order == '=') d++;
     else order = '=';
-    while (k < N_TYPES && !(d[0] == npy_types[k].kind && d[1] - '0' == npy_types[k].size && !d[2]))
-        k++;
+    /* The item size: one or two digits, nothing after them. */
+    int size = -1;
+    if (d[0] && d[1] >= '1' && d[1] <= '9') {
+        size = d[1] - '0';
+        if (d[2] >= '0' && d[2] <= '9') size = d[3] ? -1 : size * 10 + (d[2] - '0');
+        else if (d[2]) size = -1;
+    }
+    while (k < N_TYPES && !(d[0] == npy_types[k].kind && size == npy_types[k].size)) k++;
     if (k == N_TYPES) {
         /* Say what the array is when numpy has a name for it. */
         const char *what = d[0] == 'c'   ? " (complex)"
@@ -280,7 +288,7 @@ kn_tensor *kn__npy_parse(const void *data, size_t len, const char *path, kn_devi
                                          : "";
         kn__err(KN_ERR_UNSUPPORTED,
                 "%s: NumPy dtype '%s'%s is not supported (kiln reads <f2, <f4, <f8, <i4, <i8, |u1, "
-                "|b1 in either byte order)",
+                "|b1, <c8, <c16 in either byte order)",
                 path, h.descr, what);
         return NULL;
     }
@@ -322,7 +330,9 @@ kn_tensor *kn__npy_parse(const void *data, size_t len, const char *path, kn_devi
         }
         if (h.fortran && h.ndim > 1) from_fortran(tmp, src, h.ndim, h.shape, es, (int64_t)numel);
         else memcpy(tmp, src, nbytes);
-        if (swap) kn__byteswap(tmp, (size_t)numel, es);
+        /* A complex element is two floats: each part is swapped on its own. */
+        const size_t unit = kn_dtype_size(kn_dtype_real(dt));
+        if (swap) kn__byteswap(tmp, nbytes / unit, unit);
         if (dt == KN_BOOL)
             for (size_t i = 0; i < nbytes; i++) tmp[i] = tmp[i] != 0;
         src = tmp;

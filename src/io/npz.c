@@ -571,7 +571,7 @@ static kn_status deflate_member(npz_out *m, const char *path, const char *name) 
             uInt k = left < chunk ? (uInt)left : chunk;
             z.next_in = (Bytef *)p;
             z.avail_in = k;
-            p += k;
+            if (k) p += k; /* an empty tensor's data is NULL: no offset, even 0, on it */
             left -= k;
             const int flush = s == 1 && !left ? Z_FINISH : Z_NO_FLUSH;
             int r;

@@ -43,11 +43,12 @@ static const struct {
     const char *name;
     kn_dtype dtype;
 } st_dtypes[] = {{"F32", KN_F32}, {"F16", KN_F16}, {"BF16", KN_BF16}, {"F64", KN_F64},
-                 {"I32", KN_I32}, {"I64", KN_I64}, {"U8", KN_U8},    {"BOOL", KN_BOOL}};
+                 {"I32", KN_I32}, {"I64", KN_I64}, {"U8", KN_U8},    {"BOOL", KN_BOOL},
+                 {"C64", KN_C64}};
 
 /* Valid safetensors dtypes that kiln has no dtype for. */
 static const char *const st_other[] = {"I8",      "I16",     "U16", "U32", "U64", "F8_E4M3",
-                                       "F8_E5M2", "F8_E8M0", "C64", "F4",  "F6_E2M3", "F6_E3M2"};
+                                       "F8_E5M2", "F8_E8M0", "F4",  "F6_E2M3", "F6_E3M2"};
 
 static const char *st_dtype_name(kn_dtype dt) {
     for (size_t k = 0; k < sizeof st_dtypes / sizeof *st_dtypes; k++)
@@ -57,12 +58,16 @@ static const char *st_dtype_name(kn_dtype dt) {
 
 static size_t dtype_size(kn_dtype dt) {
     switch (dt) {
-    case KN_F64: case KN_I64: return 8;
+    case KN_C128: return 16;
+    case KN_F64: case KN_I64: case KN_C64: return 8;
     case KN_F32: case KN_I32: return 4;
     case KN_F16: case KN_BF16: return 2;
     default: return 1;
     }
 }
+
+/* The unit of byte order: the element, or each float of a complex pair. */
+static size_t swap_unit(kn_dtype dt) { return kn_dtype_is_complex(dt) ? dtype_size(dt) / 2 : dtype_size(dt); }
 
 /* "[2, 3]"; a local copy so the parser needs nothing from the core. */
 static const char *shape_str(int ndim, const int64_t *shape, char *buf, size_t cap) {
@@ -397,7 +402,7 @@ kn_tensor *kn_safetensors_get(const kn_safetensors *f, const char *name, kn_devi
             return NULL;
         }
         memcpy(tmp, src, nbytes);
-        if (swap) kn__byteswap(tmp, nbytes / es, es);
+        if (swap) kn__byteswap(tmp, nbytes / swap_unit(e->dtype), swap_unit(e->dtype));
         if (e->dtype == KN_BOOL)
             for (size_t k = 0; k < nbytes; k++) tmp[k] = tmp[k] != 0;
         src = tmp;
@@ -503,6 +508,14 @@ kn_status kn_safetensors_save(const char *path, int n, const kn_named_tensor *te
         kn_dtype dt = kn_dtype_of(t);
         const char *dn = st_dtype_name(dt);
         int64_t numel = kn_numel(t);
+        if (dt == KN_C128) { /* the format's one complex dtype is C64 */
+            st = kn__err(KN_ERR_DTYPE,
+                         "%s: tensor '%s' is complex128, and safetensors has no dtype for it (its only "
+                         "complex dtype is C64, complex64); save kn_view_as_real of it (float64 pairs), a "
+                         "complex64 copy, or use .npy/.npz; nothing written",
+                         path, tensors[k].name);
+            goto done;
+        }
         if (!dn || numel < 0) {
             st = kn__err(KN_ERR_DTYPE, "%s: tensor '%s' has an invalid dtype", path,
                          tensors[k].name);
@@ -534,7 +547,7 @@ kn_status kn_safetensors_save(const char *path, int n, const kn_named_tensor *te
          * machine is little-endian), else a contiguous host copy. */
         sizes[k + 2] = nbytes;
         if (!nbytes) continue;
-        bool swap = dtype_size(dt) > 1 && !kn__host_little_endian();
+        bool swap = swap_unit(dt) > 1 && !kn__host_little_endian();
         if (kn_device_of(t).kind == KN_DEVICE_CPU && kn_is_contiguous(t) && !swap) {
             parts[k + 2] = kn__data(t);
             continue;
@@ -545,7 +558,7 @@ kn_status kn_safetensors_save(const char *path, int n, const kn_named_tensor *te
             goto done;
         }
         if ((st = kn_to_host(t, owned[k], dt)) != KN_OK) goto done;
-        if (swap) kn__byteswap(owned[k], (size_t)numel, dtype_size(dt));
+        if (swap) kn__byteswap(owned[k], nbytes / swap_unit(dt), swap_unit(dt));
         parts[k + 2] = owned[k];
     }
     kn__json_cstr(&h, "}");
@@ -614,7 +627,8 @@ kn_status kn_module_load(kn_module *m, const kn_safetensors *f) {
         }
         used[e - f->e] = true;
         kn_dtype want = kn_dtype_of(dst);
-        if (kn_dtype_is_float(want) != kn_dtype_is_float(e->dtype))
+        if (kn_dtype_is_float(want) != kn_dtype_is_float(e->dtype) ||
+            kn_dtype_is_complex(want) != kn_dtype_is_complex(e->dtype))
             st = kn__err(KN_ERR_DTYPE, "%s: tensor '%s' has dtype %s, the model expects %s",
                          f->path, name, kn_dtype_name(e->dtype), kn_dtype_name(want));
         else if (kn_ndim(dst) != e->ndim ||

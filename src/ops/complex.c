@@ -156,20 +156,44 @@ kn_tensor *kn__complex_binary(kn_binary_fn f, kn_tensor *a, kn_tensor *b) {
     return as_complex(f == KN_BINARY_ADD ? kn_add(ra, rb) : kn_sub(ra, rb));
 }
 
+/* |z| of the pairs r [..., 2] -> [...]: sqrt(re^2 + im^2), scaled by the
+ * larger part so that neither overflows nor underflows where the modulus
+ * itself does not. */
+static kn_tensor *modulus(kn_tensor *r) {
+    kn_tensor *m = kn_max(kn_abs(r), KN_DIMS(-1), true);
+    kn_tensor *safe = kn_where(kn_gt(m, kn_zeros_like(m)), m, kn_ones_like(m));
+    kn_tensor *q = kn_div(r, safe);
+    return kn_squeeze(kn_mul(kn_sqrt(kn_sum(kn_mul(q, q), KN_DIMS(-1), true)), m), -1);
+}
+
+/* d|z| = Re(conj(sgn z) dz): the gradient is g sgn(z), sgn(z) = z / |z| and
+ * 0 at z = 0, as PyTorch takes it (the composite's own rule would give NaN
+ * there, through sqrt at 0). */
+static kn_status complex_abs_backward(kn_node *n, kn_tensor *g, kn_tensor **gin) {
+    kn_tensor *r = kn_view_as_real(n->saved[0]), *m = kn_unsqueeze(n->saved[1], -1);
+    kn_tensor *safe = kn_where(kn_gt(m, kn_zeros_like(m)), m, kn_ones_like(m));
+    gin[0] = as_complex(kn_mul(kn_unsqueeze(g, -1), kn_div(r, safe))); /* r is 0 where m is */
+    return gin[0] ? KN_OK : kn_error_code();
+}
+
+static kn_tensor *complex_abs(kn_tensor *z, kn_tensor *r) {
+    kn_no_grad_begin();
+    kn_tensor *out = modulus(r);
+    kn_no_grad_end();
+    if (!out) return NULL;
+    kn_node *n = kn__record(out, "abs", complex_abs_backward, 1, &z, 0);
+    kn__save(n, 0, z);
+    kn__save(n, 1, out);
+    return out;
+}
+
 kn_tensor *kn__complex_unary(kn_unary_fn f, kn_tensor *a, double p0, double p1) {
     (void)p1;
     kn_tensor *r = kn_view_as_real(a);
     switch (f) {
     case KN_UNARY_NEG: return as_complex(kn_neg(r));
     case KN_UNARY_MUL_SCALAR: return as_complex(kn_mul_scalar(r, p0));
-    case KN_UNARY_ABS: {
-        /* |z| = sqrt(re^2 + im^2), scaled by the larger part so that neither
-         * overflows nor underflows where the modulus itself does not. */
-        kn_tensor *m = kn_max(kn_abs(r), KN_DIMS(-1), true);
-        kn_tensor *safe = kn_where(kn_gt(m, kn_zeros_like(m)), m, kn_ones_like(m));
-        kn_tensor *q = kn_div(r, safe);
-        return kn_squeeze(kn_mul(kn_sqrt(kn_sum(kn_mul(q, q), KN_DIMS(-1), true)), m), -1);
-    }
+    case KN_UNARY_ABS: return complex_abs(a, r);
     default: return refuse(kn__unary_name(f), a->dtype);
     }
 }
