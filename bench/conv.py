@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""CPU conv2d: kiln (bench/conv.c, built as bench_conv) against PyTorch on the
+"""conv2d: kiln (bench/conv.c, built as bench_conv) against PyTorch on the
 same shapes, float32, in one run. Times are medians of repeats, forward and
 forward + backward (gradients of input, weight and bias).
-Usage: conv.py [path/to/bench_conv] [--reps N] [--threads T] [--check]
+Usage: conv.py [path/to/bench_conv] [--reps N] [--threads T] [--device cuda] [--tf32 0|1|both] [--check]
+--device cuda: kiln on cuda:0 and torch on cuda, each repeat 10 calls then a
+synchronize (ms per call); float32 runs once in full FP32 (KILN_ALLOW_TF32=0,
+torch.backends.cudnn.allow_tf32 = False) and once with TF32 allowed on both
+sides (torch's default), unless --tf32 picks one.
 --check compares kiln's results with torch's on the ops' corner cases instead."""
 import argparse
 import os
@@ -16,6 +20,8 @@ ap = argparse.ArgumentParser()
 ap.add_argument("bench", nargs="?", default="build/bench_conv")
 ap.add_argument("--reps", type=int, default=7)
 ap.add_argument("--threads", type=int, default=0, help="both sides (0: all cores)")
+ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both sides run")
+ap.add_argument("--tf32", default="both", choices=["0", "1", "both"], help="GPU float32 precision (both sides)")
 ap.add_argument("--check", action="store_true", help="compare results with torch's instead of timing")
 a = ap.parse_args()
 
@@ -62,44 +68,71 @@ def check():
 
 if a.check:
     check()
+gpu = a.device == "cuda"
 threads = a.threads or os.cpu_count()
 torch.set_num_threads(threads)
-env = dict(os.environ, KILN_THREADS=str(threads))
-out = subprocess.run([a.bench, "--reps", str(a.reps)], env=env, check=True, capture_output=True, text=True).stdout
+INNER = 10 if gpu else 1  # as bench_conv: on a GPU a repeat is INNER calls, then a synchronize
+dev = torch.device(a.device)
+
+
+def sync():
+    if gpu:
+        torch.cuda.synchronize()
 
 
 def median_ms(fn):
     ts = []
+    sync()
     for r in range(a.reps + 2):  # two warm-ups
         t0 = time.perf_counter()
-        fn()
+        for _ in range(INNER):
+            fn()
+        sync()
         if r >= 2:
-            ts.append(time.perf_counter() - t0)
+            ts.append((time.perf_counter() - t0) / INNER)
     ts.sort()
     return ts[len(ts) // 2] * 1e3
 
 
-print(out.splitlines()[0])
-print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, mkldnn {torch.backends.mkldnn.is_available()}")
-print(f"{'shape':14s} {'N,C->K,HxW,k':22s} {'kiln fwd':>9s} {'torch fwd':>9s} {'ratio':>6s}"
-      f" {'kiln f+b':>9s} {'torch f+b':>9s} {'ratio':>6s}   (ms; ratio = torch / kiln, > 1: kiln faster)")
-for line in out.splitlines()[1:]:
-    name, N, C, K, H, W, k, kf, kfb = line.split()
-    N, C, K, H, W, k = map(int, (N, C, K, H, W, k))
-    kf, kfb = float(kf), float(kfb)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(N, C, H, W, generator=g)
-    w = torch.randn(K, C, k, k, generator=g)
-    b = torch.randn(K, generator=g)
-    gy = torch.randn(N, K, H, W, generator=g)
-    with torch.no_grad():
-        tf = median_ms(lambda: F.conv2d(x, w, b, padding=k // 2))
-    xr, wr, br = (t.clone().requires_grad_() for t in (x, w, b))
+def bench(tf32):
+    env = dict(os.environ, KILN_THREADS=str(threads))
+    cmd = [a.bench, "--reps", str(a.reps)]
+    if gpu:
+        env["KILN_ALLOW_TF32"] = "1" if tf32 else "0"
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        cmd += ["--device", "cuda:0"]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    print(out.splitlines()[0])
+    if gpu:
+        print(f"# torch {torch.__version__} on {torch.cuda.get_device_name(0)}, cuDNN {torch.backends.cudnn.version()},"
+              f" allow_tf32 {torch.backends.cudnn.allow_tf32}, benchmark {torch.backends.cudnn.benchmark}")
+    else:
+        print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, mkldnn {torch.backends.mkldnn.is_available()}")
+    print(f"{'shape':14s} {'N,C->K,HxW,k':22s} {'kiln fwd':>9s} {'torch fwd':>9s} {'ratio':>6s}"
+          f" {'kiln f+b':>9s} {'torch f+b':>9s} {'ratio':>6s}   (ms; ratio = torch / kiln, > 1: kiln faster)")
+    for line in out.splitlines()[1:]:
+        name, N, C, K, H, W, k, kf, kfb = line.split()
+        N, C, K, H, W, k = map(int, (N, C, K, H, W, k))
+        kf, kfb = float(kf), float(kfb)
+        g = torch.Generator().manual_seed(1)
+        x, w, b, gy = (torch.randn(*s, generator=g).to(dev) for s in ((N, C, H, W), (K, C, k, k), (K,), (N, K, H, W)))
+        with torch.no_grad():
+            tf = median_ms(lambda: F.conv2d(x, w, b, padding=k // 2))
+        xr, wr, br = (t.clone().requires_grad_() for t in (x, w, b))
 
-    def fb():
-        for t in (xr, wr, br):
-            t.grad = None
-        F.conv2d(xr, wr, br, padding=k // 2).backward(gy)
+        def fb():
+            for t in (xr, wr, br):
+                t.grad = None
+            F.conv2d(xr, wr, br, padding=k // 2).backward(gy)
 
-    tfb = median_ms(fb)
-    print(f"{name:14s} {f'{N},{C}->{K},{H}x{W},{k}':22s} {kf:9.2f} {tf:9.2f} {tf / kf:6.2f} {kfb:9.2f} {tfb:9.2f} {tfb / kfb:6.2f}")
+        tfb = median_ms(fb)
+        print(f"{name:14s} {f'{N},{C}->{K},{H}x{W},{k}':22s} {kf:9.3f} {tf:9.3f} {tf / kf:6.2f}"
+              f" {kfb:9.3f} {tfb:9.3f} {tfb / kfb:6.2f}")
+
+
+settings = [False] if not gpu else {"0": [False], "1": [True], "both": [False, True]}[a.tf32]
+for i, tf32 in enumerate(settings):
+    if i:
+        print()
+    bench(tf32)

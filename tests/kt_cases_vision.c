@@ -351,6 +351,22 @@ const kt_case kt_vision_cases[] = {
          .p = {22, 0, 11, 1}, .tol = 2),
     CASE("conv2d 64 images (chunked lowering)", b_conv2d, F32_64, L_C, GRAD,
          IN(D(-1, 1, 64, 8, 14, 14), D(-1, 1, 16, 8, 3, 3), D(-1, 1, 16)), .p = {11, 11, 11, 1}, .tol = 2),
+    /* Sizes past one 64 x 64 x 16 GEMM tile of the CUDA kernels in every
+     * direction (70 channels, 180-deep taps, 969 positions; the weight
+     * gradient splits its depth), and more groups than a tile has rows. */
+    CASE("conv2d tile edges: 20 -> 70 channels, 17x19", b_conv2d, FLOATS, L_CTS, GRAD,
+         IN(D(-1, 1, 3, 20, 17, 19), D(-1, 1, 70, 20, 3, 3), D(-1, 1, 70)), .p = {11, 11, 11, 1}, .tol = 4),
+    CASE("conv2d 5x5 stride 2 padding 3 dilation 2 groups 4", b_conv2d, FLOATS, L_CTS, GRAD,
+         IN(D(-1, 1, 2, 40, 23, 21), D(-1, 1, 24, 10, 5, 5), D(-1, 1, 24)), .p = {22, 33, 22, 4}, .tol = 4),
+    CASE("conv2d depthwise 72 channels", b_conv2d, FLOATS, L_CTS, GRAD,
+         IN(D(-1, 1, 2, 72, 15, 13), D(-1, 1, 72, 1, 3, 3), D(-1, 1, 72)), .p = {11, 11, 11, 72}, .tol = 2),
+    /* Each gradient absent in turn (the backward op gets no output for it). */
+    CASE("conv2d without the input gradient", b_conv2d, FLOATS, L_CTS, GRAD,
+         IN(DNG(-1, 1, 2, 6, 9, 8), D(-1, 1, 5, 6, 3, 3), D(-1, 1, 5)), .p = {21, 11, 11, 1}, .tol = 2),
+    CASE("conv2d without the weight gradient", b_conv2d, FLOATS, L_CTS, GRAD,
+         IN(D(-1, 1, 2, 6, 9, 8), DNG(-1, 1, 4, 3, 3, 2), D(-1, 1, 4)), .p = {12, 10, 21, 2}, .tol = 2),
+    CASE("conv2d with only the bias gradient", b_conv2d, FLOATS, L_CTS, GRAD,
+         IN(DNG(-1, 1, 2, 4, 7, 6), DNG(-1, 1, 3, 4, 3, 3), D(-1, 1, 3)), .p = {11, 11, 11, 1}, .tol = 2),
     CASE("conv2d gradcheck", b_conv2d, FLOATS, L_ALL, GC, IN(D(-1, 1, 2, 4, 4, 4), D(-1, 1, 4, 2, 3, 3), D(-1, 1, 4)),
          .p = {11, 11, 11, 2}, .tol = 2),
     CASE("conv2d gradcheck stride 2 dilation 2", b_conv2d, FLOATS, L_CTS, GC,
@@ -378,6 +394,11 @@ const kt_case kt_vision_cases[] = {
          .p = {33, 22, 11, 10}),
     CASE("max_pool2d 3x2 ceil_mode", b_max_pool, FLOATS, L_ALL, GRAD, IN(D(-1, 1, 2, 3, 10, 9)), .p = {32, 22, 10, 11}),
     CASE("max_pool2d dilation 2", b_max_pool, FLOATS, L_ALL, GRAD, IN(D(-1, 1, 2, 2, 11, 10)), .p = {33, 11, 11, 20}),
+    /* Overlapping windows: a maximum shared by windows gets each one's gradient. */
+    CASE("max_pool2d 3x3 stride 1 (overlapping)", b_max_pool, FLOATS, L_CTS, GRAD, IN(D(-1, 1, 2, 3, 9, 8)),
+         .p = {33, 11, 11, 10}),
+    CASE("avg_pool2d 3x3 stride 1 (overlapping)", b_avg_pool, FLOATS, L_CTS, GRAD, IN(D(-1, 1, 2, 3, 9, 8)),
+         .p = {33, 11, 11, 10}),
     CASE("max_pool2d gradcheck", b_max_pool, FLOATS, L_CTS, GC, IN(D(-1, 1, 2, 3, 4, 4)), .p = {22, 11, 11, 10}),
     CASE("avg_pool2d 2x2", b_avg_pool, FLOATS, L_ALL, GRAD, IN(D(-1, 1, 3, 4, 10, 12)), .p = {22, 0, 0, 10}),
     CASE("avg_pool2d 3x3 stride 2 padding 1, count_include_pad", b_avg_pool, FLOATS, L_ALL, GRAD,

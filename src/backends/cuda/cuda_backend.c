@@ -119,6 +119,7 @@ static const char *fault_op_name(long long op) {
     case KC_OP_CROSS_ENTROPY: return "cross_entropy";
     case KC_OP_EMBEDDING_CAT: return "embedding_cat";
     case KC_OP_SCATTER_ADD: return "scatter_add";
+    case KC_OP_MAX_POOL2D_BACKWARD: return "max_pool2d_backward";
     default: return "kernel";
     }
 }

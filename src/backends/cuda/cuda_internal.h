@@ -74,7 +74,7 @@ int kc_device_count(void);
 /* Names for kernel-recorded errors. */
 enum {
     KC_OP_INDEX_SELECT = 1, KC_OP_GATHER, KC_OP_INDEX_ADD, KC_OP_NLL, KC_OP_CROSS_ENTROPY, KC_OP_EMBEDDING_CAT,
-    KC_OP_SCATTER_ADD
+    KC_OP_SCATTER_ADD, KC_OP_MAX_POOL2D_BACKWARD
 };
 
 /* KILN_CUDA_PROFILE=1: wraps the kernel slots with timing (cuda_profile.c). */
