@@ -114,6 +114,35 @@ static bool read_predictions(const char *path, int64_t *pred, int n) {
     return i == n;
 }
 
+/* A number at a dotted path of a JSON text ("schema.input.height"); NaN when absent. */
+static double json_at(const char *text, const char *path) {
+    kn__json_doc *d = kn__json_parse(text, strlen(text), NULL, "kiln --json output");
+    const kn__json *v = d ? kn__json_root(d) : NULL;
+    char key[64];
+    for (const char *p = path; v && *p;) {
+        size_t n = strcspn(p, ".");
+        snprintf(key, sizeof key, "%.*s", (int)n, p);
+        v = kn__json_get(d, v, key);
+        p += n + (p[n] == '.');
+    }
+    double x = v && v->type == KN__JSON_NUMBER ? v->number : NAN;
+    kn__json_free(d);
+    return x;
+}
+
+/* Whole files a and b hold the same bytes (and are not empty). */
+static bool same_file(const char *a, const char *b) {
+    static char fa[1 << 20], fb[1 << 20];
+    size_t na = read_file(a, fa, sizeof fa), nb = read_file(b, fb, sizeof fb);
+    return na > 0 && na == nb && !memcmp(fa, fb, na);
+}
+
+/* The parameters of train-images' CNN (conv 32 and 64 of 3 x 3, linear 128,
+ * then k outputs), counted here from the layer sizes. */
+static double cnn_params(int c, int h, int w, int k) {
+    return (c * 32 * 9 + 32) + (32 * 64 * 9 + 64) + ((double)64 * (h / 4) * (w / 4) * 128 + 128) + (128 * k + k);
+}
+
 /* ---- PNG -------------------------------------------------------------------------------- */
 static uint32_t be(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -207,6 +236,45 @@ static int grid_tiles(const char *path, int *width, int *height) {
 }
 
 /* ---- the tests -------------------------------------------------------------------------- */
+/* `kiln predict` and `kiln info` on the image model mp: predict writes what
+ * predict-images wrote (cp, from the test images in dp), info describes the
+ * model and the run; epochs, best and acc: the epochs run and kept that
+ * train-images reported, the test accuracy counted from cp. */
+static void check_image_model(const char *sub, const images *im, int n_train, const char *mp, const char *dp,
+                              const char *cp, double epochs, double best, double acc) {
+    char p2[64];
+    snprintf(p2, sizeof p2, "%s_pred2.csv", sub);
+    int rc = RUN("predict", mp, dp, "--out", path_in(p2));
+    CHECK(rc == 0 && same_file(cp, path_in(p2)),
+          "%s: kiln predict on an image model writes predict-images' CSV (exit %d: %s)", sub, rc, err_buf);
+    rc = RUN("predict", mp, dp);
+    CHECK(rc == 0 && same_file(cp, path_in(".stdout")), "%s: kiln predict to stdout is predict-images' CSV", sub);
+    CHECK_FAILS(RUN("predict", mp, dp, "--proba"), "--proba does not apply to an image model");
+    CHECK_FAILS(RUN("eval", mp, dp), "an image model of kiln train-images");
+    rc = RUN("info", mp, "--json");
+    CHECK(rc == 0, "%s: info --json: exit %d: %s", sub, rc, err_buf);
+    int n_test = im->n - n_train;
+    CHECK(json_at(out_buf, "parameters") == cnn_params(1, im->h, im->w, 10), "%s: info's parameters %g, counted %g", sub,
+          json_at(out_buf, "parameters"), cnn_params(1, im->h, im->w, 10));
+    CHECK(json_at(out_buf, "schema.input.height") == im->h && json_at(out_buf, "schema.input.width") == im->w &&
+              json_at(out_buf, "schema.input.channels") == 1, "%s: info's input is 1 x %d x %d", sub, im->h, im->w);
+    CHECK(json_at(out_buf, "schema.training.epochs") == epochs && json_at(out_buf, "schema.training.best_epoch") == best,
+          "%s: info's training epochs %g (best %g), train-images said %g (best %g)", sub,
+          json_at(out_buf, "schema.training.epochs"), json_at(out_buf, "schema.training.best_epoch"), epochs, best);
+    CHECK(json_at(out_buf, "schema.training.rows.test") == n_test &&
+              fabs(json_at(out_buf, "schema.training.test_accuracy") - acc) < 1e-6,
+          "%s: info's test rows and accuracy are the %d images and the %.6f counted from the predictions", sub, n_test,
+          acc);
+    rc = RUN("info", mp);
+    char want[64];
+    snprintf(want, sizeof want, "input: 1 x %d x %d ", im->h, im->w);
+    CHECK(rc == 0 && strstr(out_buf, "kiln image model") && strstr(out_buf, want) && strstr(out_buf, "classes (10)") &&
+              strstr(out_buf, "Conv2d(32, 64"), "%s: info describes the image model: %s", sub, out_buf);
+    snprintf(want, sizeof want, "; %.0f parameters", cnn_params(1, im->h, im->w, 10));
+    CHECK(strstr(out_buf, want) != NULL, "%s: info says '%s': %s", sub, want, out_buf);
+}
+
+/* ---- the drivers -------------------------------------------------------------------------- */
 /* Trains on SUB, predicts its test images, and checks accuracy, JSON and grid. */
 static void train_and_check(const char *sub, const images *im, int n_train, const char *epochs, double min_acc) {
     char mdl[64], grid[64], csv[64], d[64];
@@ -220,6 +288,7 @@ static void train_and_check(const char *sub, const images *im, int n_train, cons
     CHECK(rc == 0, "%s: train-images: exit %d: %s", sub, rc, err_buf);
     if (rc) return;
     double json_acc = json_number(out_buf, "test", "accuracy"), json_mis = json_number(out_buf, "misclassified", NULL);
+    double json_epochs = json_number(out_buf, "training", "epochs"), json_best = json_number(out_buf, "training", "best_epoch");
     int n_test = im->n - n_train;
     CHECK(json_number(out_buf, "rows", "test") == n_test, "%s: %d test rows in the JSON", sub, n_test);
     CHECK(json_number(out_buf, "rows", "train") + json_number(out_buf, "rows", "validation") == n_train,
@@ -239,6 +308,7 @@ static void train_and_check(const char *sub, const images *im, int n_train, cons
         int gw = 0, gh = 0, tiles = grid_tiles(gp, &gw, &gh);
         int want = wrong < 64 ? wrong : 64;
         CHECK(tiles == want, "%s: %d tiles in the grid, %d misclassified images (up to 64)", sub, tiles, want);
+        check_image_model(sub, im, n_train, mp, dp, cp, json_epochs, json_best, acc);
     }
     free(pred);
 }

@@ -11,6 +11,7 @@
  *   plot.c      `--plot`: training curves and the confusion matrix as PNG or SVG
  *   predict.c   `kiln eval` and `kiln predict`
  *   cv.c        `kiln train --cv K`: stratified K-fold cross-validation
+ *   prepared.c  one run's encoded rows, device copies and class weights (train and --cv)
  *   explain.c   `kiln explain`: permutation feature importance
  *   labels.c    multi-label targets (`--target a,b,c`): the labels, their split strata
  *               and their metrics                                                    */
@@ -364,6 +365,23 @@ void progress_end(progress *p);
  * recipe's batch size for n training rows, and the class weights (NULL: none). */
 int64_t auto_batch(int64_t n);
 float *class_weights(const char *mode, const int64_t *y, int64_t n, int k, const char **desc);
+
+/* One training run's data (prepared.c), shared by `kiln train` and each
+ * cross-validation fold: the train, validation and test rows encoded with
+ * the fitted schema, then on the device, and the class or label weights
+ * (cw, NULL: none). Zero-initialise it; prepared_run_free frees it all,
+ * also after a failure part way. */
+typedef struct {
+    encoded etr, eva, ete;
+    dev_data dtr, dva, dte;
+    float *cw;
+} prepared_run;
+bool prepared_run_encode(prepared_run *r, const kn_csv *csv, const char *path, schema *s, const int64_t *train,
+                         int64_t n_train, const int64_t *val, int64_t n_val, const int64_t *test, int64_t n_test);
+/* mode: --class-weight's value; desc: what was applied ("none" when nothing). */
+void prepared_run_weights(prepared_run *r, const schema *s, const char *mode, const char **desc);
+bool prepared_run_to_device(prepared_run *r, const schema *s, kn_device dev);
+void prepared_run_free(prepared_run *r);
 
 /* ---- cross-validation (cv.c): `kiln train --cv K` ------------------------------------ */
 typedef struct {

@@ -93,10 +93,9 @@ static bool run_fold(const cv_job *j, kn_device dev, const kn_csv *csv, const sc
     int strata = schema_strata(base);
     bool ok = false;
     schema s = {0};
-    encoded etr = {0}, eva = {0}, ete = {0};
-    dev_data dtr = {0}, dva = {0}, dte = {0};
+    prepared_run pr = {0};
     split sp = {0};
-    float *cw = NULL, *p = NULL;
+    float *p = NULL;
     kn_module *m = NULL;
     metrics mt = {0};
     train_result tr = {0};
@@ -115,49 +114,44 @@ static bool run_fold(const cv_job *j, kn_device dev, const kn_csv *csv, const sc
         goto done;
     }
     if (!schema_target_copy(base, &s) || !table_fit(csv, j->file, &t, sp.train, sp.n_train, &s)) goto done;
-    if (!table_encode(csv, j->file, &s, sp.train, sp.n_train, true, &etr) ||
-        !table_encode(csv, j->file, &s, sp.val, sp.n_val, true, &eva) ||
-        !table_encode(csv, j->file, &s, test, n_test, true, &ete))
-        goto done;
+    if (!prepared_run_encode(&pr, csv, j->file, &s, sp.train, sp.n_train, sp.val, sp.n_val, test, n_test)) goto done;
     if (o.batch_size < 0) o.batch_size = auto_batch(sp.n_train);
     const char *cw_desc;
-    if (s.n_labels) cw = label_pos_weights(j->cw ? j->cw : "auto", &etr, s.n_labels, &cw_desc);
-    else if (!s.regression) cw = class_weights(j->cw ? j->cw : "auto", etr.y, etr.n, s.n_classes, &cw_desc);
+    prepared_run_weights(&pr, &s, j->cw ? j->cw : "auto", &cw_desc);
     kn_manual_seed(o.seed);
     if (!(m = model_build(&s, &o.arch))) goto done;
     if (kn_module_to(m, dev) != KN_OK) {
         cli_error("moving the model to %s: %s", kn_device_str(dev), kn_error());
         goto done;
     }
-    if (!dev_data_make(&etr, &s, dev, &dtr) || !dev_data_make(&eva, &s, dev, &dva) || !dev_data_make(&ete, &s, dev, &dte))
-        goto done;
-    if (!train_run(m, &s, &o, &dtr, sp.n_val ? &dva : NULL, cw, &tr)) goto done;
+    if (!prepared_run_to_device(&pr, &s, dev)) goto done;
+    if (!train_run(m, &s, &o, &pr.dtr, sp.n_val ? &pr.dva : NULL, pr.cw, &tr)) goto done;
     model_fill_unknown(m, &s);
     out->n_train = sp.n_train;
     out->n_val = sp.n_val;
     out->n_test = n_test;
-    out->unknown = eva.unknown + ete.unknown;
+    out->unknown = pr.eva.unknown + pr.ete.unknown;
     out->epochs = tr.epochs_run;
     out->best_epoch = tr.best_epoch;
     out->seconds = tr.seconds;
     out->interrupted = tr.interrupted;
     out->n_features = s.n_f;
-    if (!(p = predict_proba(m, &dte, &s))) goto done;
+    if (!(p = predict_proba(m, &pr.dte, &s))) goto done;
     if (s.n_labels) {
         ml_metrics mm;
-        if (!ml_metrics_compute(p, ete.ym, ete.y, ete.n, s.n_labels, NULL, &mm)) goto done;
+        if (!ml_metrics_compute(p, pr.ete.ym, pr.ete.y, pr.ete.n, s.n_labels, NULL, &mm)) goto done;
         const double v[N_ML_METRICS] = {mm.subset_accuracy, mm.mean_accuracy, mm.hamming_loss,
                                         mm.micro_f1,        mm.macro_f1,      mm.loss};
         memcpy(out->v, v, sizeof v);
         ml_metrics_free(&mm);
     } else if (s.regression) {
         reg_metrics rm;
-        if (!reg_metrics_compute(p, ete.yv, ete.n, s.y_mean, s.y_std, &rm)) goto done;
+        if (!reg_metrics_compute(p, pr.ete.yv, pr.ete.n, s.y_mean, s.y_std, &rm)) goto done;
         out->v[M_RMSE] = rm.rmse;
         out->v[M_MAE] = rm.mae;
         out->v[M_R2] = rm.r2;
     } else {
-        if (!metrics_compute(p, ete.y, ete.n, s.n_classes, NULL, &mt)) goto done;
+        if (!metrics_compute(p, pr.ete.y, pr.ete.n, s.n_classes, NULL, &mt)) goto done;
         out->v[M_ACC] = mt.n ? (double)mt.correct / (double)mt.n : NAN;
         out->v[M_LOSS] = mt.loss;
         for (int q = 0; q < 3; q++) out->v[M_MP + q] = mt.macro[q], out->v[M_WP + q] = mt.weighted[q];
@@ -169,14 +163,8 @@ done:
     history_free(&tr.history); /* per-epoch curves: not reported by a cross-validation */
     metrics_free(&mt);
     free(p);
-    free(cw);
-    dev_data_free(&dtr);
-    dev_data_free(&dva);
-    dev_data_free(&dte);
+    prepared_run_free(&pr);
     kn_module_free(m);
-    encoded_free(&etr);
-    encoded_free(&eva);
-    encoded_free(&ete);
     split_free(&sp);
     schema_free(&s);
     free(rest);

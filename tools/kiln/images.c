@@ -377,7 +377,16 @@ int cmd_train_images(int argc, char **argv) {
     }
     if (!a.json) report_print(&tm, s.classes, stdout);
     if (a.out) {
-        if (!img_model_save(m, &s, a.out)) goto done;
+        /* What `kiln info` reports of the run that made the model. */
+        char training[1024]; /* fixed-size numbers and keys only: fits */
+        snprintf(training, sizeof training,
+                 "{\"epochs\":%d,\"best_epoch\":%d,\"batch_size\":%lld,\"optimizer\":\"adam\",\"lr\":%.9g,"
+                 "\"seed\":%llu,\"val_split\":%.9g,\"patience\":%d,\"rows\":{\"train\":%lld,\"validation\":%lld,"
+                 "\"test\":%lld},\"test_accuracy\":%.9g,\"interrupted\":%s}",
+                 res.epochs_run, res.best_epoch, (long long)a.batch, a.lr, (unsigned long long)a.seed, a.val,
+                 a.patience, (long long)n_train, (long long)n_val, (long long)te.n,
+                 tm.n ? (double)tm.correct / (double)tm.n : 0.0, res.interrupted ? "true" : "false");
+        if (!img_model_save(m, &s, training, a.out)) goto done;
         if (talk) printf("\nmodel saved to %s\n", a.out);
     }
     if (a.grid) {
@@ -469,6 +478,10 @@ int cmd_predict_images(int argc, char **argv) {
         else return cli_error("predict-images: too many arguments ('%s')", s), 2;
     }
     if (!model || !src) return cli_error("predict-images: needs MODEL and DIR or IDX file (see --help)"), 2;
+    return img_predict_run(model, src, out, device);
+}
+
+int img_predict_run(const char *model, const char *src, const char *out, const char *device) {
     int rc = 1;
     char *images = NULL, *text = NULL;
     size_t len = 0;

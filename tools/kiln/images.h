@@ -2,7 +2,8 @@
  *
  *   images.c       `kiln train-images DIR` and `kiln predict-images MODEL SRC`
  *   images_data.c  the IDX image sets, class names, the CNN and its model file
- *   images_grid.c  `--grid FILE.png`: the misclassified test images        */
+ *   images_grid.c  `--grid FILE.png`: the misclassified test images
+ *   images_info.c  `kiln info` of an image model                             */
 #ifndef KILN_IMAGES_H
 #define KILN_IMAGES_H
 
@@ -52,10 +53,20 @@ bool img_classes(const char *list, const char *dir, const img_set *train, int ma
                  const char **source);
 
 kn_module *img_model_build(const img_schema *s);
-/* The schema as JSON (malloc'ed). */
-char *img_schema_json(const img_schema *s);
-bool img_model_save(kn_module *m, const img_schema *s, const char *path);
+/* The schema as JSON (malloc'ed); training (NULL: none) is a JSON object
+ * describing the run, kept as the member "training" for `kiln info`. */
+char *img_schema_json(const img_schema *s, const char *training);
+bool img_model_save(kn_module *m, const img_schema *s, const char *training, const char *path);
 kn_module *img_model_load(const char *path, kn_device dev, img_schema *s);
+/* Whether path is a safetensors file with an image model's metadata (false
+ * when it cannot be read: the caller's own loader then says why). */
+bool img_model_is(const char *path);
+
+/* `kiln predict-images` after its arguments (also `kiln predict` given an
+ * image model): the exit status. */
+int img_predict_run(const char *model, const char *src, const char *out, const char *device);
+/* `kiln info` of an image model (images_info.c): the exit status. */
+int img_info(const char *model, bool json);
 
 /* Images rows[0 .. n) of set (all when rows is NULL) -> normalised float32
  * [n, c, h, w] on dev (a tensor of the current scope). */

@@ -319,7 +319,7 @@ float *img_proba_set(kn_module *m, const img_schema *s, const img_set *set, kn_d
 }
 
 /* ---- the model file -------------------------------------------------------------------------- */
-char *img_schema_json(const img_schema *s) {
+char *img_schema_json(const img_schema *s, const char *training) {
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
@@ -335,7 +335,9 @@ char *img_schema_json(const img_schema *s) {
         json_str(f, s->classes[i]);
     }
     fprintf(f, "],\"architecture\":{\"name\":\"cnn2\",\"conv\":[%d,%d],\"kernel\":3,\"padding\":1,\"pool\":2,"
-               "\"hidden\":%d}}", s->conv1, s->conv2, s->hidden);
+               "\"hidden\":%d}", s->conv1, s->conv2, s->hidden);
+    if (training) fprintf(f, ",\"training\":%s", training);
+    fputc('}', f);
     bool failed = ferror(f) != 0;
     if (fclose(f) != 0 || failed) {
         free(text);
@@ -344,8 +346,8 @@ char *img_schema_json(const img_schema *s) {
     return text;
 }
 
-bool img_model_save(kn_module *m, const img_schema *s, const char *path) {
-    char *js = img_schema_json(s);
+bool img_model_save(kn_module *m, const img_schema *s, const char *training, const char *path) {
+    char *js = img_schema_json(s, training);
     if (!js) return cli_error("%s: out of memory writing the model", path), false;
     kn_meta meta[] = {{"format", "pt"}, {"kiln_version", KN_VERSION_STRING}, {"kiln_image_model", js}};
     kn_status st = kn_module_save(m, path, 3, meta);
@@ -381,6 +383,14 @@ static bool num_array(const char *path, const kn_json_doc *d, const kn_json *o, 
         out[i] = x;
     }
     return true;
+}
+
+bool img_model_is(const char *path) {
+    kn_safetensors *f = kn_safetensors_open(path);
+    bool is = f && kn_safetensors_meta(f, "kiln_image_model") != NULL;
+    kn_safetensors_close(f);
+    kn_error_clear();
+    return is;
 }
 
 kn_module *img_model_load(const char *path, kn_device dev, img_schema *s) {

@@ -3,7 +3,7 @@
  *   kiln devices [--stats]
  *   kiln train FILE.csv --target COLUMN [options]
  *   kiln eval MODEL FILE.csv
- *   kiln predict MODEL FILE.csv [--out preds.csv]
+ *   kiln predict MODEL FILE.csv [--out preds.csv]   (an image model: MODEL DIR|IMAGES)
  *   kiln info MODEL
  *   kiln explain MODEL FILE.csv [--repeats N]
  *   kiln train-images DIR [options]
@@ -243,8 +243,9 @@ static void usage(FILE *f) {
             "                               (--out); --cv K: K-fold cross-validation; --target A,B,C:\n"
             "                               one multi-label model for several two-valued columns\n"
             "  eval MODEL FILE.csv          the model's metrics on labelled rows\n"
-            "  predict MODEL FILE.csv       predicted class and probabilities (or value) per row\n"
-            "  info MODEL                   what a saved model is: task, columns, architecture\n"
+            "  predict MODEL FILE.csv       predicted class and probabilities (or value) per row (an image\n"
+            "                               model: per image of a DIR or IDX file)\n"
+            "  info MODEL                   what a saved model is: task, columns (or input), architecture\n"
             "  explain MODEL FILE.csv       which columns matter: permutation feature importance\n"
             "  train-images DIR             train a CNN on an IDX image set (MNIST layout), report, save it\n"
             "  predict-images MODEL SRC     predicted class per image of an IDX file (or DIR's t10k images)\n\n"

@@ -487,7 +487,11 @@ kn_module *model_load(const char *path, kn_device dev, schema *s, arch *a) {
     }
     const char *meta = kn_safetensors_meta(f, "kiln_model");
     if (!meta) {
-        cli_error("%s: not a kiln model (a safetensors file without kiln's 'kiln_model' metadata)", path);
+        if (kn_safetensors_meta(f, "kiln_image_model"))
+            cli_error("%s: an image model of kiln train-images, not a tabular one: it works with kiln predict, "
+                      "predict-images and info", path);
+        else
+            cli_error("%s: not a kiln model (a safetensors file without kiln's 'kiln_model' metadata)", path);
         kn_safetensors_close(f);
         return NULL;
     }

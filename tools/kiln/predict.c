@@ -1,5 +1,7 @@
-/* kiln command line: `kiln eval`, `kiln predict` and `kiln info` on a saved model. */
+/* kiln command line: `kiln eval`, `kiln predict` and `kiln info` on a saved
+ * model. predict and info take image models too (images.c, images_info.c). */
 #include "cli.h"
+#include "images.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +57,8 @@ static void predict_help(void) {
            "label) with the predicted value, and with --proba then prob_<label>, the probability of\n"
            "its positive value. Target columns in FILE.csv are ignored. Categories the model never\n"
            "saw map to its 'unknown' input (with a warning).\n"
+           "An image model (kiln train-images) takes a directory or an IDX file instead of\n"
+           "FILE.csv and writes what kiln predict-images writes (options --out and --device).\n"
            "  --out FILE        write the predictions there (atomically) instead of stdout\n"
            "  --proba           multi-label: the probabilities too (a classifier always has them)\n"
            "  --device NAME     cpu, cuda, ... (default: the best available)\n"
@@ -212,6 +216,13 @@ int cmd_predict(int argc, char **argv) {
     use_args a = {0};
     int rc = parse_use(argc, argv, "predict", true, &a, predict_help);
     if (rc >= 0) return rc;
+    if (img_model_is(a.model)) { /* kiln train-images' model: predict-images does the work */
+        const char *bad = a.set_delim ? "--delimiter" : a.proba ? "--proba" : a.json ? "--json" : NULL;
+        if (bad)
+            return cli_error("predict: %s does not apply to an image model (%s); its options are --out and --device "
+                             "(see kiln predict-images --help)", bad, a.model), 2;
+        return img_predict_run(a.model, a.file, a.out, a.device);
+    }
     kn_device dev;
     if (!pick_device(a.device, &dev)) return 2;
     if (a.out && !out_path_ok("--out", a.out, (const char *[]){a.model, a.file}, 2)) return 1;
@@ -325,7 +336,9 @@ int cmd_info(int argc, char **argv) {
             printf("usage: kiln info MODEL [--json]\n\n"
                    "What a saved model is: the kiln that wrote it, the task and target, the classes or\n"
                    "the target's statistics, the columns with their vocabularies and statistics, the\n"
-                   "architecture and the parameter count. --json: the file's schema as one JSON object.\n");
+                   "architecture and the parameter count. --json: the file's schema as one JSON object.\n"
+                   "An image model (kiln train-images): its input size and normalisation, classes, layers,\n"
+                   "parameter count and the training run that made it.\n");
             return 0;
         }
         if (!strcmp(argv[i], "--json")) json = true;
@@ -334,6 +347,7 @@ int cmd_info(int argc, char **argv) {
         else return cli_error("info: unexpected argument '%s' (one model file)", argv[i]), 2;
     }
     if (!model) return cli_error("info: needs a model file (kiln info MODEL)"), 2;
+    if (img_model_is(model)) return img_info(model, json);
     schema s = {0};
     arch ar;
     kn_module *m = model_load(model, KN_CPU, &s, &ar); /* checks it all, as eval would */

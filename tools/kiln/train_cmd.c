@@ -301,11 +301,10 @@ int cmd_train(int argc, char **argv) {
     char *schema_json = NULL, *fingerprint = NULL;
     schema s = {0};
     s.delimiter = a.delimiter;
-    encoded etr = {0}, eva = {0}, ete = {0};
-    dev_data dtr = {0}, dva = {0}, dte = {0};
+    prepared_run pr = {0};
     split sp = {0};
     int64_t *rows = NULL, *ys = NULL, n_rows = 0;
-    float *cw = NULL, *proba = NULL;
+    float *proba = NULL;
     kn_module *m = NULL;
     metrics tm = {0};
     ml_metrics mm = {0};
@@ -319,9 +318,7 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     if (!table_fit(csv, a.file, &a.t, sp.train, sp.n_train, &s)) goto done;
-    if (!table_encode(csv, a.file, &s, sp.train, sp.n_train, true, &etr) ||
-        !table_encode(csv, a.file, &s, sp.val, sp.n_val, true, &eva) ||
-        !table_encode(csv, a.file, &s, sp.test, sp.n_test, true, &ete))
+    if (!prepared_run_encode(&pr, csv, a.file, &s, sp.train, sp.n_train, sp.val, sp.n_val, sp.test, sp.n_test))
         goto done;
     if (o->batch_size < 0) o->batch_size = auto_batch(sp.n_train);
     const char *cw_desc;
@@ -330,9 +327,7 @@ int cmd_train(int argc, char **argv) {
         rc = 2; /* a command-line mistake, found once the data showed the task */
         goto done;
     }
-    cw_desc = "none";
-    if (s.n_labels) cw = label_pos_weights(a.cw, &etr, s.n_labels, &cw_desc);
-    else if (!s.regression) cw = class_weights(a.cw, etr.y, etr.n, s.n_classes, &cw_desc);
+    prepared_run_weights(&pr, &s, a.cw, &cw_desc);
 
     kn_manual_seed(o->seed);
     m = model_build(&s, &o->arch);
@@ -341,19 +336,17 @@ int cmd_train(int argc, char **argv) {
         cli_error("moving the model to %s: %s", kn_device_str(dev), kn_error());
         goto done;
     }
-    if (!dev_data_make(&etr, &s, dev, &dtr) || !dev_data_make(&eva, &s, dev, &dva) ||
-        !dev_data_make(&ete, &s, dev, &dte))
-        goto done;
+    if (!prepared_run_to_device(&pr, &s, dev)) goto done;
     if (talk) {
         printf("data: %s: %lld rows, %d columns; train %lld, validation %lld, test %lld (stratified, seed %llu)\n",
                a.file, (long long)kn_csv_rows(csv), kn_csv_cols(csv), (long long)sp.n_train, (long long)sp.n_val,
                (long long)sp.n_test, (unsigned long long)o->seed);
         schema_print(&s, stdout);
         printf("model on %s; x_train on %s, y_train on %s, x_test on %s, y_test on %s\n",
-               kn_device_str(kn_module_device(m)), kn_device_str(kn_device_of(dtr.cat ? dtr.cat : dtr.num)),
-               kn_device_str(kn_device_of(dtr.y)),
-               dte.y ? kn_device_str(kn_device_of(dte.cat ? dte.cat : dte.num)) : "-",
-               dte.y ? kn_device_str(kn_device_of(dte.y)) : "-");
+               kn_device_str(kn_module_device(m)), kn_device_str(kn_device_of(pr.dtr.cat ? pr.dtr.cat : pr.dtr.num)),
+               kn_device_str(kn_device_of(pr.dtr.y)),
+               pr.dte.y ? kn_device_str(kn_device_of(pr.dte.cat ? pr.dte.cat : pr.dte.num)) : "-",
+               pr.dte.y ? kn_device_str(kn_device_of(pr.dte.y)) : "-");
         kn_module_print(m, stdout);
         if (s.regression && !a.task)
             printf("task: regression, as '%s' holds numbers with many distinct values (--task classification to "
@@ -368,7 +361,7 @@ int cmd_train(int argc, char **argv) {
         else if (!s.regression) printf("class weights: %s; ", cw_desc);
         printf("%lld parameters\n", (long long)kn_module_num_params(m));
     }
-    int64_t unk = count_unknown(&eva) + count_unknown(&ete);
+    int64_t unk = count_unknown(&pr.eva) + count_unknown(&pr.ete);
     if (unk && !o->json)
         cli_warn("%lld categorical values in the validation/test rows were not seen in training (mapped to 'unknown')",
                  (long long)unk);
@@ -381,7 +374,7 @@ int cmd_train(int argc, char **argv) {
     o->schema_json = schema_json;
     o->fingerprint = fingerprint;
 
-    if (!train_run(m, &s, o, &dtr, sp.n_val ? &dva : NULL, cw, &tr)) goto done;
+    if (!train_run(m, &s, o, &pr.dtr, sp.n_val ? &pr.dva : NULL, pr.cw, &tr)) goto done;
     if (talk && tr.resumed_from)
         printf("resumed from %s at epoch %d\n", o->resume_from, tr.resumed_from);
     model_fill_unknown(m, &s);
@@ -390,16 +383,18 @@ int cmd_train(int argc, char **argv) {
                tr.graph_used ? ", captured step replayed (graph)" : "");
     reg_metrics rm = {0};
     if (sp.n_test && s.n_labels) {
-        if (!(proba = predict_proba(m, &dte, &s)) ||
-            !ml_metrics_compute(proba, ete.ym, ete.y, ete.n, s.n_labels, NULL, &mm))
+        if (!(proba = predict_proba(m, &pr.dte, &s)) ||
+            !ml_metrics_compute(proba, pr.ete.ym, pr.ete.y, pr.ete.n, s.n_labels, NULL, &mm))
             goto done;
         if (!o->json) ml_report_print(&mm, &s, "test", stdout);
     } else if (sp.n_test && s.regression) {
-        if (!(proba = predict_proba(m, &dte, &s)) || !reg_metrics_compute(proba, ete.yv, ete.n, s.y_mean, s.y_std, &rm))
+        if (!(proba = predict_proba(m, &pr.dte, &s)) ||
+            !reg_metrics_compute(proba, pr.ete.yv, pr.ete.n, s.y_mean, s.y_std, &rm))
             goto done;
         if (!o->json) reg_report_print(&rm, "test", s.target, stdout);
     } else if (sp.n_test) {
-        if (!(proba = predict_proba(m, &dte, &s)) || !metrics_compute(proba, ete.y, ete.n, s.n_classes, NULL, &tm))
+        if (!(proba = predict_proba(m, &pr.dte, &s)) ||
+            !metrics_compute(proba, pr.ete.y, pr.ete.n, s.n_classes, NULL, &tm))
             goto done;
         if (!o->json) report_print(&tm, s.classes, stdout);
     } else if (!o->json) {
@@ -456,14 +451,8 @@ done:
     ml_metrics_free(&mm);
     history_free(&tr.history);
     free(proba);
-    free(cw);
-    dev_data_free(&dtr);
-    dev_data_free(&dva);
-    dev_data_free(&dte);
+    prepared_run_free(&pr);
     kn_module_free(m);
-    encoded_free(&etr);
-    encoded_free(&eva);
-    encoded_free(&ete);
     split_free(&sp);
     free(rows);
     free(ys);
