@@ -166,6 +166,43 @@ B(b_fft) {
     return 1;
 }
 
+/* fft or ifft (p[0] 1) along dim 1 of complex [A, n, B]: batch dims on both
+ * sides of the transform, which a device may loop over or copy around;
+ * p[1] > 0: the input is [1, n, B] expanded to p[1] rows (a zero stride).
+ * The reference is a direct DFT on the host. */
+B(b_fft_mid) {
+    kn_tensor *z = kn_complex(x[0], x[1]);
+    if (P(1) > 0) z = kn_expand(z, KN_SHAPE(P(1), -1, -1));
+    bool inv = P(0) != 0;
+    if (naive(k, x, 2)) {
+        const int64_t *s = kn_shape(z);
+        int64_t A = s[0], n = s[1], C = s[2];
+        size_t len = (size_t)(2 * A * n * C + 2);
+        double *v = calloc(len, sizeof *v), *r = calloc(len, sizeof *r);
+        if (v && r && kn_to_host(z, v, KN_C128) != KN_OK) v[0] = NAN;
+        const double pi = 3.14159265358979323846;
+        for (int64_t a = 0; v && r && a < A; a++)
+            for (int64_t kk = 0; kk < n; kk++)
+                for (int64_t c = 0; c < C; c++) {
+                    double re = 0, im = 0;
+                    for (int64_t j = 0; j < n; j++) {
+                        double ang = (inv ? 2 : -2) * pi * (double)((j * kk) % n) / (double)n;
+                        const double *q = v + 2 * ((a * n + j) * C + c);
+                        re += q[0] * cos(ang) - q[1] * sin(ang);
+                        im += q[0] * sin(ang) + q[1] * cos(ang);
+                    }
+                    double *y = r + 2 * ((a * n + kk) * C + c), sc = inv ? 1 / (double)n : 1;
+                    y[0] = re * sc, y[1] = im * sc;
+                }
+        o[0] = v && r ? kn_view_as_real(kn_from_data(r, KN_C128, KN_SHAPE(A, n, C), KN_CPU)) : NULL;
+        free(v);
+        free(r);
+        return 1;
+    }
+    o[0] = kn_view_as_real(inv ? kn_ifft(z, -1, 1, KN_FFT_NORM_BACKWARD) : kn_fft(z, -1, 1, KN_FFT_NORM_BACKWARD));
+    return 1;
+}
+
 /* A complex operand given to an op without complex support. */
 B(b_complex_mul) {
     (void)k;
@@ -185,6 +222,14 @@ const kt_case kt_fft_cases[] = {
     CASE("fft 12 (radix 4 x 3), ortho", b_fft, F32_64, L_ALL, GRAD, C2(4, 12), .p = {FFT, -1, -1, 10}),
     CASE("fft 7 (prime), forward norm, dim 0", b_fft, F32_64, L_ALL, GRAD, C2(7, 3), .p = {FFT, -1, 0, 20}),
     CASE("fft 97 (Bluestein)", b_fft, F32_64, L_CTS, GRAD, C2(2, 97), .p = {FFT, -1, 1, 0}, .tol = 4),
+    CASE("fft 131 (a prime above 127: Bluestein on cuFFT too)", b_fft, F32_64, L_CTS, GRAD, C2(2, 131),
+         .p = {FFT, -1, 1, 0}, .tol = 4),
+    CASE("fft of length 1", b_fft, F32_64, L_CTS, GRAD, C2(3, 1), .p = {FFT, -1, 1, 0}),
+    CASE("fft along the middle of [3, 8, 5]", b_fft_mid, F32_64, L_CTS, GRAD, C2(3, 8, 5), .p = {0, 0}),
+    CASE("ifft along the middle of [12, 6, 10] (many outer lines)", b_fft_mid, F32_64, L_CTS, GRAD, C2(12, 6, 10),
+         .p = {1, 0}),
+    /* No gradient: expand's backward sums, which complex tensors lack. */
+    CASE("fft of an expanded input [1 -> 4, 8, 5]", b_fft_mid, F32_64, L_CTS, 0, C2(1, 8, 5), .p = {0, 4}),
     CASE("fft 30 of a transposed input", b_fft, F32_64, L_CTS, GRAD, C2(30, 5), .p = {FFT, -1, 1, 1}),
     CASE("fft padded 10 -> 16, cropped", b_fft, F32_64, L_ALL, GRAD, C2(3, 10), .p = {FFT, 16, 1, 0}),
     CASE("fft cropped 10 -> 6", b_fft, F32_64, L_ALL, GRAD, C2(3, 10), .p = {FFT, 6, 1, 10}),
@@ -196,6 +241,15 @@ const kt_case kt_fft_cases[] = {
     CASE("irfft 5 bins -> 8", b_fft, F32_64, L_ALL, GRAD, C2(3, 5), .p = {IRFFT, -1, 1, 0}),
     CASE("irfft 5 bins -> 9 (odd), ortho", b_fft, F32_64, L_ALL, GRAD, C2(3, 5), .p = {IRFFT, 9, 1, 10}),
     CASE("irfft 4 bins -> 11 (padded), dim 0", b_fft, F32_64, L_ALL, GRAD, C2(4, 3), .p = {IRFFT, 11, 0, 0}),
+    CASE("rfft 97 (odd prime: Bluestein)", b_fft, F32_64, L_CTS, GRAD, IN(D(-1, 1, 2, 97)), .p = {RFFT, -1, 1, 0},
+         .tol = 4),
+    CASE("rfft 30 along dim 0 (lines in blocks)", b_fft, F32_64, L_ALL, GRAD, IN(D(-1, 1, 30, 5)),
+         .p = {RFFT, -1, 0, 10}),
+    CASE("rfft 14 of a transposed input", b_fft, F32_64, L_CTS, GRAD, IN(D(-1, 1, 14, 3)), .p = {RFFT, -1, 1, 1}),
+    CASE("irfft 6 bins -> 10 along dim 0", b_fft, F32_64, L_ALL, GRAD, C2(6, 4), .p = {IRFFT, 10, 0, 20}),
+    CASE("irfft 68 bins -> 134 (Bluestein half)", b_fft, F32_64, L_CTS, GRAD, C2(2, 68), .p = {IRFFT, -1, 1, 0},
+         .tol = 4),
+    CASE("irfft 4 bins of a transposed input -> 7", b_fft, F32_64, L_CTS, GRAD, C2(4, 3), .p = {IRFFT, 7, 0, 1}),
     CASE("fft2 6 x 8", b_fft, F32_64, L_ALL, GRAD, C2(6, 8), .p = {FFT2, -1, 0, 0}),
     CASE("ifft2 5 x 4, ortho", b_fft, F32_64, L_ALL, GRAD, C2(5, 4), .p = {IFFT2, -1, 0, 10}),
     CASE("rfft2 6 x 7", b_fft, F32_64, L_ALL, GRAD, IN(D(-1, 1, 6, 7)), .p = {RFFT2, -1, 0, 0}),
@@ -207,6 +261,8 @@ const kt_case kt_fft_cases[] = {
     CASE("rfft gradcheck", b_fft, F32_64, L_CTS, GC, IN(D(-1, 1, 2, 6)), .p = {RFFT, -1, 1, 0}),
     CASE("rfft gradcheck odd", b_fft, F32_64, L_CTS, GC, IN(D(-1, 1, 2, 5)), .p = {RFFT, -1, 1, 20}),
     CASE("irfft gradcheck even", b_fft, F32_64, L_CTS, GC, C2(2, 4), .p = {IRFFT, -1, 1, 0}),
+    CASE("rfft gradcheck dim 0", b_fft, F32_64, L_CTS, GC, IN(D(-1, 1, 6, 3)), .p = {RFFT, -1, 0, 10}),
+    CASE("irfft gradcheck dim 0, odd", b_fft, F32_64, L_CTS, GC, C2(3, 2), .p = {IRFFT, 5, 0, 20}),
     CASE("irfft gradcheck odd", b_fft, F32_64, L_CTS, GC, C2(2, 4), .p = {IRFFT, 7, 1, 10}),
     CASE("rfft2 gradcheck", b_fft, F32_64, L_CTS, GC, IN(D(-1, 1, 3, 4)), .p = {RFFT2, -1, 0, 0}),
     CASE("irfft2 gradcheck", b_fft, F32_64, L_CTS, GC, C2(3, 3), .p = {IRFFT2, -1, 0, 0}),

@@ -269,12 +269,83 @@ static void test_c2c(kn_device dev) {
     check_c2c(dev, KN_C128, 3, (int64_t[]){2, 0, 5}, 2, -1, false); /* empty: an empty result */
 }
 
+/* Long transforms (whose passes are split between threads), checked on a
+ * few bins against direct long-double sums: fft and ifft of complex data,
+ * rfft of its real parts, irfft of rfft's bins back to the input. */
+static void check_long(kn_device dev, int64_t n) {
+    kn_scope s = kn_scope_begin();
+    uint64_t st = (uint64_t)n;
+    double *v = rand_pairs(n, &st);
+    kn_tensor *z = kn_to(kn_from_data(v, KN_C128, KN_SHAPE(n), KN_CPU), dev);
+    kn_tensor *y[3] = {kn_fft(z, -1, 0, KN_FFT_NORM_BACKWARD), kn_ifft(z, -1, 0, KN_FFT_NORM_FORWARD),
+                       kn_rfft(kn_real(z), -1, 0, KN_FFT_NORM_BACKWARD)};
+    const char *names[3] = {"fft", "ifft", "rfft"};
+    for (int t = 0; t < 3; t++) {
+        double *got = host_c(y[t]), e = 0, m = 1;
+        int64_t bins = t == 2 ? n / 2 + 1 : n;
+        for (int q = 0; q < 24; q++) {
+            int64_t k = q < 3 ? (q == 2 ? bins - 1 : q) : (int64_t)((uint64_t)q * 2654435761u % (uint64_t)bins);
+            long double re = 0, im = 0;
+            for (int64_t j = 0; j < n; j++) {
+                /* exp(-+2 pi i jk/n) from the reduced j k mod n, exact in 64 bits */
+                long double a = (t == 1 ? 2 : -2) * (long double)PI * (long double)((j * k) % n) / (long double)n;
+                long double xr = v[2 * j], xi = t == 2 ? 0 : v[2 * j + 1], c = cosl(a), sn = sinl(a);
+                re += xr * c - xi * sn, im += xr * sn + xi * c;
+            }
+            e = fmax(e, fmax(fabs(got[2 * k] - (double)re), fabs(got[2 * k + 1] - (double)im)));
+            m = fmax(m, fmax(fabs((double)re), fabs((double)im)));
+        }
+        CHECK(y[t] && kn_shape(y[t])[0] == bins && e / m < tol_of(KN_F64, n), "%s %s long n %lld: error %g",
+              kn_device_str(dev), names[t], (long long)n, e / m);
+        free(got);
+    }
+    double *back = host_r(kn_irfft(y[2], n, 0, KN_FFT_NORM_BACKWARD)), e = 0;
+    for (int64_t j = 0; j < n; j++) e = fmax(e, fabs(back[j] - v[2 * j]));
+    CHECK(e < tol_of(KN_F64, n), "%s irfft(rfft) long n %lld: error %g", kn_device_str(dev), (long long)n, e);
+    free(back), free(v);
+    kn_scope_end(s);
+}
+
+/* rfft / irfft along a dim that is not the innermost (lines gathered in
+ * blocks), of a strided input, against the direct DFT. */
+static void check_real_dim0(kn_device dev, kn_dtype rt, int64_t n, int64_t cols) {
+    kn_scope s = kn_scope_begin();
+    uint64_t st = (uint64_t)(n * 7 + cols);
+    int64_t bins = n / 2 + 1;
+    double *v = rand_pairs(n * cols, &st); /* [n, cols] reals: the first n cols values */
+    double *vc = calloc((size_t)(2 * n * cols), sizeof *vc), *ref = malloc((size_t)(2 * n * cols) * sizeof *ref);
+    for (int64_t i = 0; i < n * cols; i++) vc[2 * i] = v[i];
+    naive_dft(vc, ref, 2, (int64_t[]){n, cols}, 0, n, -1, 1);
+    /* every other column of a [n, 2 cols] tensor: strides (2 cols, 2) */
+    kn_tensor *wide = kn_zeros(KN_SHAPE(n, cols, 2), rt, dev);
+    kn_tensor *x = kn_select(wide, 2, 0);
+    kn_copy_(x, kn_to(kn_cast(kn_from_data(v, KN_F64, KN_SHAPE(n, cols), KN_CPU), rt), dev));
+    kn_tensor *y = kn_rfft(x, -1, 0, KN_FFT_NORM_BACKWARD);
+    double *got = host_c(y), e = 0, m = 1;
+    for (int64_t k = 0; k < bins; k++)
+        for (int64_t c = 0; c < 2 * cols; c++) {
+            e = fmax(e, fabs(got[k * 2 * cols + c] - ref[k * 2 * cols + c]));
+            m = fmax(m, fabs(ref[k * 2 * cols + c]));
+        }
+    CHECK(same_shape(y, KN_SHAPE(bins, cols)) && e / m < tol_of(rt, n), "%s rfft dim 0 %s n %lld: error %g",
+          kn_device_str(dev), kn_dtype_name(rt), (long long)n, e / m);
+    double *back = host_r(kn_irfft(kn_transpose(kn_contiguous(kn_transpose(y, 0, 1)), 0, 1), n, 0,
+                                   KN_FFT_NORM_BACKWARD));
+    CHECK(back && rel_err(back, v, n * cols) < tol_of(rt, n), "%s irfft dim 0 (strided bins) %s n %lld",
+          kn_device_str(dev), kn_dtype_name(rt), (long long)n);
+    free(got), free(back), free(v), free(vc), free(ref);
+    kn_scope_end(s);
+}
+
 /* rfft / irfft against the complex transforms' references. */
 static void test_real(kn_device dev) {
     kn_scope s = kn_scope_begin();
-    static const int64_t lens[] = {1, 2, 3, 4, 5, 7, 8, 12, 15, 16, 97, 100};
+    /* even lengths take the half-length complex path, odd ones the full one;
+     * 1009 and 2018 reach Bluestein's through it */
+    static const int64_t lens[] = {1, 2, 3, 4, 5, 7, 8, 12, 15, 16, 97, 100, 1000, 1009, 1024, 2018};
     for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
         int64_t n = lens[li], bins = n / 2 + 1;
+        if (n > 128 && !is_cpu(dev)) continue;
         for (int f = 0; f < 2; f++) {
             kn_dtype rt = f ? KN_F64 : KN_F32;
             uint64_t st = (uint64_t)n * 3 + (uint64_t)f;
@@ -448,6 +519,15 @@ int main(void) {
         test_complex_refused(dev);
         test_c2c(dev);
         test_real(dev);
+        check_real_dim0(dev, KN_F64, 12, 5);
+        check_real_dim0(dev, KN_F32, 9, 11);
+        if (is_cpu(dev)) {
+            check_real_dim0(dev, KN_F64, 1000, 9);
+            check_real_dim0(dev, KN_F32, 97, 20);
+            check_long(dev, (int64_t)1 << 17);          /* radix 4 and 2 passes, split by threads */
+            check_long(dev, (int64_t)3 * 5 * 7 << 12);  /* 3, 5, 7 passes */
+            check_long(dev, (int64_t)2 * 65537);        /* Bluestein through a long convolution */
+        }
         test_round_trips(dev);
         test_errors(dev);
         if (is_cpu(dev) || d == n_devs - 1) test_gradients(dev);

@@ -248,6 +248,8 @@ kn_status kn__composite(kn_op op, kn_device dev, void *args) {
     case KN_OP_AVG_POOL2D:
     case KN_OP_AVG_POOL2D_BACKWARD: return kn__composite_vision(op, dev, args);
     case KN_OP_FFT: return kn__composite_fft(dev, args);
+    case KN_OP_RFFT: return kn__composite_rfft(dev, args);
+    case KN_OP_IRFFT: return kn__composite_irfft(dev, args);
     default:
         return kn__err(KN_ERR_UNSUPPORTED, "%s: no kernel on %s and no composite", kn__op_call_name(op, args),
                        kn_device_str(dev));

@@ -47,5 +47,8 @@ kn_status kn__composite_layer_norm_backward(kn_device dev, kn_layer_norm_backwar
 kn_status kn__composite_vision(kn_op op, kn_device dev, void *args);
 /* The FFT's composite (composite_fft.c): a DFT as one matmul on the pairs. */
 kn_status kn__composite_fft(kn_device dev, kn_fft_args *a);
+/* RFFT and IRFFT (composite_fft.c): through the FFT op and views. */
+kn_status kn__composite_rfft(kn_device dev, kn_rfft_args *a);
+kn_status kn__composite_irfft(kn_device dev, kn_irfft_args *a);
 
 #endif

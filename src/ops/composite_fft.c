@@ -5,6 +5,7 @@
  * with its GEMM, accumulating in the dtype. O(n^2) work and 4 n^2 elements
  * of matrix: what a device without an FFT kernel of its own gets. */
 #include "composite.h"
+#include "kiln/fft.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -55,4 +56,44 @@ kn_status kn__composite_fft(kn_device dev, kn_fft_args *a) {
     int inv[KN_MAX_DIMS];
     for (int d = 0; d < nd; d++) inv[perm[d]] = d;
     return kn__cx_end(&cx, kn__cx_put(&cx, &a->out, y ? kn_permute(y, nd, inv) : NULL));
+}
+
+/* RFFT: the FFT op (this device's kernel, or the composite above) of x
+ * taken as complex, its first n/2 + 1 bins scaled. */
+kn_status kn__composite_rfft(kn_device dev, kn_rfft_args *a) {
+    kn__cx cx;
+    kn__cx_begin(&cx, dev);
+    if (kn_operand_numel(&a->x) == 0) return kn__cx_end(&cx, KN_OK);
+    int dim = (int)a->dim;
+    int64_t n = a->x.shape[dim];
+    kn_tensor *x = kn__cx_wrap(&cx, &a->x);
+    kn_tensor *y = x ? kn_fft(kn_complex(x, kn_zeros_like(x)), -1, dim, KN_FFT_NORM_BACKWARD) : NULL;
+    y = y ? kn_view_as_real(kn_mul_scalar(kn_narrow(y, dim, 0, n / 2 + 1), a->scale)) : NULL;
+    return kn__cx_end(&cx, kn__cx_put(&cx, &a->out, y));
+}
+
+/* IRFFT: the Hermitian spectrum rebuilt (bins n/2 + 1 .. n - 1 are the
+ * conjugates of bins n - n/2 - 1 .. 1, in that order), the inverse FFT op,
+ * its real part scaled. The imaginary parts of bin 0 and (even n) bin n/2
+ * add only imaginary terms, so the real part ignores them. */
+kn_status kn__composite_irfft(kn_device dev, kn_irfft_args *a) {
+    kn__cx cx;
+    kn__cx_begin(&cx, dev);
+    if (kn_operand_numel(&a->out) == 0) return kn__cx_end(&cx, KN_OK);
+    int dim = (int)a->dim;
+    int64_t n = a->n, tail = n - (n / 2 + 1);
+    kn_tensor *x = kn__cx_wrap(&cx, &a->x);
+    kn_tensor *z = x ? kn_view_as_complex(kn_contiguous(x)) : NULL, *full = z;
+    if (z && tail > 0) {
+        int64_t *idx = malloc((size_t)tail * sizeof *idx);
+        if (!idx) return kn__cx_end(&cx, kn__err(KN_ERR_OOM, "irfft: out of memory"));
+        for (int64_t t = 0; t < tail; t++) idx[t] = tail - t;
+        kn_tensor *it = kn_to(kn_from_data(idx, KN_I64, 1, &tail, KN_CPU), dev);
+        free(idx);
+        kn_tensor *mirror = it ? kn_index_select(kn_view_as_real(z), dim, it) : NULL;
+        kn_tensor *parts[2] = {z, mirror ? kn_conj(kn_view_as_complex(kn_contiguous(mirror))) : NULL};
+        full = parts[1] ? kn_concat(2, parts, dim) : NULL;
+    }
+    kn_tensor *y = full ? kn_ifft(full, -1, dim, KN_FFT_NORM_FORWARD) : NULL;
+    return kn__cx_end(&cx, kn__cx_put(&cx, &a->out, y ? kn_mul_scalar(kn_real(y), a->scale) : NULL));
 }

@@ -1,12 +1,12 @@
 /* The FFT ops (kiln/fft.h). Every transform is one FFT op (core/ops.def) on
  * a complex tensor's real view, between differentiable views and copies:
- * cropping is a narrow, padding a concat with zeros, rfft the complex
- * transform of a real input cut to its first n/2 + 1 bins, irfft the inverse
- * of the Hermitian spectrum rebuilt from them (a conjugated, reversed
- * index_select) with the real part taken. So the gradients are the
- * adjoints, as PyTorch defines them: the FFT op's own backward is the
- * transform of the opposite sign with the same scale (the DFT matrix is
- * symmetric, its adjoint its conjugate), the rest is the views'. */
+ * cropping is a narrow, padding a concat with zeros; rfft and irfft are the
+ * RFFT and IRFFT ops (real input to its n/2 + 1 bins, and back). The
+ * gradients are the adjoints, as PyTorch defines them: the FFT op's own
+ * backward is the transform of the opposite sign with the same scale (the
+ * DFT matrix is symmetric, its adjoint its conjugate); RFFT's is IRFFT of
+ * the bins with those counted twice by the Hermitian extension halved,
+ * IRFFT's is RFFT with them doubled; the rest is the views'. */
 #include "kiln/fft.h"
 #include "core/complex.h"
 #include "ops_internal.h"
@@ -48,6 +48,102 @@ static kn_tensor *c2c(const char *op, kn_tensor *z, int dim, bool inverse, doubl
     }
     kn_node *n = kn__record(out, "fft", c2c_backward, 1, &z, sizeof(fft_state));
     if (n) *KN_STATE(n, fft_state) = (fft_state){dim, inverse, scale};
+    return kn__scoped(out);
+}
+
+/* ---- the real transforms ------------------------------------------------------------------------ */
+typedef struct {
+    int dim;
+    int64_t n; /* the real length */
+    double scale;
+} rfft_state;
+
+static kn_tensor *r2c(const char *op, kn_tensor *x, int dim, double scale);
+static kn_tensor *c2r(const char *op, kn_tensor *z, int dim, int64_t n, double scale);
+
+/* z (complex, n/2 + 1 bins along dim) times `inner` on the bins that the
+ * Hermitian extension of length n holds twice (all but bin 0 and, even n,
+ * bin n/2), 1 on the others. */
+static kn_tensor *weigh_bins(kn_tensor *z, int dim, int64_t n, double inner) {
+    if (!z) return NULL;
+    int64_t bins = n / 2 + 1, shape[KN_MAX_DIMS];
+    double *w = malloc((size_t)bins * sizeof *w);
+    if (!w) return kn__err(KN_ERR_OOM, "fft: out of memory"), NULL;
+    for (int64_t k = 0; k < bins; k++) w[k] = k == 0 || (n % 2 == 0 && k == n / 2) ? 1 : inner;
+    for (int d = 0; d <= z->ndim; d++) shape[d] = d == dim ? bins : 1;
+    kn_tensor *wt = kn_from_data(w, KN_F64, 1, &bins, KN_CPU);
+    wt = kn_to(kn_cast(kn_reshape(wt, z->ndim + 1, shape), kn_dtype_real(z->dtype)), z->storage->device);
+    free(w);
+    return wt ? kn_view_as_complex(kn_mul(kn_view_as_real(kn_contiguous(z)), wt)) : NULL;
+}
+
+/* The gradient of a complex output as complex of dtype dt. */
+static kn_tensor *complex_grad(kn_tensor *g, kn_dtype dt) {
+    return g && g->dtype != dt ? kn_cast(g, dt) : g;
+}
+
+/* y = scale crop(F x): x = scale Re(sum_{k <= n/2} g_k e^{+}) = IRFFT of g
+ * with the bins IRFFT counts twice halved. */
+static kn_status r2c_backward(kn_node *nd, kn_tensor *g, kn_tensor **gin) {
+    const rfft_state *st = KN_STATE(nd, rfft_state);
+    kn_tensor *gc = complex_grad(g, kn_dtype_complex(nd->in[0]->dtype));
+    gin[0] = c2r("rfft_backward", weigh_bins(gc, st->dim, st->n, 0.5), st->dim, st->n, st->scale);
+    return gin[0] ? KN_OK : kn_error_code();
+}
+
+/* y = scale Re(F^-1 hermitian(z)): bin k's gradient is RFFT of g, doubled
+ * where the extension holds the bin twice (0 in the ignored imaginary parts:
+ * RFFT's bin 0 and even-n bin n/2 of a real g are real). */
+static kn_status c2r_backward(kn_node *nd, kn_tensor *g, kn_tensor **gin) {
+    const rfft_state *st = KN_STATE(nd, rfft_state);
+    kn_tensor *gr = g && g->dtype != kn_dtype_real(nd->in[0]->dtype) ? kn_cast(g, kn_dtype_real(nd->in[0]->dtype)) : g;
+    gin[0] = weigh_bins(r2c("irfft_backward", gr, st->dim, st->scale), st->dim, st->n, 2);
+    return gin[0] ? KN_OK : kn_error_code();
+}
+
+/* The RFFT op along dim of real x (float32/float64): its n/2 + 1 bins
+ * (scoped, recorded). */
+static kn_tensor *r2c(const char *op, kn_tensor *x, int dim, double scale) {
+    if (!x) return NULL;
+    if (x->ndim >= KN_MAX_DIMS) {
+        kn__err(KN_ERR_SHAPE, "%s: at most %d dims (the complex result needs one more)", op, KN_MAX_DIMS - 1);
+        return NULL;
+    }
+    int64_t n = x->shape[dim], shape[KN_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++) shape[d] = d == dim ? n / 2 + 1 : x->shape[d];
+    kn_device dev = x->storage->device;
+    kn_tensor *out = kn__new_named(op, x->ndim, shape, kn_dtype_complex(x->dtype), dev);
+    if (!out) return NULL;
+    if (kn_numel(out) > 0) {
+        kn_operand xv = kn__view(x), ov = kn__view(out);
+        kn_rfft_args a = {.out = kn__operand_real_view(&ov), .x = xv, .dim = dim, .scale = scale};
+        if (!kn__run_out(KN_OP_RFFT, dev, &a, out)) return NULL;
+    }
+    kn_node *nd = kn__record(out, "rfft", r2c_backward, 1, &x, sizeof(rfft_state));
+    if (nd) *KN_STATE(nd, rfft_state) = (rfft_state){dim, n, scale};
+    return kn__scoped(out);
+}
+
+/* The IRFFT op along dim of complex z (n/2 + 1 bins) to real length n
+ * (scoped, recorded). */
+static kn_tensor *c2r(const char *op, kn_tensor *z, int dim, int64_t n, double scale) {
+    if (!z) return NULL;
+    if (z->ndim >= KN_MAX_DIMS) {
+        kn__err(KN_ERR_SHAPE, "%s: complex tensors have at most %d dims", op, KN_MAX_DIMS - 1);
+        return NULL;
+    }
+    int64_t shape[KN_MAX_DIMS];
+    for (int d = 0; d < z->ndim; d++) shape[d] = d == dim ? n : z->shape[d];
+    kn_device dev = z->storage->device;
+    kn_tensor *out = kn__new_named(op, z->ndim, shape, kn_dtype_real(z->dtype), dev);
+    if (!out) return NULL;
+    if (kn_numel(out) > 0) {
+        kn_operand zv = kn__view(z), ov = kn__view(out);
+        kn_irfft_args a = {.out = ov, .x = kn__operand_real_view(&zv), .dim = dim, .n = n, .scale = scale};
+        if (!kn__run_out(KN_OP_IRFFT, dev, &a, out)) return NULL;
+    }
+    kn_node *nd = kn__record(out, "irfft", c2r_backward, 1, &z, sizeof(rfft_state));
+    if (nd) *KN_STATE(nd, rfft_state) = (rfft_state){dim, n, scale};
     return kn__scoped(out);
 }
 
@@ -111,6 +207,12 @@ static kn_tensor *fft_c(const char *op, kn_tensor *x, int64_t n, int dim, kn_fft
     return c2c(op, resize(to_complex(x), d, n), d, inverse, norm_scale(norm, n, inverse));
 }
 
+/* x as the float dtype the real transforms take (float64, else float32). */
+static kn_tensor *to_real_float(kn_tensor *x) {
+    kn_dtype dt = kn_dtype_real(kn_dtype_complex(x->dtype));
+    return x->dtype == dt ? x : kn_cast(x, dt);
+}
+
 static kn_tensor *rfft(const char *op, kn_tensor *x, int64_t n, int dim, kn_fft_norm norm) {
     if (!x) return kn__err_null(op), NULL;
     if (kn_dtype_is_complex(x->dtype)) {
@@ -119,8 +221,7 @@ static kn_tensor *rfft(const char *op, kn_tensor *x, int64_t n, int dim, kn_fft_
     }
     int d = fft_dim(op, x, dim, norm);
     if (d < 0 || (n = fft_len(op, n, x->shape[d])) < 0) return NULL;
-    kn_tensor *y = c2c(op, to_complex(resize(x, d, n)), d, false, norm_scale(norm, n, false));
-    return y ? kn_contiguous(kn_narrow(y, d, 0, n / 2 + 1)) : NULL;
+    return r2c(op, resize(to_real_float(x), d, n), d, norm_scale(norm, n, false));
 }
 
 static kn_tensor *irfft(const char *op, kn_tensor *x, int64_t n, int dim, kn_fft_norm norm) {
@@ -133,21 +234,7 @@ static kn_tensor *irfft(const char *op, kn_tensor *x, int64_t n, int dim, kn_fft
                 op, (long long)x->shape[d], (long long)n);
         return NULL;
     }
-    int64_t bins = n / 2 + 1, tail = n - bins;
-    kn_tensor *z = resize(to_complex(x), d, bins), *full = z;
-    if (z && tail > 0) {
-        /* Bins bins .. n-1 are the conjugates of bins n-bins .. 1, in that order. */
-        int64_t *idx = malloc((size_t)tail * sizeof *idx);
-        if (!idx) return kn__err(KN_ERR_OOM, "%s: out of memory", op), NULL;
-        for (int64_t t = 0; t < tail; t++) idx[t] = tail - t;
-        kn_tensor *it = kn_to(kn_from_data(idx, KN_I64, 1, &tail, KN_CPU), z->storage->device);
-        free(idx);
-        kn_tensor *mirror = it ? kn_index_select(kn_view_as_real(z), d, it) : NULL;
-        kn_tensor *parts[2] = {z, mirror ? kn_conj(kn_view_as_complex(kn_contiguous(mirror))) : NULL};
-        full = parts[1] ? kn_concat(2, parts, d) : NULL;
-    }
-    kn_tensor *y = c2c(op, full, d, true, norm_scale(norm, n, true));
-    return y ? kn_contiguous(kn_real(y)) : NULL;
+    return c2r(op, resize(to_complex(x), d, n / 2 + 1), d, n, norm_scale(norm, n, true));
 }
 
 kn_tensor *kn_fft(kn_tensor *x, int64_t n, int dim, kn_fft_norm norm) { return fft_c("fft", x, n, dim, norm, false); }
