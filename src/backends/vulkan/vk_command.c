@@ -22,7 +22,8 @@ extern const kvk_spirv kvk_shaders[];
 extern const int kvk_shader_count;
 
 static const char *const shader_names[KVK_SH_COUNT] = {
-    "copy", "fill", "unary", "binary", "where", "reduce", "matmul", "gather", "scatter_add", "random", "gemm"};
+    "copy", "fill", "unary", "binary", "where", "reduce", "matmul", "gather", "scatter_add", "random", "gemm", "adam",
+    "bn_stats", "bn_apply", "cross_entropy", "embed", "dropout"};
 
 #define KVK_BATCH 512                         /* dispatches per submit */
 #define PARAMS_BYTES ((size_t)4 << 20)        /* parameter words of one batch */
@@ -106,11 +107,13 @@ kn_status kvk_wait(kvk_dev *d, const char *op) {
     if (!d->recording) return KN_OK;
     barrier(d, true);
     d->recording = false;
+    double t0 = kvk_profiling ? kvk_profile_now() : 0;
     VkResult r = kvk.vkEndCommandBuffer(d->cmd);
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &d->cmd};
     if (r == VK_SUCCESS) r = kvk.vkQueueSubmit(d->queue, 1, &si, d->fence);
     if (r == VK_SUCCESS) r = kvk.vkWaitForFences(d->dev, 1, &d->fence, VK_TRUE, UINT64_MAX);
     if (r == VK_SUCCESS) r = kvk.vkResetFences(d->dev, 1, &d->fence);
+    if (kvk_profiling) kvk_profile_submit(kvk_profile_now() - t0);
     kvk.vkResetCommandBuffer(d->cmd, 0);
     kvk.vkResetDescriptorPool(d->dev, d->dpool, 0);
     d->n_sets = 0;
@@ -179,6 +182,9 @@ kn_status kvk_flush(kvk_dev *d, const char *op) {
         } else if (kind == KVK_FAULT_EMBEDDING_CAT)
             s = kn__err(KN_ERR_INVALID, "embedding_cat: index %lld is out of range for table %u of %u rows (found on vulkan:%d)",
                         (long long)v, f[4], f[3], d->index);
+        else if (kind == KVK_FAULT_CROSS_ENTROPY)
+            s = kn__err(KN_ERR_INVALID, "cross_entropy: target %lld is out of range for %u classes (found on vulkan:%d)",
+                        (long long)v, f[3], d->index);
         else
             s = kn__err(KN_ERR_INVALID, "%s: index %lld is out of range for dim %u of size %u (found on vulkan:%d)",
                     fault_op(kind), (long long)v, f[4], f[3], d->index);
@@ -192,10 +198,13 @@ static VkPipeline pipeline(kvk_dev *d, kvk_shader sh, bool f64, const char *op) 
     VkPipeline *p = &d->pipes[sh][f64];
     if (*p) return *p;
     char want[64];
-    snprintf(want, sizeof want, "%s_%c", shader_names[sh], f64 ? 'd' : 'f');
     const kvk_spirv *code = NULL;
-    for (int i = 0; i < kvk_shader_count; i++)
-        if (!strcmp(kvk_shaders[i].name, want)) code = &kvk_shaders[i];
+    /* The subgroup variant where the device has subgroup arithmetic and the shader one. */
+    for (int sg = d->subgroup_arith ? 1 : 0; sg >= 0 && !code; sg--) {
+        snprintf(want, sizeof want, "%s_%c%s", shader_names[sh], f64 ? 'd' : 'f', sg ? "s" : "");
+        for (int i = 0; i < kvk_shader_count; i++)
+            if (!strcmp(kvk_shaders[i].name, want)) code = &kvk_shaders[i];
+    }
     if (!code) {
         kn__err(KN_ERR_UNSUPPORTED, "%s: shader %s is missing from this build", op, want);
         return VK_NULL_HANDLE;
@@ -274,6 +283,7 @@ kn_status kvk_record(kvk_dev *d, kvk_dispatch *w, const char *op) {
     kvk.vkCmdDispatch(d->cmd, w->groups[0], w->groups[1] ? w->groups[1] : 1, w->groups[2] ? w->groups[2] : 1);
     barrier(d, false);
     d->n_recorded++;
+    if (kvk_profiling) kvk_profile_dispatch();
     return KN_OK;
 }
 

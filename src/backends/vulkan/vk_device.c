@@ -80,6 +80,10 @@ static bool describe(VkPhysicalDevice p, kvk_dev *d) {
     VkPhysicalDeviceFeatures f;
     kvk.vkGetPhysicalDeviceFeatures(p, &f);
     if (!f.shaderInt64) return false;
+    /* Every shader sees KVK_BINDINGS operand buffers, the parameters and the faults. */
+    if (d->props.limits.maxPerStageDescriptorStorageBuffers < KVK_BINDINGS + 2 ||
+        d->props.limits.maxDescriptorSetStorageBuffers < KVK_BINDINGS + 2)
+        return false;
     uint32_t nq = 0;
     kvk.vkGetPhysicalDeviceQueueFamilyProperties(p, &nq, NULL);
     VkQueueFamilyProperties q[32];
@@ -95,6 +99,11 @@ static bool describe(VkPhysicalDevice p, kvk_dev *d) {
     VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sg};
     kvk.vkGetPhysicalDeviceProperties2(p, &p2);
     d->subgroup = sg.subgroupSize ? sg.subgroupSize : 1;
+    /* KILN_VULKAN_NO_SUBGROUPS=1 keeps the shared-memory reductions (to test them). */
+    d->subgroup_arith = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                        (sg.supportedOperations & VK_SUBGROUP_FEATURE_BASIC_BIT) &&
+                        (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) && sg.subgroupSize > 1 &&
+                        !env_on("KILN_VULKAN_NO_SUBGROUPS");
     d->is_cpu = d->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     /* KILN_VULKAN_NO_F64=1 runs as a device without float64 would (MoltenVK). */
     d->f64 = f.shaderFloat64 && !env_on("KILN_VULKAN_NO_F64");
@@ -241,12 +250,31 @@ kvk_dev *kvk_peek(int index, const char *op) {
 
 void kvk_leave(kvk_dev *d) { mtx_unlock(&d->lock); }
 
+/* KILN_VULKAN_FUSED=0 sends adam, dropout, batch norm and cross-entropy to
+ * their composites (to measure what the fused kernels save). */
+static bool fused_off;
+
+void kvk_print_devices(FILE *f) {
+    for (int i = 0; i < n_devices; i++)
+        fprintf(f, "vulkan:%d %s: subgroup size %u, subgroup arithmetic %s, float64 %s\n", i, devs[i].name,
+                devs[i].subgroup, devs[i].subgroup_arith ? "used" : "not used", devs[i].f64 ? "yes" : "no");
+}
+
 static bool supports(int index, kn_op op, const void *args) {
     (void)index;
+    if (fused_off && (op == KN_OP_ADAM || op == KN_OP_DROPOUT || op == KN_OP_BATCH_NORM || op == KN_OP_BATCH_NORM_BACKWARD ||
+                      op == KN_OP_CROSS_ENTROPY || op == KN_OP_CROSS_ENTROPY_BACKWARD))
+        return false;
     if (op == KN_OP_MATMUL) { /* floats only (the op allows nothing else) */
         const kn_matmul_args *a = args;
         return kn_dtype_is_float(a->out.dtype);
     }
+    if (op == KN_OP_ADAM) return kvk_adam_supports(args);
+    if (op == KN_OP_DROPOUT) return kvk_dropout_supports(args);
+    if (op == KN_OP_BATCH_NORM) return kvk_batch_norm_supports(args);
+    if (op == KN_OP_BATCH_NORM_BACKWARD) return kvk_batch_norm_backward_supports(args);
+    if (op == KN_OP_CROSS_ENTROPY) return kvk_cross_entropy_supports(args);
+    if (op == KN_OP_CROSS_ENTROPY_BACKWARD) return kvk_cross_entropy_backward_supports(args);
     return true;
 }
 
@@ -283,6 +311,12 @@ static kn_backend vulkan = {
             [KN_OP_INDEX_ADD] = kvk_index_add,
             [KN_OP_EMBEDDING_CAT] = kvk_embedding_cat,
             [KN_OP_EMBEDDING_CAT_BACKWARD] = kvk_embedding_cat_backward,
+            [KN_OP_ADAM] = kvk_adam,
+            [KN_OP_DROPOUT] = kvk_dropout,
+            [KN_OP_BATCH_NORM] = kvk_batch_norm,
+            [KN_OP_BATCH_NORM_BACKWARD] = kvk_batch_norm_backward,
+            [KN_OP_CROSS_ENTROPY] = kvk_cross_entropy,
+            [KN_OP_CROSS_ENTROPY_BACKWARD] = kvk_cross_entropy_backward,
         },
 };
 
@@ -293,6 +327,9 @@ static void finish_def(void) {
     for (int i = 0; i < kvk_device_count(); i++) dt &= devs[i].dtypes;
     vulkan.dtypes = dt;
     vulkan.priority = any_gpu ? 20 : 0; /* after CUDA (30); a CPU-type device only when named */
+    const char *f = getenv("KILN_VULKAN_FUSED");
+    fused_off = f && !strcmp(f, "0");
+    kvk_profile_install(&vulkan);
 }
 
 const kn_backend *kn__vulkan_backend_def(void) {

@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <threads.h>
 
@@ -72,10 +73,11 @@ typedef struct {
 } kvk_block;
 
 /* ---- pipelines (vk_command.c) ---------------------------------------------------- */
-#define KVK_BINDINGS 4 /* operand buffers a shader sees (bindings 0..3) */
+#define KVK_BINDINGS 8 /* operand buffers a shader sees (bindings 0..7; 8 params, 9 faults) */
 typedef enum {
     KVK_SH_COPY, KVK_SH_FILL, KVK_SH_UNARY, KVK_SH_BINARY, KVK_SH_WHERE, KVK_SH_REDUCE,
-    KVK_SH_MATMUL, KVK_SH_GATHER, KVK_SH_SCATTER_ADD, KVK_SH_RANDOM, KVK_SH_GEMM, KVK_SH_COUNT
+    KVK_SH_MATMUL, KVK_SH_GATHER, KVK_SH_SCATTER_ADD, KVK_SH_RANDOM, KVK_SH_GEMM, KVK_SH_ADAM, KVK_SH_BN_STATS,
+    KVK_SH_BN_APPLY, KVK_SH_CROSS_ENTROPY, KVK_SH_EMBED, KVK_SH_DROPOUT, KVK_SH_COUNT
 } kvk_shader;
 
 /* ---- a device ------------------------------------------------------------------- */
@@ -89,6 +91,7 @@ typedef struct {
     uint32_t dtypes;
     size_t max_binding; /* bytes one storage-buffer binding may span */
     uint32_t subgroup;
+    bool subgroup_arith; /* subgroup arithmetic in compute: the shaders' "s" variants */
     uint32_t queue_family;
     VkDeviceSize heap_size;
 
@@ -131,7 +134,7 @@ typedef struct {
     VkDescriptorSetLayout dsl;
     VkPipelineLayout layout;
     VkPipelineCache cache;
-    VkPipeline pipes[KVK_SH_COUNT][2];
+    VkPipeline pipes[KVK_SH_COUNT][2]; /* [shader][f64] */
 } kvk_dev;
 
 int kvk_device_count(void);
@@ -185,12 +188,29 @@ kn_status kvk_record(kvk_dev *d, kvk_dispatch *w, const char *op);
  * low 8 bits, and above them the composite's fault context (0: none). */
 enum {
     KVK_FAULT_NONE = 0, KVK_FAULT_GATHER, KVK_FAULT_SCATTER_ADD, KVK_FAULT_INDEX_SELECT, KVK_FAULT_INDEX_ADD,
-    KVK_FAULT_EMBEDDING_CAT
+    KVK_FAULT_EMBEDDING_CAT, KVK_FAULT_CROSS_ENTROPY
 };
 /* The fault code a dispatch of this kind, recorded now, raises: the calling
  * thread's fault context (a composite's, core/internal.h) goes with it, so
  * kvk_flush names the fused op. */
 uint32_t kvk_fault_code(kvk_dev *d, uint32_t kind);
+
+/* What the fused kernels run (their supports() part). */
+bool kvk_adam_supports(const kn_adam_args *a);
+bool kvk_dropout_supports(const kn_dropout_args *a);
+bool kvk_batch_norm_supports(const kn_batch_norm_args *a);
+bool kvk_batch_norm_backward_supports(const kn_batch_norm_backward_args *a);
+bool kvk_cross_entropy_supports(const kn_cross_entropy_args *a);
+bool kvk_cross_entropy_backward_supports(const kn_cross_entropy_backward_args *a);
+
+/* KILN_VULKAN_PROFILE=1 (vk_profile.c): wraps the kernel slots; the
+ * batcher reports each dispatch and each submit while kvk_profiling. */
+extern bool kvk_profiling;
+void kvk_profile_install(kn_backend *b);
+void kvk_print_devices(FILE *f); /* what the profile says of each device */
+void kvk_profile_dispatch(void);
+void kvk_profile_submit(double ms);
+double kvk_profile_now(void);
 
 /* kernels (vk_ops*.c) */
 #define KN_OP(ID, name, tier, fields) kn_status kvk_##name(int device, const void *args);

@@ -82,6 +82,7 @@ kn_status kvk_elementwise(kvk_dev *d, kvk_shader sh, bool f64, int nops, const k
 kn_status kvk_record_gather(kvk_dev *d, const kn_gather_args *a, uint32_t fault, uint32_t fault_dim);
 kn_status kvk_record_scatter_add(kvk_dev *d, const kn_scatter_add_args *a, uint32_t fault, uint32_t fault_dim);
 kn_status kvk_record_fill(kvk_dev *d, const kn_fill_args *a);
+kn_status kvk_record_reduce(kvk_dev *d, const kn_reduce_args *a);
 /* Whether the op needs the float64 variant (an operand of that dtype). */
 bool kvk_any_f64(int n, const kn_operand *const *ops);
 

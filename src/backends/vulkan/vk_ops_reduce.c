@@ -10,8 +10,7 @@ static kn_status too_large(const char *op) {
                                        "strides beyond 2^31)", op);
 }
 
-kn_status kvk_reduce(int device, const void *args) {
-    const kn_reduce_args *a = args;
+kn_status kvk_record_reduce(kvk_dev *d, const kn_reduce_args *a) {
     const kn_operand *x = &a->x, *out = &a->out;
     const char *name = kn__reduce_name((kn_reduce_fn)a->fn);
     int64_t n_out = kn_operand_numel(out), R = 1;
@@ -45,8 +44,6 @@ kn_status kvk_reduce(int device, const void *args) {
     w.f64 = kvk_any_f64(2, ops);
     kvk_bind(&w, 0, out, 38);
     kvk_bind(&w, 1, x, 36);
-    kvk_dev *d = kvk_enter(device, name);
-    if (!d) return kn_error_code();
     /* Few elements per output, or enough outputs to fill the device: one
      * invocation per output; else a workgroup per output. */
     bool serial = R <= 64 || n_out >= 4096;
@@ -54,9 +51,12 @@ kn_status kvk_reduce(int device, const void *args) {
     uint32_t cap = d->props.limits.maxComputeWorkGroupCount[0];
     if (cap > 65535) cap = 65535;
     w.groups[0] = serial ? kvk_groups(d, n_out) : (uint32_t)(n_out < (int64_t)cap ? n_out : cap);
-    kn_status s = kvk_record(d, &w, name);
-    kvk_leave(d);
-    return s;
+    return kvk_record(d, &w, name);
+}
+
+kn_status kvk_reduce(int device, const void *args) {
+    const kn_reduce_args *a = args;
+    KVK_WITH_DEVICE(kn__reduce_name((kn_reduce_fn)a->fn), kvk_record_reduce(d, a));
 }
 
 kn_status kvk_matmul(int device, const void *args) {

@@ -6,6 +6,13 @@
 // KVK_F64 = 1 builds the variant whose `real` is double (devices with
 // shaderFloat64, for float64 tensors); otherwise `real` is float.
 #extension GL_EXT_shader_explicit_arithmetic_types_int64 : require
+// KVK_SUBGROUP = 1: the variant for devices with subgroup arithmetic in
+// compute (workgroup.glsl); its module declares the capability, so devices
+// without it never load it.
+#if KVK_SUBGROUP
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 #if KVK_F64
 #extension GL_EXT_shader_explicit_arithmetic_types_float64 : require
 #define real double
@@ -21,8 +28,12 @@ layout(std430, set = 0, binding = 0) buffer Buf0 { uint w[]; } b0;
 layout(std430, set = 0, binding = 1) buffer Buf1 { uint w[]; } b1;
 layout(std430, set = 0, binding = 2) buffer Buf2 { uint w[]; } b2;
 layout(std430, set = 0, binding = 3) buffer Buf3 { uint w[]; } b3;
-layout(std430, set = 0, binding = 4) readonly buffer Params { uint p[]; } prm;
-layout(std430, set = 0, binding = 5) buffer Fault { uint f[]; } fault;
+layout(std430, set = 0, binding = 4) buffer Buf4 { uint w[]; } b4;
+layout(std430, set = 0, binding = 5) buffer Buf5 { uint w[]; } b5;
+layout(std430, set = 0, binding = 6) buffer Buf6 { uint w[]; } b6;
+layout(std430, set = 0, binding = 7) buffer Buf7 { uint w[]; } b7;
+layout(std430, set = 0, binding = 8) readonly buffer Params { uint p[]; } prm;
+layout(std430, set = 0, binding = 9) buffer Fault { uint f[]; } fault;
 layout(push_constant) uniform Push { uint base; } pc;
 
 uint P(uint k) { return prm.p[pc.base + k]; }
@@ -40,25 +51,43 @@ uint dsize(uint dt) { return dt == F64 || dt == I64 ? 8 : dt == F32 || dt == I32
 
 // ---- words of binding b ----------------------------------------------------------
 uint rdw(uint b, uint i) {
-    if (b == 0) return b0.w[i];
-    if (b == 1) return b1.w[i];
-    if (b == 2) return b2.w[i];
-    return b3.w[i];
+    switch (b) {
+    case 0: return b0.w[i];
+    case 1: return b1.w[i];
+    case 2: return b2.w[i];
+    case 3: return b3.w[i];
+    case 4: return b4.w[i];
+    case 5: return b5.w[i];
+    case 6: return b6.w[i];
+    }
+    return b7.w[i];
 }
 void wrw(uint b, uint i, uint v) {
-    if (b == 0) b0.w[i] = v;
-    else if (b == 1) b1.w[i] = v;
-    else if (b == 2) b2.w[i] = v;
-    else b3.w[i] = v;
+    switch (b) {
+    case 0: b0.w[i] = v; return;
+    case 1: b1.w[i] = v; return;
+    case 2: b2.w[i] = v; return;
+    case 3: b3.w[i] = v; return;
+    case 4: b4.w[i] = v; return;
+    case 5: b5.w[i] = v; return;
+    case 6: b6.w[i] = v; return;
+    }
+    b7.w[i] = v;
 }
 // Sub-word stores: neighbours of the same word may be written by other
 // invocations at the same time; clearing then setting only our own bits
 // with atomics leaves theirs alone, whatever the interleaving.
 void wrpart(uint b, uint i, uint clear, uint set) {
-    if (b == 0) { atomicAnd(b0.w[i], ~clear); atomicOr(b0.w[i], set); }
-    else if (b == 1) { atomicAnd(b1.w[i], ~clear); atomicOr(b1.w[i], set); }
-    else if (b == 2) { atomicAnd(b2.w[i], ~clear); atomicOr(b2.w[i], set); }
-    else { atomicAnd(b3.w[i], ~clear); atomicOr(b3.w[i], set); }
+    switch (b) {
+    case 0: atomicAnd(b0.w[i], ~clear); atomicOr(b0.w[i], set); return;
+    case 1: atomicAnd(b1.w[i], ~clear); atomicOr(b1.w[i], set); return;
+    case 2: atomicAnd(b2.w[i], ~clear); atomicOr(b2.w[i], set); return;
+    case 3: atomicAnd(b3.w[i], ~clear); atomicOr(b3.w[i], set); return;
+    case 4: atomicAnd(b4.w[i], ~clear); atomicOr(b4.w[i], set); return;
+    case 5: atomicAnd(b5.w[i], ~clear); atomicOr(b5.w[i], set); return;
+    case 6: atomicAnd(b6.w[i], ~clear); atomicOr(b6.w[i], set); return;
+    }
+    atomicAnd(b7.w[i], ~clear); atomicOr(b7.w[i], set);
 }
 
 // The raw bits of the element of size sz at byte address a.

@@ -16,7 +16,7 @@ layout(std430, set = 0, binding = 0) buffer Out { float o[]; };
 layout(std430, set = 0, binding = 1) readonly buffer A { float a[]; };
 layout(std430, set = 0, binding = 2) readonly buffer B { float b[]; };
 layout(std430, set = 0, binding = 3) readonly buffer Bias { float bias[]; };
-layout(std430, set = 0, binding = 4) readonly buffer Params { uint p[]; } prm;
+layout(std430, set = 0, binding = 8) readonly buffer Params { uint p[]; } prm;
 layout(push_constant) uniform Push { uint base; } pc;
 
 uint P(uint k) { return prm.p[pc.base + k]; }

@@ -6,23 +6,7 @@
 // b double (+8), b float (+10), integer mode (+11), low (+12), span (+14).
 #include "common.glsl"
 #include "math.glsl"
-
-uvec4 philox(uint c0, uint c1, uint k0, uint k1) {
-    uint c2 = 0u, c3 = 0u;
-    for (int r = 0; r < 10; r++) {
-        uint hi0, lo0, hi1, lo1;
-        umulExtended(0xD2511F53u, c0, hi0, lo0);
-        umulExtended(0xCD9E8D57u, c2, hi1, lo1);
-        uint n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
-        c1 = lo1;
-        c3 = lo0;
-        c0 = n0;
-        c2 = n2;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-    return uvec4(c0, c1, c2, c3);
-}
+#include "philox.glsl"
 
 real u01(uint x) { return real(x >> 8) * real(1.0 / 16777216.0); }
 
