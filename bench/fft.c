@@ -4,8 +4,9 @@
  * (on the CPU) or torch.fft (on CUDA) and prints ratios.
  * Usage: bench_fft [--reps N] [--device cpu|cuda:0|...]
  * Prints one line per case: "kind dtype rows cols ms", where kind is fft
- * (along the last dim), fft0 (along dim 0), ifft, rfft or fft2, on a
- * [rows, cols] input.
+ * (along the last dim), fft0 (along dim 0), ifft, rfft, irfft or fft2, on a
+ * [rows, cols] input; for irfft, cols is the output length (the input is
+ * [rows, cols/2 + 1] complex bins).
  * On the CPU a repeat is one call. On a GPU, where calls only enqueue work,
  * a repeat is a burst of calls ended by kn_device_synchronize, divided by
  * their number: the device's throughput, as torch.cuda.synchronize after a
@@ -31,7 +32,7 @@ static int cmp(const void *a, const void *b) {
 }
 
 typedef struct {
-    const char *kind; /* fft, fft0, ifft, rfft, fft2 */
+    const char *kind; /* fft, fft0, ifft, rfft, irfft, fft2 */
     kn_dtype dt;      /* of the input */
     int64_t rows, cols;
 } bcase;
@@ -43,6 +44,7 @@ static void die(const char *what) {
 
 static kn_tensor *transform(const bcase *c, kn_tensor *x) {
     if (!strcmp(c->kind, "rfft")) return kn_rfft(x, -1, -1, KN_FFT_NORM_BACKWARD);
+    if (!strcmp(c->kind, "irfft")) return kn_irfft(x, c->cols, -1, KN_FFT_NORM_BACKWARD);
     if (!strcmp(c->kind, "ifft")) return kn_ifft(x, -1, -1, KN_FFT_NORM_BACKWARD);
     if (!strcmp(c->kind, "fft0")) return kn_fft(x, -1, 0, KN_FFT_NORM_BACKWARD);
     if (!strcmp(c->kind, "fft2")) return kn_fft2(x, NULL, NULL, KN_FFT_NORM_BACKWARD);
@@ -67,8 +69,9 @@ static double run(const bcase *c, kn_device dev, int reps) {
     kn_scope outer = kn_scope_begin();
     kn_generator g = kn_generator_make(1);
     bool real = !strcmp(c->kind, "rfft");
+    int64_t width = !strcmp(c->kind, "irfft") ? c->cols / 2 + 1 : c->cols; /* irfft: the bins of cols reals */
     kn_tensor *h = real ? kn_randn(KN_SHAPE(c->rows, c->cols), c->dt, KN_CPU, &g)
-                        : kn_view_as_complex(kn_randn(KN_SHAPE(c->rows, c->cols, 2), kn_dtype_real(c->dt), KN_CPU, &g));
+                        : kn_view_as_complex(kn_randn(KN_SHAPE(c->rows, width, 2), kn_dtype_real(c->dt), KN_CPU, &g));
     kn_tensor *x = kn_to(h, dev);
     if (!x) die("input");
     bool gpu = dev.kind != KN_DEVICE_CPU;
@@ -110,14 +113,15 @@ int main(int argc, char **argv) {
     static const bcase cpu_cases[] = {
         {"fft", KN_C64, 256, 1024}, {"fft", KN_C128, 256, 1024}, {"fft", KN_C64, 64, 4096},
         {"fft", KN_C64, 256, 1000}, {"fft", KN_C64, 64, 4099}, {"fft", KN_C64, 1, 1 << 20},
-        {"rfft", KN_F32, 256, 1024}, {"rfft", KN_F32, 64, 4096},
+        {"rfft", KN_F32, 256, 1024}, {"rfft", KN_F32, 64, 4096}, {"irfft", KN_C64, 256, 1024},
     };
     /* Larger batches on a GPU: small ones measure launch latency only. */
     static const bcase gpu_cases[] = {
         {"fft", KN_C64, 1024, 4096}, {"fft2", KN_C64, 1024, 1024}, {"fft", KN_C128, 1024, 4096},
         {"ifft", KN_C64, 1024, 4096}, {"fft0", KN_C64, 4096, 1024}, {"fft", KN_C64, 4096, 1000},
         {"fft", KN_C64, 1024, 4099}, {"fft", KN_C64, 1, 1 << 24}, {"rfft", KN_F32, 1024, 4096},
-        {"fft", KN_C64, 256, 1024},
+        {"fft", KN_C64, 256, 1024}, {"rfft", KN_F32, 256, 1024}, {"irfft", KN_C64, 1024, 4096},
+        {"irfft", KN_C64, 256, 1024},
     };
     bool gpu = dev.kind != KN_DEVICE_CPU;
     const bcase *cases = gpu ? gpu_cases : cpu_cases;

@@ -73,6 +73,7 @@ TORCH = {
     "fft0": lambda x: torch.fft.fft(x, dim=0),
     "ifft": lambda x: torch.fft.ifft(x, dim=-1),
     "rfft": lambda x: torch.fft.rfft(x, dim=-1),
+    "irfft": lambda x, n: torch.fft.irfft(x, n, dim=-1),
     "fft2": lambda x: torch.fft.fft2(x),
 }
 NUMPY = {
@@ -80,31 +81,34 @@ NUMPY = {
     "fft0": lambda x: np.fft.fft(x, axis=0),
     "ifft": lambda x: np.fft.ifft(x, axis=-1),
     "rfft": lambda x: np.fft.rfft(x, axis=-1),
+    "irfft": lambda x, n: np.fft.irfft(x, n, axis=-1),
     "fft2": lambda x: np.fft.fft2(x),
 }
 
 rng = np.random.default_rng(0)
 if gpu:
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(tdev)}; kiln on {a.device}")
-    print(f"{'transform':<34} {'kiln ms':>9} {'torch ms':>9} {'torch/kiln':>10}")
+    print(f"{'transform':<38} {'kiln ms':>9} {'torch ms':>9} {'torch/kiln':>10}")
 else:
-    print(f"{'transform':<34} {'kiln ms':>9} {'numpy ms':>9} {'torch ms':>9} {'np/kiln':>8} {'torch/kiln':>10}")
+    print(f"{'transform':<38} {'kiln ms':>9} {'numpy ms':>9} {'torch ms':>9} {'np/kiln':>8} {'torch/kiln':>10}")
 for line in run.stdout.split("\n"):
     if not line.strip():
         continue
     kind, dt, rows, cols, ms = line.split()
     rows, cols, ms = int(rows), int(cols), float(ms)
-    x = rng.standard_normal((rows, cols))
+    width = cols // 2 + 1 if kind == "irfft" else cols  # irfft: the bins of cols reals
+    x = rng.standard_normal((rows, width))
     if kind != "rfft":
-        x = x + 1j * rng.standard_normal((rows, cols))
+        x = x + 1j * rng.standard_normal((rows, width))
     x = x.astype(NP[dt])
     tx = torch.from_numpy(x)
-    name = f"{kind} {dt} [{rows}, {cols}]"
+    name = f"{kind} {dt} [{rows}, {width}]" + (f" -> {cols}" if kind == "irfft" else "")
+    args = (cols,) if kind == "irfft" else ()
     if gpu:
         tx = tx.to(tdev)
-        t_torch = median_gpu(lambda: TORCH[kind](tx))
-        print(f"{name:<34} {ms:9.4f} {t_torch:9.4f} {t_torch / ms:10.2f}")
+        t_torch = median_gpu(lambda: TORCH[kind](tx, *args))
+        print(f"{name:<38} {ms:9.4f} {t_torch:9.4f} {t_torch / ms:10.2f}")
     else:
-        t_np = median_cpu(lambda: NUMPY[kind](x))
-        t_torch = median_cpu(lambda: TORCH[kind](tx))
-        print(f"{name:<34} {ms:9.3f} {t_np:9.3f} {t_torch:9.3f} {t_np / ms:8.2f} {t_torch / ms:10.2f}")
+        t_np = median_cpu(lambda: NUMPY[kind](x, *args))
+        t_torch = median_cpu(lambda: TORCH[kind](tx, *args))
+        print(f"{name:<38} {ms:9.3f} {t_np:9.3f} {t_torch:9.3f} {t_np / ms:8.2f} {t_torch / ms:10.2f}")

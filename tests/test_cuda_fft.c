@@ -1,9 +1,12 @@
 /* What only the CUDA FFT has (src/backends/cuda/cuda_fft.c): cuFFT plans
- * made and used inside graph captures, the refusal of Bluestein plans
- * there, the plan cache past its size (evicted plans made again), the
- * workspace given back to kiln's allocator, and lengths and batches that
- * the composite could not run. Results are compared with the CPU's FFT,
- * which shares no code with cuFFT. Skipped (exit 77) without a CUDA device. */
+ * made and used inside graph captures (complex and real transforms), the
+ * refusal of Bluestein plans there, the plan cache past its size (evicted
+ * plans made again), the workspace given back to kiln's allocator, the
+ * inverse real transform's scratch copy (its input left as it was, the
+ * imaginary parts of bin 0 and the Nyquist bin ignored), and lengths and
+ * batches that the composite could not run. Results are compared with the
+ * CPU's FFT, which shares no code with cuFFT. Skipped (exit 77) without a
+ * CUDA device. */
 #include "kn_test.h"
 #include "kiln/fft.h"
 
@@ -23,6 +26,28 @@ static double cdiff(kn_tensor *cpu, kn_tensor *gpu) {
     free(a);
     free(b);
     return worst / (top > 0 ? top : 1);
+}
+
+/* As cdiff, for real or complex tensors of one shape (through the real view). */
+static double rdiff(kn_tensor *cpu, kn_tensor *gpu) {
+    if (cpu && kn_dtype_is_complex(kn_dtype_of(cpu))) cpu = kn_view_as_real(cpu);
+    if (gpu && kn_dtype_is_complex(kn_dtype_of(gpu))) gpu = kn_view_as_real(gpu);
+    if (!cpu || !gpu || kn_numel(cpu) != kn_numel(gpu)) return INFINITY;
+    int64_t n = kn_numel(cpu);
+    double *a = malloc((size_t)(n + 1) * 8), *b = malloc((size_t)(n + 1) * 8), worst = 0, top = 0;
+    if (!a || !b || kn_to_host(cpu, a, KN_F64) != KN_OK || kn_to_host(gpu, b, KN_F64) != KN_OK) worst = INFINITY;
+    for (int64_t i = 0; i < n && worst < INFINITY; i++) {
+        top = fmax(top, fabs(a[i]));
+        worst = fmax(worst, fabs(a[i] - b[i]));
+    }
+    free(a);
+    free(b);
+    return worst / (top > 0 ? top : 1);
+}
+
+static kn_tensor *rrand(int64_t rows, int64_t cols, kn_dtype dt, uint64_t seed) {
+    kn_generator g = kn_generator_make(seed);
+    return kn_randn(KN_SHAPE(rows, cols), dt, KN_CPU, &g);
 }
 
 static kn_tensor *crand(int64_t rows, int64_t cols, kn_dtype dt, uint64_t seed) {
@@ -82,6 +107,125 @@ static void test_graphs(void) {
     CHECK(kn_item(kn_sum_all(kn_ones(KN_SHAPE(5), KN_F32, cuda0))) == 5, "eager after the graphs");
 }
 
+/* A step of real transforms: y = irfft(rfft(x) along dim 1, to length n). */
+typedef struct {
+    kn_tensor *x, *y;
+    int64_t n;
+} rfft_ctx;
+
+static kn_status rfft_step(void *p) {
+    rfft_ctx *t = p;
+    kn_scope s = kn_scope_begin();
+    kn_tensor *y = kn_irfft(kn_rfft(t->x, -1, 1, KN_FFT_NORM_ORTHO), t->n, 1, KN_FFT_NORM_BACKWARD);
+    kn_release(t->y);
+    t->y = kn_retain(y);
+    kn_scope_end(s);
+    return y ? KN_OK : kn_error_code();
+}
+
+static void test_real_graphs(void) {
+    kn_tensor *h = rrand(24, 200, KN_F32, 5);
+    rfft_ctx t = {.x = kn_retain(kn_to(h, cuda0)), .n = 200};
+    CHECK(rfft_step(&t) == KN_OK, "eager real step");
+    t.n = 150; /* C2R of 150 (bins cropped from 101 to 76) first seen in the capture */
+    kn_tensor *ref = kn_irfft(kn_rfft(h, -1, 1, KN_FFT_NORM_ORTHO), 150, 1, KN_FFT_NORM_BACKWARD);
+    kn_graph *g = kn_graph_capture(cuda0, rfft_step, &t);
+    CHECK(g != NULL, "capture a step of R2C and C2R (one plan new)");
+    kn_memory_stats m0, m1;
+    kn_device_memory_stats(cuda0, &m0);
+    for (int i = 0; i < 3 && g; i++) {
+        CHECK(kn_graph_replay(g) == KN_OK, "replay");
+        CHECK(rdiff(ref, t.y) < 1e-5, "real replay %d matches the CPU (%g)", i, rdiff(ref, t.y));
+    }
+    kn_device_memory_stats(cuda0, &m1);
+    CHECK(m1.in_use == m0.in_use, "real replays allocate nothing (%zu -> %zu)", m0.in_use, m1.in_use);
+    kn_graph_free(g);
+    /* 262 = 2 x 131: Bluestein for C2R too; refused first, fine once cached. */
+    t.n = 262;
+    kn_error_clear();
+    CHECK(kn_graph_capture(cuda0, rfft_step, &t) == NULL, "a new Bluestein C2R plan in a capture is refused");
+    CHECK_ERROR("irfft: length 262 has a prime factor above 127");
+    kn_error_clear();
+    CHECK(rfft_step(&t) == KN_OK, "eager Bluestein real step");
+    g = kn_graph_capture(cuda0, rfft_step, &t);
+    CHECK(g != NULL, "real capture with the Bluestein plan cached");
+    ref = kn_irfft(kn_rfft(h, -1, 1, KN_FFT_NORM_ORTHO), 262, 1, KN_FFT_NORM_BACKWARD);
+    CHECK(g && kn_graph_replay(g) == KN_OK, "replay");
+    CHECK(rdiff(ref, t.y) < 1e-5, "the Bluestein real replay matches the CPU (%g)", rdiff(ref, t.y));
+    kn_graph_free(g);
+    kn_release(t.x);
+    kn_release(t.y);
+}
+
+/* ---- the inverse real transform's input ----------------------------------------------------- */
+/* C2R overwrites its input and assumes a Hermitian one: kiln runs it on a
+ * copy with the imaginary parts of bin 0 and (even n) bin n/2 zeroed. The
+ * random bins here have those parts of order 1; the result must match the
+ * CPU (which ignores them) and the bins be left as they were, for layouts
+ * that take each path: the last dim, dim 0, a transposed input, the middle
+ * of a 3-D tensor (loops, and the copy with dim innermost), n of 1 and 2. */
+static void test_c2r_input(void) {
+    struct { int64_t a, b, c; int dim; int64_t n; bool transposed; kn_dtype dt; } c[] = {
+        {64, 513, 1, 1, 1024, false, KN_C64}, {64, 513, 1, 1, 1025, false, KN_C64}, {9, 6, 1, 0, 10, false, KN_C64},
+        {7, 17, 1, 1, 12, true, KN_C64},      {3, 5, 20, 1, 8, false, KN_C64},      {40, 5, 30, 1, 9, false, KN_C128},
+        {6, 1, 1, 1, 1, false, KN_C64},       {6, 2, 1, 1, 2, false, KN_C128},      {6, 2, 1, 1, 3, false, KN_C64},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        kn_scope s = kn_scope_begin();
+        kn_generator g = kn_generator_make(40 + i);
+        kn_tensor *h = kn_view_as_complex(kn_randn(KN_SHAPE(c[i].a, c[i].b, c[i].c, 2), kn_dtype_real(c[i].dt), KN_CPU, &g));
+        if (c[i].c == 1) h = kn_reshape(h, KN_SHAPE(c[i].a, c[i].b));
+        kn_tensor *d = kn_to(h, cuda0);
+        if (c[i].transposed) {
+            h = kn_transpose(h, 0, 1);
+            d = kn_transpose(d, 0, 1);
+        }
+        kn_tensor *before = kn_clone(d);
+        kn_tensor *ref = kn_irfft(h, c[i].n, c[i].dim, KN_FFT_NORM_BACKWARD);
+        kn_tensor *got = kn_irfft(d, c[i].n, c[i].dim, KN_FFT_NORM_BACKWARD);
+        double e = rdiff(ref, got), tol = c[i].dt == KN_C128 ? 1e-12 : 1e-5;
+        CHECK(e < tol, "irfft case %zu (n %lld along dim %d) matches the CPU (%g)", i, (long long)c[i].n, c[i].dim, e);
+        CHECK(rdiff(before, d) == 0, "irfft case %zu leaves its input as it was", i);
+        kn_scope_end(s);
+    }
+}
+
+/* R2C reads its real input in place at its own strides, or from a copy:
+ * each layout below against the CPU (the middle of a 3-D tensor with loops
+ * over the outer dims and with the copy that puts dim innermost, odd and
+ * even n, a stride of 2, a transposed, an offset and a broadcast input,
+ * n of 1 and 2). */
+static void test_r2c_layouts(void) {
+    enum { PLAIN, STEP2, TRANSPOSED, OFFSET, EXPANDED };
+    struct { int64_t a, b, c; int dim, how; kn_dtype dt; } c[] = {
+        {3, 8, 20, 1, PLAIN, KN_F32},  {40, 6, 30, 1, PLAIN, KN_F32},  {40, 7, 30, 1, PLAIN, KN_F64},
+        {5, 30, 1, 1, STEP2, KN_F32},  {17, 7, 1, 1, TRANSPOSED, KN_F32}, {6, 33, 1, 1, OFFSET, KN_F32},
+        {4, 16, 1, 1, EXPANDED, KN_F32}, {6, 1, 1, 1, PLAIN, KN_F32},  {6, 2, 1, 1, PLAIN, KN_F64},
+        {2, 9, 1, 0, PLAIN, KN_F32},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        kn_scope s = kn_scope_begin();
+        kn_generator g = kn_generator_make(70 + i);
+        kn_tensor *h = kn_randn(KN_SHAPE(c[i].a, c[i].b, c[i].c), c[i].dt, KN_CPU, &g);
+        if (c[i].c == 1) h = kn_reshape(h, KN_SHAPE(c[i].a, c[i].b));
+        kn_tensor *d = kn_to(h, cuda0);
+        switch (c[i].how) {
+        case STEP2: h = kn_slice(h, 1, 0, c[i].b, 2), d = kn_slice(d, 1, 0, c[i].b, 2); break;
+        case TRANSPOSED: h = kn_transpose(h, 0, 1), d = kn_transpose(d, 0, 1); break;
+        case OFFSET: h = kn_narrow(h, 1, 1, c[i].b - 1), d = kn_narrow(d, 1, 1, c[i].b - 1); break;
+        case EXPANDED:
+            h = kn_expand(kn_narrow(h, 0, 0, 1), KN_SHAPE(c[i].a, -1));
+            d = kn_expand(kn_narrow(d, 0, 0, 1), KN_SHAPE(c[i].a, -1));
+            break;
+        default: break;
+        }
+        double e = rdiff(kn_rfft(h, -1, c[i].dim, KN_FFT_NORM_ORTHO), kn_rfft(d, -1, c[i].dim, KN_FFT_NORM_ORTHO));
+        CHECK(e < (c[i].dt == KN_F64 ? 1e-12 : 1e-5), "rfft case %zu (along dim %d) matches the CPU (%g)", i, c[i].dim,
+              e);
+        kn_scope_end(s);
+    }
+}
+
 /* ---- the plan cache, memory, sizes -------------------------------------------------------- */
 static void test_cache(void) {
     kn_memory_stats m0, m1;
@@ -113,6 +257,15 @@ static void test_sizes(void) {
         double e = cdiff(kn_ifft(h, -1, -1, KN_FFT_NORM_BACKWARD), kn_ifft(kn_to(h, cuda0), -1, -1, KN_FFT_NORM_BACKWARD));
         CHECK(e < c[i].tol, "ifft [%lld, %lld] %s (%g)", (long long)c[i].rows, (long long)c[i].cols,
               kn_dtype_name(c[i].dt), e);
+        /* the real transforms of the real parts, there and back */
+        kn_tensor *r = kn_contiguous(kn_real(h)), *rd = kn_to(r, cuda0);
+        kn_tensor *z = kn_rfft(r, -1, -1, KN_FFT_NORM_BACKWARD), *zd = kn_rfft(rd, -1, -1, KN_FFT_NORM_BACKWARD);
+        e = rdiff(z, zd);
+        CHECK(e < c[i].tol, "rfft [%lld, %lld] %s (%g)", (long long)c[i].rows, (long long)c[i].cols,
+              kn_dtype_name(c[i].dt), e);
+        e = rdiff(kn_irfft(z, c[i].cols, -1, KN_FFT_NORM_BACKWARD), kn_irfft(zd, c[i].cols, -1, KN_FFT_NORM_BACKWARD));
+        CHECK(e < c[i].tol, "irfft [%lld, %lld] %s (%g)", (long long)c[i].rows, (long long)c[i].cols,
+              kn_dtype_name(c[i].dt), e);
         kn_scope_end(s);
     }
 }
@@ -142,6 +295,9 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--missing")) return test_missing();
     printf("cuda_fft: testing on %s\n", kn_device_description(cuda0));
     { kn_scope s_ = kn_scope_begin(); test_graphs(); kn_scope_end(s_); }
+    { kn_scope s_ = kn_scope_begin(); test_real_graphs(); kn_scope_end(s_); }
+    { kn_scope s_ = kn_scope_begin(); test_c2r_input(); kn_scope_end(s_); }
+    { kn_scope s_ = kn_scope_begin(); test_r2c_layouts(); kn_scope_end(s_); }
     { kn_scope s_ = kn_scope_begin(); test_cache(); kn_scope_end(s_); }
     { kn_scope s_ = kn_scope_begin(); test_sizes(); kn_scope_end(s_); }
     CHECK(kn_live_tensors() == 0, "no tensor leaked (%lld alive)", (long long)kn_live_tensors());

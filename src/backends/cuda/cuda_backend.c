@@ -188,6 +188,8 @@ static kn_status synchronize(int index) {
 static bool supports(int index, kn_op op, const void *args) {
     switch (op) {
     case KN_OP_FFT: return kc_fft_supports(index, args);
+    case KN_OP_RFFT:
+    case KN_OP_IRFFT: return kc_fft_real_supports(index, op, args);
     case KN_OP_CONV2D:
     case KN_OP_CONV2D_BACKWARD:
     case KN_OP_MAX_POOL2D:
@@ -250,6 +252,8 @@ static kn_backend cuda = {
             [KN_OP_ADAM] = kn__cuda_adam,
             [KN_OP_SGD] = kn__cuda_sgd,
             [KN_OP_FFT] = kn__cuda_fft,
+            [KN_OP_RFFT] = kn__cuda_rfft,
+            [KN_OP_IRFFT] = kn__cuda_irfft,
             [KN_OP_CONV2D] = kn__cuda_conv2d,
             [KN_OP_CONV2D_BACKWARD] = kn__cuda_conv2d_backward,
             [KN_OP_MAX_POOL2D] = kn__cuda_max_pool2d,

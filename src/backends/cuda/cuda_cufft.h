@@ -24,7 +24,11 @@ extern "C" {
     X(cufftSetWorkArea)                                                                                      \
     X(cufftSetStream)                                                                                        \
     X(cufftExecC2C)                                                                                          \
-    X(cufftExecZ2Z)
+    X(cufftExecZ2Z)                                                                                          \
+    X(cufftExecR2C)                                                                                          \
+    X(cufftExecD2Z)                                                                                          \
+    X(cufftExecC2R)                                                                                          \
+    X(cufftExecZ2D)
 
 typedef struct {
 #define KC_FFT_FIELD(f) __typeof__(f) *f;
@@ -47,8 +51,10 @@ const char *kc_fft_result_name(cufftResult r);
 
 /* out[i] = scale * x[i] over n contiguous reals of dt (float32 or float64),
  * on d's stream; out may be x (cuda_fft_kernels.cu). cuFFT does not
- * normalize, so inverse and orthonormal transforms end with this. */
-kn_status kc_fft_scale(kc_dev *d, void *out, const void *x, kn_dtype dt, int64_t n, double scale);
+ * normalize, so inverse and orthonormal transforms end with this (and the
+ * inverse real transform starts with it, on its copy of the bins). op names
+ * the transform in a launch error. */
+kn_status kc_fft_scale(kc_dev *d, void *out, const void *x, kn_dtype dt, int64_t n, double scale, const char *op);
 
 #ifdef __cplusplus
 }

@@ -23,7 +23,8 @@ __global__ void fft_scale(T *out, const T *x, long long n, T s, bool vec) {
     KC_LOOP(i, n - nv * W) out[nv * W + i] = x[nv * W + i] * s; /* the tail, or all when unaligned */
 }
 
-extern "C" kn_status kc_fft_scale(kc_dev *d, void *out, const void *x, kn_dtype dt, int64_t n, double scale) {
+extern "C" kn_status kc_fft_scale(kc_dev *d, void *out, const void *x, kn_dtype dt, int64_t n, double scale,
+                                  const char *op) {
     if (n <= 0) return KN_OK;
     bool vec = ((uintptr_t)out | (uintptr_t)x) % 16 == 0;
     long long work = vec ? n / (16 / (long long)kn_dtype_size(dt)) + 1 : n;
@@ -33,5 +34,5 @@ extern "C" kn_status kc_fft_scale(kc_dev *d, void *out, const void *x, kn_dtype 
     else
         KC_LAUNCH(d, fft_scale<double>, kc_blocks(work), KC_THREADS, (double *)out, (const double *)x, (long long)n,
                   scale, vec);
-    return kc_after(d, "fft");
+    return kc_after(d, op);
 }

@@ -160,6 +160,9 @@ kn_status kn__cuda_sgd(int device, const void *args);
 /* Signal (cuda_fft.c: cuFFT, opened at run time). */
 kn_status kn__cuda_fft(int device, const void *args);
 bool kc_fft_supports(int index, const void *args);
+kn_status kn__cuda_rfft(int device, const void *args);
+kn_status kn__cuda_irfft(int device, const void *args);
+bool kc_fft_real_supports(int index, kn_op op, const void *args); /* KN_OP_RFFT, KN_OP_IRFFT */
 /* Vision (cuda_conv.c: cuDNN, opened at run time, else an implicit-GEMM
  * kernel; cuda_pool.cu). */
 kn_status kn__cuda_conv2d(int device, const void *args);
