@@ -169,6 +169,47 @@ static void test_real_leaf(void) {
     kn_scope_end(s);
 }
 
+/* The optimizers step a complex parameter as its real pairs, each part on
+ * its own (PyTorch's rule): three steps on a complex leaf must give the bits
+ * of the same optimizer on a real leaf holding the pairs, with the same loss
+ * (sum of w * pairs^2, whose gradient differs per part). */
+static kn_optim *make_opt(int kind, kn_tensor *p) {
+    kn_adam_opts ao = kn_adam_defaults(0.1);
+    ao.weight_decay = 0.01;
+    kn_sgd_opts so = kn_sgd_defaults(0.1);
+    so.momentum = 0.9, so.nesterov = true;
+    return kind == 0 ? kn_adam_params(1, &p, ao) : kind == 1 ? kn_adamw_params(1, &p, ao) : kn_sgd_params(1, &p, so);
+}
+
+static void test_optimizers(kn_dtype dt) {
+    static const char *names[3] = {"adam", "adamw", "sgd"};
+    kn_dtype rt = dt == KN_C64 ? KN_F32 : KN_F64;
+    const double v[8] = {1, -2, 0.5, 3, -1.5, 0.25, 2, -0.75}, wv[8] = {1, 2, 0.5, 3, 1.5, 0.25, 4, 0.75};
+    for (int kind = 0; kind < 3; kind++) {
+        kn_scope s = kn_scope_begin();
+        kn_tensor *z = kn_requires_grad_(kn_to_dtype(kn_from_data(v, KN_C128, KN_SHAPE(4), KN_CPU), KN_CPU, dt), true);
+        kn_tensor *r = kn_requires_grad_(kn_to_dtype(kn_from_data(v, KN_F64, KN_SHAPE(4, 2), KN_CPU), KN_CPU, rt), true);
+        kn_tensor *w = kn_to_dtype(kn_from_data(wv, KN_F64, KN_SHAPE(4, 2), KN_CPU), KN_CPU, rt);
+        kn_optim *oz = make_opt(kind, z), *orr = make_opt(kind, r);
+        bool ok = oz && orr;
+        for (int step = 0; ok && step < 3; step++) {
+            kn_scope st = kn_scope_begin();
+            kn_optim_zero_grad(oz), kn_optim_zero_grad(orr);
+            kn_tensor *pz = kn_view_as_real(z);
+            ok = kn_backward(kn_sum_all(kn_mul(kn_mul(pz, pz), w))) == KN_OK &&
+                 kn_backward(kn_sum_all(kn_mul(kn_mul(r, r), w))) == KN_OK && kn_optim_step(oz) == KN_OK &&
+                 kn_optim_step(orr) == KN_OK;
+            kn_scope_end(st);
+        }
+        double a[8] = {0}, b[8] = {1};
+        ok = ok && kn_to_host(z, a, KN_C128) == KN_OK && kn_to_host(r, b, KN_F64) == KN_OK;
+        CHECK(ok && !memcmp(a, b, sizeof a) && a[0] != v[0], "%s on a %s leaf = %s on its real pairs (%s)", names[kind],
+              kn_dtype_name(dt), names[kind], ok ? "compared" : kn_error());
+        kn_optim_free(oz), kn_optim_free(orr);
+        kn_scope_end(s);
+    }
+}
+
 /* What is refused, and why. */
 static void test_refusals(void) {
     kn_scope s = kn_scope_begin();
@@ -214,6 +255,8 @@ int main(void) {
     test_abs_at_zero();
     test_real_leaf();
     test_refusals();
+    test_optimizers(KN_C128);
+    test_optimizers(KN_C64);
     CHECK(kn_live_tensors() == live, "no tensor left alive");
     return kt_finish("complex_grad");
 }

@@ -120,6 +120,28 @@ kn_status kn__launch_complex(kn_op op, kn_device dev, void *args) {
                            .p0 = a->p0, .p1 = a->p1};
         return kn__launch(KN_OP_UNARY, dev, &r);
     }
+    /* The optimizers update a complex parameter as its real pairs, each part
+     * on its own (PyTorch's Adam and SGD do the same through view_as_real):
+     * elementwise, so the real views give exactly that. */
+    case KN_OP_ADAM: {
+        const kn_adam_args *a = args;
+        const kn_operand *vs[4] = {&a->param, &a->m, &a->v, &a->grad};
+        if (!all_complex(a->param.dtype, 4, vs)) break;
+        kn_adam_args r = *a;
+        r.param = kn__operand_real_view(&a->param), r.m = kn__operand_real_view(&a->m);
+        r.v = kn__operand_real_view(&a->v), r.grad = kn__operand_real_view(&a->grad);
+        return kn__launch(KN_OP_ADAM, dev, &r);
+    }
+    case KN_OP_SGD: {
+        const kn_sgd_args *a = args;
+        bool buf = a->buf.data != NULL;
+        const kn_operand *vs[3] = {&a->param, &a->grad, &a->buf};
+        if (!all_complex(a->param.dtype, buf ? 3 : 2, vs)) break;
+        kn_sgd_args r = *a;
+        r.param = kn__operand_real_view(&a->param), r.grad = kn__operand_real_view(&a->grad);
+        if (buf) r.buf = kn__operand_real_view(&a->buf);
+        return kn__launch(KN_OP_SGD, dev, &r);
+    }
     default: break;
     }
     return unsupported(op, args, fc.dt);
