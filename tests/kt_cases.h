@@ -30,6 +30,7 @@ enum {
     HOST_OUT = 32, /* results are host tensors (losses read back) */
     EXACT_F64 = 64, /* EXACT only where the device computes in float64, as the CPU's
                        reference formula does (normal draws); float tolerance elsewhere */
+    OWN_FFT = 128,  /* a length only a device's own FFT kernel can take (skipped on composites) */
 };
 
 /* Inputs. */

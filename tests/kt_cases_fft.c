@@ -203,6 +203,49 @@ B(b_fft_mid) {
     return 1;
 }
 
+/* rfft (p[0] RFFT) or irfft (p[0] IRFFT, to length p[1]) along dim 1 of
+ * [A, m, C], default norm: batch dims on both sides of the transform,
+ * which a device may loop over or copy around. The reference is a direct
+ * DFT on the host (irfft: the Hermitian extension, the imaginary parts of
+ * bin 0 and the even-n Nyquist bin dropped). */
+B(b_rfft_mid) {
+    bool inv = P(0) == IRFFT;
+    kn_tensor *z = inv ? kn_complex(x[0], x[1]) : x[0];
+    if (naive(k, x, inv ? 2 : 1)) {
+        const int64_t *s = kn_shape(z);
+        int64_t A = s[0], m = s[1], C = s[2], n = inv ? P(1) : m, bins = n / 2 + 1, olen = inv ? n : bins;
+        double *v = calloc((size_t)(2 * A * m * C + 2), sizeof *v), *r = calloc((size_t)(2 * A * olen * C + 2), sizeof *r);
+        if (v && r && kn_to_host(inv ? z : kn_complex(z, kn_zeros_like(z)), v, KN_C128) != KN_OK) v[0] = NAN;
+        const double pi = 3.14159265358979323846;
+        for (int64_t a = 0; v && r && a < A; a++)
+            for (int64_t q0 = 0; q0 < olen; q0++)
+                for (int64_t c = 0; c < C; c++) {
+                    double re = 0, im = 0;
+                    for (int64_t j = 0; j < n; j++) {
+                        int64_t src = inv ? (j < bins ? j : n - j) : j;
+                        if (src >= m) continue; /* irfft: bins padded with zeros */
+                        const double *q = v + 2 * ((a * m + src) * C + c);
+                        double qr = q[0], qi = q[1];
+                        if (inv && (src == 0 || (n % 2 == 0 && src == n / 2))) qi = 0;
+                        if (inv && j >= bins) qi = -qi;
+                        double ang = (inv ? 2 : -2) * pi * (double)((j * q0) % n) / (double)n;
+                        re += qr * cos(ang) - qi * sin(ang);
+                        im += qr * sin(ang) + qi * cos(ang);
+                    }
+                    if (inv) r[(a * olen + q0) * C + c] = re / (double)n;
+                    else r[2 * ((a * olen + q0) * C + c)] = re, r[2 * ((a * olen + q0) * C + c) + 1] = im;
+                }
+        o[0] = !v || !r ? NULL
+               : inv    ? kn_from_data(r, KN_F64, KN_SHAPE(A, olen, C), KN_CPU)
+                        : kn_view_as_real(kn_from_data(r, KN_C128, KN_SHAPE(A, olen, C), KN_CPU));
+        free(v);
+        free(r);
+        return 1;
+    }
+    o[0] = inv ? kn_irfft(z, P(1), 1, KN_FFT_NORM_BACKWARD) : kn_view_as_real(kn_rfft(z, -1, 1, KN_FFT_NORM_BACKWARD));
+    return 1;
+}
+
 /* A complex operand given to an op without complex support. */
 B(b_complex_mul) {
     (void)k;
@@ -235,6 +278,35 @@ const kt_case kt_fft_cases[] = {
     CASE("fft cropped 10 -> 6", b_fft, F32_64, L_ALL, GRAD, C2(3, 10), .p = {FFT, 6, 1, 10}),
     CASE("ifft 15 (radix 3 x 5)", b_fft, F32_64, L_ALL, GRAD, C2(2, 15), .p = {IFFT, -1, 1, 0}),
     CASE("ifft 25, ortho, transposed", b_fft, F32_64, L_CTS, GRAD, C2(25, 3), .p = {IFFT, -1, 0, 11}),
+    /* ---- lengths for a device's own kernels (Vulkan: one workgroup's shared memory up to 4096
+     * points in float32, 2048 in float64 on lavapipe; longer lengths a dispatch per pass).
+     * OWN_FFT: above 4096 points the composite's DFT matrix (4 n^2 entries) would not fit, so a
+     * device without an FFT kernel of its own skips those cases. ---- */
+    CASE("fft 2", b_fft, F32_64, L_ALL, GRAD, C2(3, 2), .p = {FFT, -1, 1, 0}),
+    CASE("ifft 8, ortho", b_fft, F32_64, L_CTS, GRAD, C2(5, 8), .p = {IFFT, -1, 1, 10}),
+    CASE("fft 64 along dim 0", b_fft, F32_64, L_CTS, GRAD, C2(64, 3), .p = {FFT, -1, 0, 0}),
+    CASE("fft 1024", b_fft, F32_64, L_CTS, GRAD, C2(3, 1024), .p = {FFT, -1, 1, 0}),
+    CASE("ifft 1000 (radix 4, 2, 5), forward norm", b_fft, F32_64, L_C, GRAD, C2(2, 1000), .p = {IFFT, -1, 1, 20}),
+    CASE("fft 243 (3^5) of a transposed input", b_fft, F32_64, L_C, GRAD, C2(243, 2), .p = {FFT, -1, 1, 1}),
+    CASE("fft 4096", b_fft, F32_64, L_C, GRAD, C2(2, 4096), .p = {FFT, -1, 1, 0}),
+    CASE("ifft 4096 of a transposed input", b_fft, F32_64, L_C, 0, C2(4096, 2), .p = {IFFT, -1, 1, 1}),
+    CASE("fft along the middle of [4, 1024, 3]", b_fft_mid, F32_64, L_C, GRAD, C2(4, 1024, 3), .p = {0, 0}),
+    /* A direct DFT of 2^15 points a line is too slow for a reference: the CPU's result is the one. */
+    CASE("fft 2^15", b_fft, F32_64, L_C, GRAD | NO_REF | OWN_FFT, C2(2, 32768), .p = {FFT, -1, 1, 0}),
+    CASE("fft 2^16, a batch of 3", b_fft, F32_64, L_C, GRAD | NO_REF | OWN_FFT, C2(3, 65536), .p = {FFT, -1, 1, 0}),
+    CASE("ifft 2^15 of a transposed input, ortho", b_fft, F32_64, L_C, GRAD | NO_REF | OWN_FFT, C2(32768, 2),
+         .p = {IFFT, -1, 1, 11}),
+    CASE("fft 2^15 along dim 0", b_fft, F32_64, L_C, GRAD | NO_REF | OWN_FFT, C2(32768, 3), .p = {FFT, -1, 0, 0}),
+    CASE("fft 45000 (2^3 3^2 5^4: passes of every radix)", b_fft, F32_64, L_C, NO_REF | OWN_FFT, C2(2, 45000),
+         .p = {FFT, -1, 1, 0}),
+    CASE("ifft 1031 (prime: Bluestein over 2048 points) of a transposed input, ortho", b_fft, F32_64, L_C, GRAD,
+         C2(1031, 3), .p = {IFFT, -1, 1, 11}, .tol = 4),
+    CASE("fft 4099 (prime: Bluestein over 2^13 points)", b_fft, F32_64, L_C, GRAD | OWN_FFT, C2(2, 4099),
+         .p = {FFT, -1, 1, 0}, .tol = 4),
+    CASE("fft 40009 (prime: Bluestein over 2^17 points) along dim 0", b_fft, F32_64, L_C, GRAD | NO_REF | OWN_FFT,
+         C2(40009, 2), .p = {FFT, -1, 0, 0}, .tol = 4),
+    CASE("rfft 2^16 (the FFT op of 2^16 points inside)", b_fft, F32_64, L_C, NO_REF | OWN_FFT, IN(D(-1, 1, 2, 65536)),
+         .p = {RFFT, -1, 1, 0}),
     CASE("rfft 16", b_fft, F32_64, L_ALL, GRAD, IN(D(-1, 1, 3, 16)), .p = {RFFT, -1, 1, 0}),
     CASE("rfft 9 (odd), forward norm", b_fft, F32_64, L_ALL, GRAD, IN(D(-1, 1, 9, 4)), .p = {RFFT, -1, 0, 20}),
     CASE("rfft padded 5 -> 8", b_fft, F32_64, L_ALL, GRAD, IN(D(-1, 1, 3, 5)), .p = {RFFT, 8, 1, 0}),
@@ -250,6 +322,17 @@ const kt_case kt_fft_cases[] = {
     CASE("irfft 68 bins -> 134 (Bluestein half)", b_fft, F32_64, L_CTS, GRAD, C2(2, 68), .p = {IRFFT, -1, 1, 0},
          .tol = 4),
     CASE("irfft 4 bins of a transposed input -> 7", b_fft, F32_64, L_CTS, GRAD, C2(4, 3), .p = {IRFFT, 7, 0, 1}),
+    CASE("rfft of length 1", b_fft, F32_64, L_CTS, GRAD, IN(D(-1, 1, 3, 1)), .p = {RFFT, -1, 1, 0}),
+    CASE("rfft 2 along dim 0, ortho", b_fft, F32_64, L_ALL, GRAD, IN(D(-1, 1, 2, 5)), .p = {RFFT, -1, 0, 10}),
+    CASE("irfft 1 bin -> 1", b_fft, F32_64, L_CTS, GRAD, C2(3, 1), .p = {IRFFT, 1, 1, 0}),
+    CASE("irfft 2 bins -> 2, ortho", b_fft, F32_64, L_ALL, GRAD, C2(3, 2), .p = {IRFFT, 2, 1, 10}),
+    CASE("rfft 8 along the middle of [3, 8, 5]", b_rfft_mid, F32_64, L_CTS, GRAD, IN(D(-1, 1, 3, 8, 5)), .p = {RFFT}),
+    CASE("rfft 7 along the middle of [12, 7, 10] (many outer lines)", b_rfft_mid, F32_64, L_CTS, GRAD,
+         IN(D(-1, 1, 12, 7, 10)), .p = {RFFT}),
+    CASE("irfft 5 bins -> 8 along the middle of [3, 5, 4]", b_rfft_mid, F32_64, L_CTS, GRAD, C2(3, 5, 4),
+         .p = {IRFFT, 8}),
+    CASE("irfft 4 bins -> 7 along the middle of [12, 4, 10] (many outer lines)", b_rfft_mid, F32_64, L_CTS, GRAD,
+         C2(12, 4, 10), .p = {IRFFT, 7}),
     CASE("fft2 6 x 8", b_fft, F32_64, L_ALL, GRAD, C2(6, 8), .p = {FFT2, -1, 0, 0}),
     CASE("ifft2 5 x 4, ortho", b_fft, F32_64, L_ALL, GRAD, C2(5, 4), .p = {IFFT2, -1, 0, 10}),
     CASE("rfft2 6 x 7", b_fft, F32_64, L_ALL, GRAD, IN(D(-1, 1, 6, 7)), .p = {RFFT2, -1, 0, 0}),

@@ -319,6 +319,7 @@ static const char *unsupported(const kt_case *c, kn_dtype dt, kn_device dev) {
     for (int i = 0; i < c->n_in; i++)
         if (!(have >> input_dtype(c, i, dt) & 1)) return "the backend does not declare an input's dtype";
     if ((c->flags & GRAPH) && !kn_graph_supported(dev)) return "the device cannot capture graphs";
+    if ((c->flags & OWN_FFT) && (!b || !b->kernels[KN_OP_FFT])) return "no FFT kernel of its own (too long for the composite)";
     return NULL;
 }
 

@@ -23,7 +23,7 @@ extern const int kvk_shader_count;
 
 static const char *const shader_names[KVK_SH_COUNT] = {
     "copy", "fill", "unary", "binary", "where", "reduce", "matmul", "gather", "scatter_add", "random", "gemm", "adam",
-    "bn_stats", "bn_apply", "cross_entropy", "embed", "dropout"};
+    "bn_stats", "bn_apply", "cross_entropy", "embed", "dropout", "fft_local", "fft_pass", "fft_chirp"};
 
 #define KVK_BATCH 512                         /* dispatches per submit */
 #define PARAMS_BYTES ((size_t)4 << 20)        /* parameter words of one batch */
@@ -218,12 +218,14 @@ static VkPipeline pipeline(kvk_dev *d, kvk_shader sh, bool f64, const char *op) 
         return VK_NULL_HANDLE;
     }
     /* Specialization: 0 the workgroup size, 1 the GEMM tile, 2 the subgroup
-     * size (read from the device, never assumed). */
+     * size, 3 the shared memory bytes of a workgroup (read from the device,
+     * never assumed). */
     uint32_t maxinv = d->props.limits.maxComputeWorkGroupInvocations;
-    uint32_t spec[3] = {maxinv >= 256 ? 256 : 128, maxinv >= 256 ? 16 : 8, d->subgroup};
+    uint32_t spec[4] = {maxinv >= 256 ? 256 : 128, maxinv >= 256 ? 16 : 8, d->subgroup,
+                        d->props.limits.maxComputeSharedMemorySize};
     if (sh == KVK_SH_MATMUL) spec[0] = spec[1] * spec[1];
-    VkSpecializationMapEntry me[3] = {{0, 0, 4}, {1, 4, 4}, {2, 8, 4}};
-    VkSpecializationInfo si = {3, me, sizeof spec, spec};
+    VkSpecializationMapEntry me[4] = {{0, 0, 4}, {1, 4, 4}, {2, 8, 4}, {3, 12, 4}};
+    VkSpecializationInfo si = {4, me, sizeof spec, spec};
     VkComputePipelineCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, .stage = VK_SHADER_STAGE_COMPUTE_BIT,

@@ -261,7 +261,6 @@ void kvk_print_devices(FILE *f) {
 }
 
 static bool supports(int index, kn_op op, const void *args) {
-    (void)index;
     if (fused_off && (op == KN_OP_ADAM || op == KN_OP_DROPOUT || op == KN_OP_BATCH_NORM || op == KN_OP_BATCH_NORM_BACKWARD ||
                       op == KN_OP_CROSS_ENTROPY || op == KN_OP_CROSS_ENTROPY_BACKWARD))
         return false;
@@ -275,6 +274,7 @@ static bool supports(int index, kn_op op, const void *args) {
     if (op == KN_OP_BATCH_NORM_BACKWARD) return kvk_batch_norm_backward_supports(args);
     if (op == KN_OP_CROSS_ENTROPY) return kvk_cross_entropy_supports(args);
     if (op == KN_OP_CROSS_ENTROPY_BACKWARD) return kvk_cross_entropy_backward_supports(args);
+    if (op == KN_OP_FFT) return kvk_fft_supports(&devs[index], args);
     return true;
 }
 
@@ -317,6 +317,7 @@ static kn_backend vulkan = {
             [KN_OP_BATCH_NORM_BACKWARD] = kvk_batch_norm_backward,
             [KN_OP_CROSS_ENTROPY] = kvk_cross_entropy,
             [KN_OP_CROSS_ENTROPY_BACKWARD] = kvk_cross_entropy_backward,
+            [KN_OP_FFT] = kvk_fft,
         },
 };
 

@@ -77,7 +77,8 @@ typedef struct {
 typedef enum {
     KVK_SH_COPY, KVK_SH_FILL, KVK_SH_UNARY, KVK_SH_BINARY, KVK_SH_WHERE, KVK_SH_REDUCE,
     KVK_SH_MATMUL, KVK_SH_GATHER, KVK_SH_SCATTER_ADD, KVK_SH_RANDOM, KVK_SH_GEMM, KVK_SH_ADAM, KVK_SH_BN_STATS,
-    KVK_SH_BN_APPLY, KVK_SH_CROSS_ENTROPY, KVK_SH_EMBED, KVK_SH_DROPOUT, KVK_SH_COUNT
+    KVK_SH_BN_APPLY, KVK_SH_CROSS_ENTROPY, KVK_SH_EMBED, KVK_SH_DROPOUT, KVK_SH_FFT_LOCAL, KVK_SH_FFT_PASS,
+    KVK_SH_FFT_CHIRP, KVK_SH_COUNT
 } kvk_shader;
 
 /* ---- a device ------------------------------------------------------------------- */
@@ -202,6 +203,7 @@ bool kvk_batch_norm_supports(const kn_batch_norm_args *a);
 bool kvk_batch_norm_backward_supports(const kn_batch_norm_backward_args *a);
 bool kvk_cross_entropy_supports(const kn_cross_entropy_args *a);
 bool kvk_cross_entropy_backward_supports(const kn_cross_entropy_backward_args *a);
+bool kvk_fft_supports(const kvk_dev *d, const kn_fft_args *a);
 
 /* KILN_VULKAN_PROFILE=1 (vk_profile.c): wraps the kernel slots; the
  * batcher reports each dispatch and each submit while kvk_profiling. */
