@@ -79,3 +79,22 @@ def helpers(lib, np_of):
         return t
 
     return err, kt
+
+
+def host_reader(lib, err):
+    """host(t): a kiln tensor's values as a numpy array (complex128 for a
+    complex tensor, else float64), shaped. lib must have kn_to_host,
+    kn_numel, kn_ndim, kn_shape and kn_dtype_of declared."""
+    np = importlib.import_module("numpy")
+
+    def host(t):
+        if not t:
+            raise RuntimeError(err())
+        cplx = lib.kn_dtype_of(t) in (C64, C128)
+        shape = tuple(lib.kn_shape(t)[d] for d in range(lib.kn_ndim(t)))
+        out = np.zeros(max(1, lib.kn_numel(t)), dtype=np.complex128 if cplx else np.float64)
+        if lib.kn_to_host(t, out.ctypes.data, C128 if cplx else F64) != 0:
+            raise RuntimeError(err())
+        return out[:lib.kn_numel(t)].reshape(shape)
+
+    return host

@@ -19,7 +19,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kt_python import C64, C128, F32, F64, Checks, Scope, helpers, require  # noqa: E402
+from kt_python import C64, C128, F32, F64, Checks, Scope, helpers, host_reader, require  # noqa: E402
 
 np, torch = require("python_complex", "numpy", "torch")
 check = Checks()
@@ -46,17 +46,7 @@ for name, res, args in [
     fn.restype, fn.argtypes = res, args
 err, kt = helpers(lib, NP_OF)
 
-
-def host(t):
-    """A kiln tensor's values as complex128 or float64, shaped."""
-    if not t:
-        raise RuntimeError(err())
-    cplx = lib.kn_dtype_of(t) in (C64, C128)
-    shape = tuple(lib.kn_shape(t)[d] for d in range(lib.kn_ndim(t)))
-    out = np.zeros(max(1, lib.kn_numel(t)), dtype=np.complex128 if cplx else np.float64)
-    if lib.kn_to_host(t, out.ctypes.data, C128 if cplx else F64) != 0:
-        raise RuntimeError(err())
-    return out[:lib.kn_numel(t)].reshape(shape)
+host = host_reader(lib, err)
 
 
 class K:
