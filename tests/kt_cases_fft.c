@@ -293,7 +293,11 @@ const kt_case kt_fft_cases[] = {
     CASE("fft along the middle of [4, 1024, 3]", b_fft_mid, F32_64, L_C, GRAD, C2(4, 1024, 3), .p = {0, 0}),
     /* A direct DFT of 2^15 points a line is too slow for a reference: the CPU's result is the one. */
     CASE("fft 2^15", b_fft, F32_64, L_C, GRAD | NO_REF | OWN_FFT, C2(2, 32768), .p = {FFT, -1, 1, 0}),
-    CASE("fft 2^16, a batch of 3", b_fft, F32_64, L_C, GRAD | NO_REF | OWN_FFT, C2(3, 65536), .p = {FFT, -1, 1, 0}),
+    /* Unnormalised, each output sums 2^16 terms: the absolute rounding error,
+     * which the check scales by 1 + |want|, grows like sqrt(n) log n (cuFFT
+     * against the CPU: 1.1e-4 on an H100). */
+    CASE("fft 2^16, a batch of 3", b_fft, F32_64, L_C, GRAD | NO_REF | OWN_FFT, C2(3, 65536), .p = {FFT, -1, 1, 0},
+         .tol = 4),
     CASE("ifft 2^15 of a transposed input, ortho", b_fft, F32_64, L_C, GRAD | NO_REF | OWN_FFT, C2(32768, 2),
          .p = {IFFT, -1, 1, 11}),
     CASE("fft 2^15 along dim 0", b_fft, F32_64, L_C, GRAD | NO_REF | OWN_FFT, C2(32768, 3), .p = {FFT, -1, 0, 0}),

@@ -62,29 +62,30 @@ static bool tf32_allowed(kn_dtype dt) {
     return dt == KN_F32 && tf && !strcmp(tf, "1");
 }
 
-/* Dense: the elements fill numel slots exactly, in some order of the dims
- * (cuDNN takes such strides as they are; NCHW and NHWC both are). */
-static bool dense(const kn_operand *v) {
-    int order[KN_MAX_DIMS], n = v->ndim;
-    for (int i = 0; i < n; i++) order[i] = i;
-    for (int i = 1; i < n; i++) /* by stride, descending; size-1 dims anywhere */
-        for (int j = i; j > 0 && v->stride[order[j]] > v->stride[order[j - 1]]; j--) {
-            int t = order[j];
-            order[j] = order[j - 1], order[j - 1] = t;
+/* Packed NCHW or NHWC (size-1 dims aside): the layouts cuDNN's convolution
+ * engines are written for. Its descriptors take any strides, but on the H100
+ * some engines gave wrong results for other dense orders (H and W swapped),
+ * so those are copied to NCHW, as PyTorch does before calling cuDNN. */
+static bool cudnn_layout(const kn_operand *v) {
+    static const int orders[2][4] = {{0, 1, 2, 3}, {0, 2, 3, 1}}; /* outermost first */
+    if (v->ndim != 4) return false;
+    for (int o = 0; o < 2; o++) {
+        int64_t want = 1;
+        bool ok = true;
+        for (int i = 3; i >= 0 && ok; i--) {
+            int dd = orders[o][i];
+            ok = v->shape[dd] == 1 || v->stride[dd] == want;
+            want *= v->shape[dd];
         }
-    int64_t want = 1;
-    for (int i = n - 1; i >= 0; i--) {
-        int dd = order[i];
-        if (v->shape[dd] != 1 && v->stride[dd] != want) return false;
-        want *= v->shape[dd];
+        if (ok) return true;
     }
-    return true;
+    return false;
 }
 
-/* An input for cuDNN (its own strides when dense, else a contiguous copy)
+/* An input for cuDNN (its own strides when NCHW or NHWC, else a contiguous copy)
  * or, when !keep, for kiln's kernels (contiguous). */
 static kn_status input(kc_dev *d, const kn_operand *v, kn_dtype dt, bool keep, kc_buf *b) {
-    if (keep && kn_operand_present(v) && v->dtype == dt && dense(v)) {
+    if (keep && kn_operand_present(v) && v->dtype == dt && cudnn_layout(v)) {
         memset(b, 0, sizeof *b);
         b->v = *v;
         return KN_OK;

@@ -243,21 +243,34 @@ __global__ void bias_add(typename elt<DT>::T *y, const typename elt<DT>::T *bias
     }
 }
 
-/* One block per channel (grid-stride), summed in double as the CPU does. */
+/* The bias gradient in two deterministic stages, summed in double as the CPU
+ * does: block (k, c) sums channel k over images [c*N/S, (c+1)*N/S) into
+ * part[k*S + c]; then one thread per channel adds its S parts in order. One
+ * block per channel alone left most of the GPU idle when K is small (32
+ * blocks on an H100's 132 SMs for MNIST's first layer). */
 template <int DT>
-__global__ void __launch_bounds__(NT) bias_grad(typename elt<DT>::T *db, const typename elt<DT>::T *dy, int N, int K,
-                                                int OHW) {
+__global__ void __launch_bounds__(NT) bias_grad_part(double *part, const typename elt<DT>::T *dy, int N, int K,
+                                                     int OHW, int S) {
     kc_pdl_wait();
-    __shared__ double part[32];
-    int total = N * OHW;
-    for (int k = blockIdx.x; k < K; k += gridDim.x) {
+    __shared__ double sh[32];
+    int k = blockIdx.x, c = blockIdx.y;
+    long long n0 = (long long)N * c / S, n1 = (long long)N * (c + 1) / S, total = (n1 - n0) * OHW;
+    double s = 0;
+    for (long long i = threadIdx.x; i < total; i += NT) {
+        long long n = n0 + i / OHW, q = i % OHW;
+        s += (double)elt<DT>::in(dy[(n * K + k) * OHW + q]);
+    }
+    s = kc_block_sum(s, sh);
+    if (threadIdx.x == 0) part[(long long)k * S + c] = s;
+}
+
+template <int DT>
+__global__ void bias_grad_sum(typename elt<DT>::T *db, const double *part, int K, int S) {
+    kc_pdl_wait();
+    KC_LOOP(k, K) {
         double s = 0;
-        for (int i = threadIdx.x; i < total; i += NT) {
-            int n = i / OHW, q = i - n * OHW;
-            s += (double)elt<DT>::in(dy[(n * K + k) * OHW + q]);
-        }
-        s = kc_block_sum(s, part);
-        if (threadIdx.x == 0) db[k] = elt<DT>::out((typename elt<DT>::A)s);
+        for (int c = 0; c < S; c++) s += part[(long long)k * S + c];
+        db[k] = elt<DT>::out((typename elt<DT>::A)s);
     }
 }
 
@@ -342,6 +355,26 @@ kn_status dispatch(kc_dev *d, const kc_conv_geom *g, kn_dtype dt, void *out, con
     }
 }
 
+template <int DT>
+kn_status bias_grad(kc_dev *d, const kc_conv_geom *g, void *db, const void *dy) {
+    typedef typename elt<DT>::T T;
+    int N = (int)g->N, K = (int)g->K, OHW = (int)(g->OH * g->OW);
+    /* About four blocks an SM in all, each at least a few thousand elements. */
+    long long S = (4LL * sm_count(d) + K - 1) / K, most = (long long)N * OHW / 4096;
+    if (S > most) S = most;
+    if (S > N) S = N;
+    if (S > 65535) S = 65535;
+    if (S < 1) S = 1;
+    size_t nbytes = (size_t)K * (size_t)S * sizeof(double);
+    double *part = (double *)kc_alloc(d->index, nbytes);
+    if (!part) return kn_error_code();
+    kc_launch(d, bias_grad_part<DT>, dim3((unsigned)K, (unsigned)S), dim3(NT), 0, part, (const T *)dy, N, K, OHW,
+              (int)S);
+    KC_LAUNCH(d, bias_grad_sum<DT>, kc_blocks(K), KC_THREADS, (T *)db, (const double *)part, K, (int)S);
+    kc_free(d->index, part, nbytes); /* stream order keeps it alive for the kernels queued */
+    return kc_after(d, "conv2d_backward");
+}
+
 } // namespace
 
 kn_status kc_igemm_forward(kc_dev *d, const kc_conv_geom *g, kn_dtype dt, void *y, const void *x, const void *w,
@@ -375,14 +408,11 @@ kn_status kc_conv_bias_add(kc_dev *d, const kc_conv_geom *g, kn_dtype dt, void *
 
 kn_status kc_conv_bias_grad(kc_dev *d, const kc_conv_geom *g, kn_dtype dt, void *db, const void *dy) {
     if (g->K == 0) return KN_OK;
-    int N = (int)g->N, K = (int)g->K, OHW = (int)(g->OH * g->OW);
-    unsigned blocks = (unsigned)(K < 65535 ? K : 65535);
     switch (dt) {
-    case KN_F32: KC_LAUNCH(d, bias_grad<KN_F32>, blocks, NT, (float *)db, (const float *)dy, N, K, OHW); break;
-    case KN_F64: KC_LAUNCH(d, bias_grad<KN_F64>, blocks, NT, (double *)db, (const double *)dy, N, K, OHW); break;
-    case KN_F16: KC_LAUNCH(d, bias_grad<KN_F16>, blocks, NT, (uint16_t *)db, (const uint16_t *)dy, N, K, OHW); break;
-    case KN_BF16: KC_LAUNCH(d, bias_grad<KN_BF16>, blocks, NT, (uint16_t *)db, (const uint16_t *)dy, N, K, OHW); break;
+    case KN_F32: return bias_grad<KN_F32>(d, g, db, dy);
+    case KN_F64: return bias_grad<KN_F64>(d, g, db, dy);
+    case KN_F16: return bias_grad<KN_F16>(d, g, db, dy);
+    case KN_BF16: return bias_grad<KN_BF16>(d, g, db, dy);
     default: return kn__err(KN_ERR_DTYPE, "conv2d_backward: no CUDA kernel for %s", kn_dtype_name(dt));
     }
-    return kc_after(d, "conv2d_backward");
 }
