@@ -319,6 +319,37 @@ typedef struct {
     int64_t ws;
 } candidate;
 
+static int64_t engine_index(cudnnBackendDescriptor_t engine) {
+    int64_t idx = -1, n = 0;
+    if (dnn.cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &n, &idx) !=
+            CUDNN_STATUS_SUCCESS ||
+        n != 1)
+        return -1;
+    return idx;
+}
+
+/* KILN_CUDNN_LOG=1: each plan made, its candidates (engine index, ms when
+ * timed) and the one kept, on stderr: for finding which engine a result
+ * came from. */
+static void log_plan(const plan_key *k, const candidate *cand, int ncand, const float *ms, int best) {
+    const char *env = getenv("KILN_CUDNN_LOG");
+    if (!env || !strcmp(env, "0")) return;
+    static const char *const kinds[3] = {"forward", "backward data", "backward filter"};
+    fprintf(stderr, "kiln cudnn: %s %s%s", kinds[k->kind], kn_dtype_name((kn_dtype)k->dtype), k->tf32 ? " tf32" : "");
+    static const char *const names[3] = {"x", "w", "y"};
+    for (int t = 0; t < 3; t++)
+        fprintf(stderr, " %s[%lld,%lld,%lld,%lld]/[%lld,%lld,%lld,%lld]@%lld", names[t], (long long)k->dims[t][0],
+                (long long)k->dims[t][1], (long long)k->dims[t][2], (long long)k->dims[t][3],
+                (long long)k->strides[t][0], (long long)k->strides[t][1], (long long)k->strides[t][2],
+                (long long)k->strides[t][3], (long long)k->align[t]);
+    fprintf(stderr, " pad %lld,%lld/%lld,%lld stride %lld,%lld dilation %lld,%lld:", (long long)k->pre[0],
+            (long long)k->pre[1], (long long)k->post[0], (long long)k->post[1], (long long)k->stride[0],
+            (long long)k->stride[1], (long long)k->dilation[0], (long long)k->dilation[1]);
+    for (int i = 0; i < ncand; i++)
+        fprintf(stderr, " %s%lld(%.4f ms)", i == best ? "*" : "", (long long)engine_index(cand[i].engine), ms[i]);
+    fprintf(stderr, "\n");
+}
+
 /* Makes p's plan for p->key (p->none when cuDNN has none). */
 static kn_status build(kc_dev *d, const char *op, cudnnHandle_t h, plan *p, void *const ptrs[3]) {
     maker m = {d, op, KN_OK, false};
@@ -438,13 +469,19 @@ static kn_status build(kc_dev *d, const char *op, cudnnHandle_t h, plan *p, void
     }
     {
         int best = 0;
-        if (ncand > 1 && !d->capture) { /* the fastest on these operands; nothing runs during a capture */
+        float ms[CANDIDATES];
+        for (int i = 0; i < ncand; i++) ms[i] = -1;
+        /* The fastest on these operands; nothing runs during a capture, and
+         * KILN_CUDNN_TUNE=0 takes the heuristic's first. */
+        const char *tune = getenv("KILN_CUDNN_TUNE");
+        if (ncand > 1 && !d->capture && !(tune && !strcmp(tune, "0"))) {
             float best_ms = 1e30f;
             for (int i = 0; i < ncand; i++) {
-                float ms = time_plan(d, op, h, cand[i].plan, cand[i].ws, ptrs);
-                if (ms >= 0 && ms < best_ms) best_ms = ms, best = i;
+                ms[i] = time_plan(d, op, h, cand[i].plan, cand[i].ws, ptrs);
+                if (ms[i] >= 0 && ms[i] < best_ms) best_ms = ms[i], best = i;
             }
         }
+        log_plan(k, cand, ncand, ms, best);
         p->desc[p->ndesc++] = cand[best].cfg;
         p->desc[p->ndesc++] = cand[best].engine;
         p->desc[p->ndesc++] = cand[best].plan;
@@ -494,6 +531,9 @@ kn_status kc_cudnn_conv(kc_dev *d, const char *op, kc_conv_kind kind, const kc_c
         post[i] = sym >= 0 && sym / st[i] + 1 == outs[i] ? pre[i] : (outs[i] - 1) * st[i] + span - in[i] - pre[i];
         if (post[i] < 0) return KN_OK;
     }
+    /* cuDNN 9.19's float32 weight-gradient engines gave wrong results on an
+     * H100 with a padding after unlike the one before; kiln's kernel does those. */
+    if (kind == KC_CONV_BWD_FILTER && (post[0] != pre[0] || post[1] != pre[1])) return KN_OK;
     plan_key key;
     memset(&key, 0, sizeof key); /* compared with memcmp: no stray padding bytes */
     key.kind = (int)kind, key.dtype = (int)y->dtype, key.tf32 = tf32 && y->dtype == KN_F32;
