@@ -18,6 +18,8 @@
  * an execution is capturable in a CUDA graph: no cudaMalloc, no wait. */
 #include "cuda_cudnn.h"
 
+#include "cuda_dl.h"
+
 #ifndef KC_HAVE_CUDNN
 
 kn_status kc_cudnn_ready(const char *op, bool *ready) {
@@ -43,8 +45,6 @@ kn_status kc_cudnn_conv(kc_dev *d, const char *op, kc_conv_kind kind, const kc_c
 #include <string.h>
 #include <threads.h>
 
-#define KC_STR_(x) #x
-#define KC_STR(x) KC_STR_(x)
 /* cuDNN keeps its ABI within a major version. */
 #define KC_DNN_SONAME "libcudnn.so." KC_STR(CUDNN_MAJOR)
 
@@ -79,11 +79,7 @@ static void fail(const char *fmt, ...) {
     state = DNN_FAILED;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || !(failure = malloc((size_t)n + 1))) return;
-    va_start(ap, fmt);
-    vsnprintf(failure, (size_t)n + 1, fmt, ap);
+    failure = kc_vformat(fmt, ap);
     va_end(ap);
 }
 
@@ -91,19 +87,18 @@ static void load(void) {
     mtx_init(&lock, mtx_plain);
     const char *env = getenv("KILN_CUDNN");
     if (env && !strcmp(env, "0")) return; /* kiln's own kernels, by request */
-    bool named = env && *env;
-    void *h = dlopen(named ? env : KC_DNN_SONAME, RTLD_NOW | RTLD_LOCAL);
-    if (!h && named) {
-        const char *e = dlerror();
-        fail("cannot load cuDNN from KILN_CUDNN=%s: %s", env, e ? e : "dlopen failed");
-        return;
-    }
 #ifdef KC_CUDNN_DIR
-    /* Where cuDNN was at build time: found without setup on the machine that built kiln. */
-    static const char dir[] = KC_CUDNN_DIR; /* empty when CMake found the headers only */
-    if (!h && dir[0]) h = dlopen(KC_CUDNN_DIR "/" KC_DNN_SONAME, RTLD_NOW | RTLD_LOCAL);
+    /* Where cuDNN was at build time (empty when CMake found the headers only). */
+    const char *built = sizeof KC_CUDNN_DIR > 1 ? KC_CUDNN_DIR "/" KC_DNN_SONAME : NULL;
+#else
+    const char *built = NULL;
 #endif
-    if (!h) return; /* no cuDNN: a supported configuration, quietly */
+    kc_dl l = kc_dl_open("KILN_CUDNN", KC_DNN_SONAME, built);
+    bool named = l.named;
+    if (!l.handle && named) fail("cannot load cuDNN from KILN_CUDNN=%s: %s", env, l.error ? l.error : "dlopen failed");
+    free(l.error);
+    void *h = l.handle;
+    if (!h) return; /* no cuDNN found by the search: a supported configuration, quietly */
     const char *missing = NULL;
 #define KC_DNN_RESOLVE(f)                                                                                    \
     if (!missing) {                                                                                          \

@@ -3,15 +3,13 @@
  * a device: the probe never gets this far. */
 #include "cuda_cufft.h"
 
+#include "cuda_dl.h"
+
 #include <dlfcn.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <threads.h>
 
-#define KC_STR_(x) #x
-#define KC_STR(x) KC_STR_(x)
 /* The soname of the cuFFT the headers belong to: its ABI is kept within a
  * major version, so a newer minor release works too. */
 #define KC_FFT_SONAME "libcufft.so." KC_STR(CUFFT_VER_MAJOR)
@@ -27,59 +25,33 @@ static void fail(const char *fmt, ...) {
     failed = true;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    failure = kc_vformat(fmt, ap); /* kc_fft_load says so without details when NULL */
     va_end(ap);
-    if (n < 0 || !(failure = malloc((size_t)n + 1))) return; /* kc_fft_load says so without details */
-    va_start(ap, fmt);
-    vsnprintf(failure, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-}
-
-static char *dup_dlerror(void) {
-    const char *e = dlerror();
-    if (!e) e = "unknown dlopen error";
-    char *s = malloc(strlen(e) + 1);
-    if (s) strcpy(s, e);
-    return s;
 }
 
 static void load(void) {
-    const char *env = getenv("KILN_CUFFT"); /* another file, for tests and odd installs */
-    bool by_name = !(env && *env);
-    const char *path = by_name ? KC_FFT_SONAME : env;
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        char *why = dup_dlerror();
-        const char *also = "";
 #ifdef KC_CUFFT_DIR
-        /* Where the toolkit was at build time: found without any setup on
-         * the machine that built kiln. */
-        if (by_name) {
-            h = dlopen(KC_CUFFT_DIR "/" KC_FFT_SONAME, RTLD_NOW | RTLD_LOCAL);
-            also = " (also looked in " KC_CUFFT_DIR ")";
-            if (h) path = KC_CUFFT_DIR "/" KC_FFT_SONAME;
-        }
+    const char *built = KC_CUFFT_DIR "/" KC_FFT_SONAME; /* where it was at build time */
+#else
+    const char *built = NULL;
 #endif
-        if (!h) {
-            if (!by_name)
-                fail("cannot load cuFFT from KILN_CUFFT=%s: %s", env, why ? why : "dlopen failed");
-            else
-                fail("cannot load cuFFT, which the CUDA backend needs for FFTs: %s%s; install cuFFT %d (part of "
-                     "the CUDA toolkit) and put the directory of " KC_FFT_SONAME
-                     " on LD_LIBRARY_PATH or in the ldconfig cache, or name the file with KILN_CUFFT=/path/to/"
-                     KC_FFT_SONAME,
-                     why ? why : "dlopen failed", also, CUFFT_VER_MAJOR);
-            free(why);
-            return;
-        }
-        free(why);
+    /* KILN_CUFFT names another file, for tests and odd installs. */
+    kc_dl l = kc_dl_open("KILN_CUFFT", KC_FFT_SONAME, built);
+    if (!l.handle) {
+        const char *why = l.error ? l.error : "dlopen failed";
+        if (l.named)
+            fail("cannot load cuFFT from KILN_CUFFT=%s: %s", l.path, why);
+        else
+            fail("cannot load cuFFT, which the CUDA backend needs for FFTs: %s; install cuFFT "
+                 KC_STR(CUFFT_VER_MAJOR) " (part of the CUDA toolkit) and put the directory of " KC_FFT_SONAME
+                 " on LD_LIBRARY_PATH or in the ldconfig cache, or name the file with KILN_CUFFT=/path/to/" KC_FFT_SONAME,
+                 why);
+        free(l.error);
+        return;
     }
-    char *shown = NULL; /* the file named in messages: where it came from, if the user named it */
-    if (!by_name && (shown = malloc(strlen(env) + sizeof "KILN_CUFFT="))) {
-        strcpy(shown, "KILN_CUFFT=");
-        strcat(shown, env);
-    }
-    const char *what = shown ? shown : path;
+    void *h = l.handle;
+    char *shown = kc_dl_shown(&l, "KILN_CUFFT"); /* the file named in messages */
+    const char *what = shown ? shown : l.path;
     const char *missing = NULL;
     /* POSIX guarantees that dlsym's object pointer converts to a function pointer. */
 #define KC_FFT_RESOLVE(f)                                                                                    \

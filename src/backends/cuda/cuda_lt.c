@@ -3,15 +3,13 @@
  * probe never gets this far, so it stays cheap and silent. */
 #include "cuda_lt.h"
 
+#include "cuda_dl.h"
+
 #include <dlfcn.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <threads.h>
 
-#define KC_STR_(x) #x
-#define KC_STR(x) KC_STR_(x)
 /* The soname of the cuBLASLt the headers belong to: its ABI is kept within
  * a major version, so a newer minor release works too. */
 #define KC_LT_SONAME "libcublasLt.so." KC_STR(CUBLAS_VER_MAJOR)
@@ -27,58 +25,32 @@ static void fail(const char *fmt, ...) {
     failed = true;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    failure = kc_vformat(fmt, ap); /* kc_lt_load says so without details when NULL */
     va_end(ap);
-    if (n < 0 || !(failure = malloc((size_t)n + 1))) return; /* kc_lt_load says so without details */
-    va_start(ap, fmt);
-    vsnprintf(failure, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-}
-
-static char *dup_dlerror(void) {
-    const char *e = dlerror();
-    if (!e) e = "unknown dlopen error";
-    char *s = malloc(strlen(e) + 1);
-    if (s) strcpy(s, e);
-    return s;
 }
 
 static void load(void) {
-    const char *env = getenv("KILN_CUBLASLT"); /* another file, for tests and odd installs */
-    bool by_name = !(env && *env);
-    const char *path = by_name ? KC_LT_SONAME : env;
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        char *why = dup_dlerror();
-        const char *also = "";
 #ifdef KC_CUBLASLT_DIR
-        /* Where the toolkit was at build time: found without any setup on
-         * the machine that built kiln. */
-        if (by_name) {
-            h = dlopen(KC_CUBLASLT_DIR "/" KC_LT_SONAME, RTLD_NOW | RTLD_LOCAL);
-            also = " (also looked in " KC_CUBLASLT_DIR ")";
-            if (h) path = KC_CUBLASLT_DIR "/" KC_LT_SONAME;
-        }
+    const char *built = KC_CUBLASLT_DIR "/" KC_LT_SONAME; /* where it was at build time */
+#else
+    const char *built = NULL;
 #endif
-        if (!h) {
-            if (!by_name)
-                fail("cannot load cuBLASLt from KILN_CUBLASLT=%s: %s", env, why ? why : "dlopen failed");
-            else
-                fail("cannot load cuBLASLt, which the CUDA backend needs for matrix products: %s%s; install "
-                     "cuBLAS of CUDA %d and put the directory of " KC_LT_SONAME
-                     " on LD_LIBRARY_PATH or in the ldconfig cache",
-                     why ? why : "dlopen failed", also, CUBLAS_VER_MAJOR);
-            free(why);
-            return;
-        }
-        free(why);
+    /* KILN_CUBLASLT names another file, for tests and odd installs. */
+    kc_dl l = kc_dl_open("KILN_CUBLASLT", KC_LT_SONAME, built);
+    if (!l.handle) {
+        const char *why = l.error ? l.error : "dlopen failed";
+        if (l.named)
+            fail("cannot load cuBLASLt from KILN_CUBLASLT=%s: %s", l.path, why);
+        else
+            fail("cannot load cuBLASLt, which the CUDA backend needs for matrix products: %s; install "
+                 "cuBLAS of CUDA " KC_STR(CUBLAS_VER_MAJOR) " and put the directory of " KC_LT_SONAME
+                 " on LD_LIBRARY_PATH or in the ldconfig cache", why);
+        free(l.error);
+        return;
     }
-    char *shown = NULL; /* the file named in messages: where it came from, if the user named it */
-    if (!by_name && (shown = malloc(strlen(env) + sizeof "KILN_CUBLASLT="))) {
-        strcpy(shown, "KILN_CUBLASLT=");
-        strcat(shown, env);
-    }
-    const char *what = shown ? shown : path;
+    void *h = l.handle;
+    char *shown = kc_dl_shown(&l, "KILN_CUBLASLT"); /* the file named in messages */
+    const char *what = shown ? shown : l.path;
     const char *missing = NULL;
     /* POSIX guarantees that dlsym's object pointer converts to a function pointer. */
 #define KC_LT_RESOLVE(f)                                                                                     \
