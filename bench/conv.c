@@ -8,21 +8,11 @@
  * few launches, so timing each alone would measure the host's wait. */
 #include <kiln.h>
 
+#include "bench_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 typedef struct {
     const char *name;
@@ -57,7 +47,7 @@ static double run(const shape *s, bool bwd, int reps, kn_device dev) {
     /* Two warm-ups: the allocator's cache fills (and a GPU picks its plans). */
     if (gpu && kn_device_synchronize(dev) != KN_OK) fail();
     for (int r = -2; r < reps; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         for (int i = 0; i < inner; i++) {
             kn_scope sc = kn_scope_begin();
             kn_tensor *y = kn_conv2d(x, w, b, &o);
@@ -66,12 +56,11 @@ static double run(const shape *s, bool bwd, int reps, kn_device dev) {
             kn_scope_end(sc);
         }
         if (gpu && kn_device_synchronize(dev) != KN_OK) fail();
-        double dt = (now() - t0) / inner;
+        double dt = (bench_now() - t0) / inner;
         if (r >= 0 && n < 64) t[n++] = dt;
     }
     kn_scope_end(outer);
-    qsort(t, (size_t)n, sizeof *t, cmp);
-    return t[n / 2];
+    return bench_median(t, n);
 }
 
 typedef struct {

@@ -13,23 +13,13 @@
  * loop measures it. */
 #include <kiln.h>
 
+#include "bench_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define MAX_REPS 64
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 typedef struct {
     const char *kind; /* fft, fft0, ifft, rfft, irfft, fft2 */
@@ -53,14 +43,14 @@ static kn_tensor *transform(const bcase *c, kn_tensor *x) {
 
 /* Calls per timed burst on a GPU: enough for ~20 ms of work, at least 10. */
 static int burst_size(const bcase *c, kn_tensor *x, kn_device dev) {
-    double t0 = now();
+    double t0 = bench_now();
     for (int i = 0; i < 3; i++) {
         kn_scope sc = kn_scope_begin();
         if (!transform(c, x)) die("transform");
         kn_scope_end(sc);
     }
     if (kn_device_synchronize(dev) != KN_OK) die("synchronize");
-    double per = (now() - t0) / 3;
+    double per = (bench_now() - t0) / 3;
     int n = per > 0 ? (int)(0.02 / per) : 1000;
     return n < 10 ? 10 : n > 2000 ? 2000 : n;
 }
@@ -79,19 +69,18 @@ static double run(const bcase *c, kn_device dev, int reps) {
     double t[MAX_REPS];
     int n = 0;
     for (int r = -2; r < reps; r++) { /* warm-ups: the plan and the allocator's cache */
-        double t0 = now();
+        double t0 = bench_now();
         for (int i = 0; i < burst; i++) {
             kn_scope sc = kn_scope_begin();
             if (!transform(c, x)) die("transform");
             kn_scope_end(sc);
         }
         if (gpu && kn_device_synchronize(dev) != KN_OK) die("synchronize");
-        double dt = (now() - t0) / burst;
+        double dt = (bench_now() - t0) / burst;
         if (r >= 0 && n < MAX_REPS) t[n++] = dt;
     }
     kn_scope_end(outer);
-    qsort(t, (size_t)n, sizeof *t, cmp);
-    return t[n / 2];
+    return bench_median(t, n);
 }
 
 int main(int argc, char **argv) {

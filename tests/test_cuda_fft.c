@@ -56,105 +56,83 @@ static kn_tensor *crand(int64_t rows, int64_t cols, kn_dtype dt, uint64_t seed) 
 }
 
 /* ---- graphs ------------------------------------------------------------------------------- */
-typedef struct {
-    kn_tensor *x, *y;
-    int64_t n; /* the length of the second transform (along dim 0, cropped or padded) */
-} fft_ctx;
-
-static kn_status fft_step(void *p) {
-    fft_ctx *t = p;
-    kn_scope s = kn_scope_begin();
-    kn_tensor *y = kn_ifft(kn_fft(t->x, -1, -1, KN_FFT_NORM_BACKWARD), t->n, 0, KN_FFT_NORM_ORTHO);
-    kn_release(t->y);
-    t->y = kn_retain(y);
-    kn_scope_end(s);
-    return y ? KN_OK : kn_error_code();
-}
-
-static void test_graphs(void) {
-    kn_tensor *h = crand(48, 256, KN_C64, 3);
-    fft_ctx t = {.x = kn_retain(kn_to(h, cuda0)), .n = 48};
-    kn_tensor *ref = kn_ifft(kn_fft(h, -1, -1, KN_FFT_NORM_BACKWARD), 60, 0, KN_FFT_NORM_ORTHO);
-    CHECK(fft_step(&t) == KN_OK, "eager step");
-    t.n = 60; /* first seen in the capture: that plan is made there */
-    kn_graph *g = kn_graph_capture(cuda0, fft_step, &t);
-    CHECK(g != NULL, "capture a step of FFTs (one plan new)");
-    kn_memory_stats m0, m1;
-    kn_device_memory_stats(cuda0, &m0);
-    for (int i = 0; i < 3 && g; i++) {
-        CHECK(kn_graph_replay(g) == KN_OK, "replay");
-        CHECK(cdiff(ref, t.y) < 1e-5, "replay %d matches the CPU (%g)", i, cdiff(ref, t.y));
-    }
-    kn_device_memory_stats(cuda0, &m1);
-    CHECK(m1.in_use == m0.in_use, "replays allocate nothing (%zu -> %zu)", m0.in_use, m1.in_use);
-    kn_graph_free(g);
-    /* A length with a prime factor above 127 (Bluestein) first seen in a
-     * capture is refused with the way out; after an eager step it works. */
-    t.n = 131;
-    kn_error_clear();
-    CHECK(kn_graph_capture(cuda0, fft_step, &t) == NULL, "a new Bluestein plan in a capture is refused");
-    CHECK_ERROR("before capturing");
-    kn_error_clear();
-    CHECK(fft_step(&t) == KN_OK, "eager Bluestein step");
-    g = kn_graph_capture(cuda0, fft_step, &t);
-    CHECK(g != NULL, "capture with the Bluestein plan cached");
-    ref = kn_ifft(kn_fft(h, -1, -1, KN_FFT_NORM_BACKWARD), 131, 0, KN_FFT_NORM_ORTHO);
-    CHECK(g && kn_graph_replay(g) == KN_OK, "replay");
-    CHECK(cdiff(ref, t.y) < 1e-5, "the Bluestein replay matches the CPU (%g)", cdiff(ref, t.y));
-    kn_graph_free(g);
-    kn_release(t.x);
-    kn_release(t.y);
-    CHECK(kn_item(kn_sum_all(kn_ones(KN_SHAPE(5), KN_F32, cuda0))) == 5, "eager after the graphs");
-}
-
-/* A step of real transforms: y = irfft(rfft(x) along dim 1, to length n). */
+/* A step of transforms of x into y; n is the length of the second one. */
 typedef struct {
     kn_tensor *x, *y;
     int64_t n;
-} rfft_ctx;
+} step_ctx;
 
-static kn_status rfft_step(void *p) {
-    rfft_ctx *t = p;
-    kn_scope s = kn_scope_begin();
-    kn_tensor *y = kn_irfft(kn_rfft(t->x, -1, 1, KN_FFT_NORM_ORTHO), t->n, 1, KN_FFT_NORM_BACKWARD);
+static kn_status keep_result(step_ctx *t, kn_tensor *y) {
     kn_release(t->y);
     t->y = kn_retain(y);
-    kn_scope_end(s);
     return y ? KN_OK : kn_error_code();
 }
 
-static void test_real_graphs(void) {
-    kn_tensor *h = rrand(24, 200, KN_F32, 5);
-    rfft_ctx t = {.x = kn_retain(kn_to(h, cuda0)), .n = 200};
-    CHECK(rfft_step(&t) == KN_OK, "eager real step");
-    t.n = 150; /* C2R of 150 (bins cropped from 101 to 76) first seen in the capture */
-    kn_tensor *ref = kn_irfft(kn_rfft(h, -1, 1, KN_FFT_NORM_ORTHO), 150, 1, KN_FFT_NORM_BACKWARD);
-    kn_graph *g = kn_graph_capture(cuda0, rfft_step, &t);
-    CHECK(g != NULL, "capture a step of R2C and C2R (one plan new)");
+/* y = ifft(fft(x) along dim 1) along dim 0, cropped or padded to n. */
+static kn_status fft_step(void *p) {
+    step_ctx *t = p;
+    kn_scope s = kn_scope_begin();
+    kn_status st = keep_result(t, kn_ifft(kn_fft(t->x, -1, -1, KN_FFT_NORM_BACKWARD), t->n, 0, KN_FFT_NORM_ORTHO));
+    kn_scope_end(s);
+    return st;
+}
+
+/* y = irfft(rfft(x) along dim 1, to length n). */
+static kn_status rfft_step(void *p) {
+    step_ctx *t = p;
+    kn_scope s = kn_scope_begin();
+    kn_status st = keep_result(t, kn_irfft(kn_rfft(t->x, -1, 1, KN_FFT_NORM_ORTHO), t->n, 1, KN_FFT_NORM_BACKWARD));
+    kn_scope_end(s);
+    return st;
+}
+
+/* step on h (on the CPU) captured in graphs on cuda0: eager at length n0,
+ * then captured at n1, whose plan is first made in the capture, and replayed
+ * without allocating; then the Bluestein length nb, refused in a capture
+ * (with `refusal` in the error) until an eager step has cached its plan.
+ * Every replay against the same step run on the CPU. */
+static void check_graphs(const char *what, kn_status (*step)(void *), kn_tensor *h, int64_t n0, int64_t n1,
+                         int64_t nb, const char *refusal) {
+    step_ctx t = {.x = kn_retain(kn_to(h, cuda0)), .n = n0}, ref = {.x = h, .n = n1};
+    CHECK(step(&ref) == KN_OK, "%s: the CPU's step", what);
+    CHECK(step(&t) == KN_OK, "%s: eager step", what);
+    t.n = n1;
+    kn_graph *g = kn_graph_capture(cuda0, step, &t);
+    CHECK(g != NULL, "%s: capture a step (one plan new)", what);
     kn_memory_stats m0, m1;
     kn_device_memory_stats(cuda0, &m0);
     for (int i = 0; i < 3 && g; i++) {
-        CHECK(kn_graph_replay(g) == KN_OK, "replay");
-        CHECK(rdiff(ref, t.y) < 1e-5, "real replay %d matches the CPU (%g)", i, rdiff(ref, t.y));
+        CHECK(kn_graph_replay(g) == KN_OK, "%s: replay", what);
+        CHECK(rdiff(ref.y, t.y) < 1e-5, "%s: replay %d matches the CPU (%g)", what, i, rdiff(ref.y, t.y));
     }
     kn_device_memory_stats(cuda0, &m1);
-    CHECK(m1.in_use == m0.in_use, "real replays allocate nothing (%zu -> %zu)", m0.in_use, m1.in_use);
+    CHECK(m1.in_use == m0.in_use, "%s: replays allocate nothing (%zu -> %zu)", what, m0.in_use, m1.in_use);
     kn_graph_free(g);
-    /* 262 = 2 x 131: Bluestein for C2R too; refused first, fine once cached. */
-    t.n = 262;
+    t.n = ref.n = nb;
     kn_error_clear();
-    CHECK(kn_graph_capture(cuda0, rfft_step, &t) == NULL, "a new Bluestein C2R plan in a capture is refused");
-    CHECK_ERROR("irfft: length 262 has a prime factor above 127");
+    CHECK(kn_graph_capture(cuda0, step, &t) == NULL, "%s: a new Bluestein plan in a capture is refused", what);
+    CHECK_ERROR(refusal);
     kn_error_clear();
-    CHECK(rfft_step(&t) == KN_OK, "eager Bluestein real step");
-    g = kn_graph_capture(cuda0, rfft_step, &t);
-    CHECK(g != NULL, "real capture with the Bluestein plan cached");
-    ref = kn_irfft(kn_rfft(h, -1, 1, KN_FFT_NORM_ORTHO), 262, 1, KN_FFT_NORM_BACKWARD);
-    CHECK(g && kn_graph_replay(g) == KN_OK, "replay");
-    CHECK(rdiff(ref, t.y) < 1e-5, "the Bluestein real replay matches the CPU (%g)", rdiff(ref, t.y));
+    CHECK(step(&t) == KN_OK, "%s: eager Bluestein step", what);
+    g = kn_graph_capture(cuda0, step, &t);
+    CHECK(g != NULL, "%s: capture with the Bluestein plan cached", what);
+    CHECK(step(&ref) == KN_OK, "%s: the CPU's Bluestein step", what);
+    CHECK(g && kn_graph_replay(g) == KN_OK, "%s: Bluestein replay", what);
+    CHECK(rdiff(ref.y, t.y) < 1e-5, "%s: the Bluestein replay matches the CPU (%g)", what, rdiff(ref.y, t.y));
     kn_graph_free(g);
     kn_release(t.x);
     kn_release(t.y);
+    kn_release(ref.y);
+}
+
+static void test_graphs(void) {
+    /* Captured: an ifft of 60 along dim 0, a C2R of 150 (bins cropped from 101
+     * to 76). 131 is a prime above 127 (Bluestein); 262 = 2 x 131 makes C2R
+     * Bluestein too. */
+    check_graphs("fft", fft_step, crand(48, 256, KN_C64, 3), 48, 60, 131, "before capturing");
+    check_graphs("real", rfft_step, rrand(24, 200, KN_F32, 5), 200, 150, 262,
+                 "irfft: length 262 has a prime factor above 127");
+    CHECK(kn_item(kn_sum_all(kn_ones(KN_SHAPE(5), KN_F32, cuda0))) == 5, "eager after the graphs");
 }
 
 /* ---- the inverse real transform's input ----------------------------------------------------- */
@@ -295,7 +273,6 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--missing")) return test_missing();
     printf("cuda_fft: testing on %s\n", kn_device_description(cuda0));
     { kn_scope s_ = kn_scope_begin(); test_graphs(); kn_scope_end(s_); }
-    { kn_scope s_ = kn_scope_begin(); test_real_graphs(); kn_scope_end(s_); }
     { kn_scope s_ = kn_scope_begin(); test_c2r_input(); kn_scope_end(s_); }
     { kn_scope s_ = kn_scope_begin(); test_r2c_layouts(); kn_scope_end(s_); }
     { kn_scope s_ = kn_scope_begin(); test_cache(); kn_scope_end(s_); }

@@ -141,15 +141,43 @@ __global__ void avg_bwd(pg p, typename pe<DT>::T *gx, const typename pe<DT>::T *
     }
 }
 
-/* The dtype's instance of kernel, or an error naming op. */
-#define KC_POOL_DTYPES(dt, op, CASE)                                                                         \
-    switch (dt) {                                                                                            \
-    case KN_F32: CASE(KN_F32); break;                                                                        \
-    case KN_F64: CASE(KN_F64); break;                                                                        \
-    case KN_F16: CASE(KN_F16); break;                                                                        \
-    case KN_BF16: CASE(KN_BF16); break;                                                                      \
-    default: s = kn__err(KN_ERR_DTYPE, "%s: no CUDA kernel for %s", op, kn_dtype_name(dt)); break;           \
+/* The kernels above, as launch's and dispatch's KIND. */
+enum { MAX_FWD, MAX_BWD, AVG_FWD, AVG_BWD, FROM_FLOAT };
+
+/* Queues kernel KIND for dtype DT over n items. out: y (the forwards),
+ * grad_x (average backward), the accumulator in pe<DT>::A (max backward:
+ * grad_x itself for float32 and float64, the float32 scratch for the 16-bit
+ * floats) or the 16-bit grad_x (from_float, which queues nothing for
+ * float32 and float64); in: x, grad, or the float32 scratch (from_float);
+ * idx: max's indices (max forward: NULL for none). */
+template <int DT, int KIND>
+void launch(kc_dev *d, const pg &p, long long n, void *out, const void *in, long long *idx) {
+    typedef typename pe<DT>::T T;
+    typedef typename pe<DT>::A A;
+    if constexpr (KIND == MAX_FWD)
+        KC_LAUNCH(d, max_fwd<DT>, kc_blocks(n), KC_THREADS, p, (T *)out, idx, (const T *)in);
+    else if constexpr (KIND == MAX_BWD)
+        KC_LAUNCH(d, (max_bwd<DT, A>), kc_blocks(n), KC_THREADS, p, (A *)out, (const T *)in, idx, d->err_dev);
+    else if constexpr (KIND == AVG_FWD)
+        KC_LAUNCH(d, avg_fwd<DT>, kc_blocks(n), KC_THREADS, p, (T *)out, (const T *)in);
+    else if constexpr (KIND == AVG_BWD)
+        KC_LAUNCH(d, avg_bwd<DT>, kc_blocks(n), KC_THREADS, p, (T *)out, (const T *)in);
+    else if constexpr (DT == KN_F16 || DT == KN_BF16) /* float32 and float64 accumulate in grad_x itself */
+        KC_LAUNCH(d, from_float<DT>, kc_blocks(n), KC_THREADS, (T *)out, (const float *)in, n);
+}
+
+/* launch<DT, KIND> for the dtype dt, or an error naming op. */
+template <int KIND>
+kn_status dispatch(kc_dev *d, kn_dtype dt, const pg &p, long long n, void *out, const void *in, long long *idx,
+                   const char *op) {
+    switch (dt) {
+    case KN_F32: launch<KN_F32, KIND>(d, p, n, out, in, idx); return KN_OK;
+    case KN_F64: launch<KN_F64, KIND>(d, p, n, out, in, idx); return KN_OK;
+    case KN_F16: launch<KN_F16, KIND>(d, p, n, out, in, idx); return KN_OK;
+    case KN_BF16: launch<KN_BF16, KIND>(d, p, n, out, in, idx); return KN_OK;
+    default: return kn__err(KN_ERR_DTYPE, "%s: no CUDA kernel for %s", op, kn_dtype_name(dt));
     }
+}
 
 pg geom(const kn_operand *x, const kn_operand *y, long long kh, long long kw, long long sh, long long sw,
         long long ph, long long pw, long long dh, long long dw) {
@@ -185,14 +213,8 @@ kn_status kn__cuda_max_pool2d(int device, const void *args) {
     kn_status s = inputs(d, &a->x, dt, &x, NULL, dt, &unused);
     long long *idx = kn_operand_present(&a->indices) ? (long long *)a->indices.data : NULL;
     long long n = kn_operand_numel(&a->out);
-    void *y = a->out.data;
-#define KC_MAX_FWD(DT)                                                                                        \
-    KC_LAUNCH(d, max_fwd<DT>, kc_blocks(n), KC_THREADS, p, (pe<DT>::T *)y, idx, (const pe<DT>::T *)x.v.data)
-    if (s == KN_OK) {
-        KC_POOL_DTYPES(dt, op, KC_MAX_FWD)
-        if (s == KN_OK) s = kc_after(d, op);
-    }
-#undef KC_MAX_FWD
+    if (s == KN_OK) s = dispatch<MAX_FWD>(d, dt, p, n, a->out.data, x.v.data, idx, op);
+    if (s == KN_OK) s = kc_after(d, op);
     kc_buf_free(d, &x);
     return s;
 }
@@ -217,36 +239,9 @@ kn_status kn__cuda_max_pool2d_backward(int device, const void *args) {
         s = kc_check(cudaMemsetAsync(half ? (void *)acc : a->grad_x.data, 0,
                                      half ? sbytes : (size_t)nx * kn_dtype_size(dt), d->stream),
                      op);
-    if (s == KN_OK && n > 0) {
-        const long long *ip = (const long long *)ix.v.data;
-        switch (dt) {
-        case KN_F32:
-            KC_LAUNCH(d, (max_bwd<KN_F32, float>), kc_blocks(n), KC_THREADS, p, (float *)a->grad_x.data,
-                      (const float *)g.v.data, ip, d->err_dev);
-            break;
-        case KN_F64:
-            KC_LAUNCH(d, (max_bwd<KN_F64, double>), kc_blocks(n), KC_THREADS, p, (double *)a->grad_x.data,
-                      (const double *)g.v.data, ip, d->err_dev);
-            break;
-        case KN_F16:
-            KC_LAUNCH(d, (max_bwd<KN_F16, float>), kc_blocks(n), KC_THREADS, p, acc, (const uint16_t *)g.v.data, ip,
-                      d->err_dev);
-            break;
-        case KN_BF16:
-            KC_LAUNCH(d, (max_bwd<KN_BF16, float>), kc_blocks(n), KC_THREADS, p, acc, (const uint16_t *)g.v.data,
-                      ip, d->err_dev);
-            break;
-        default: s = kn__err(KN_ERR_DTYPE, "%s: no CUDA kernel for %s", op, kn_dtype_name(dt));
-        }
-    }
-    if (s == KN_OK && half) {
-        if (dt == KN_F16)
-            KC_LAUNCH(d, from_float<KN_F16>, kc_blocks(nx), KC_THREADS, (uint16_t *)a->grad_x.data,
-                      (const float *)acc, nx);
-        else
-            KC_LAUNCH(d, from_float<KN_BF16>, kc_blocks(nx), KC_THREADS, (uint16_t *)a->grad_x.data,
-                      (const float *)acc, nx);
-    }
+    if (s == KN_OK && n > 0)
+        s = dispatch<MAX_BWD>(d, dt, p, n, half ? (void *)acc : a->grad_x.data, g.v.data, (long long *)ix.v.data, op);
+    if (s == KN_OK && half) s = dispatch<FROM_FLOAT>(d, dt, p, nx, a->grad_x.data, acc, NULL, op);
     if (s == KN_OK) s = kc_after(d, op);
     if (acc) kc_free(d->index, acc, sbytes);
     kc_buf_free(d, &g);
@@ -267,13 +262,8 @@ kn_status kn__cuda_avg_pool2d(int device, const void *args) {
     kn_dtype dt = a->out.dtype;
     kc_buf x, unused;
     kn_status s = inputs(d, &a->x, dt, &x, NULL, dt, &unused);
-    void *y = a->out.data;
-#define KC_AVG_FWD(DT) KC_LAUNCH(d, avg_fwd<DT>, kc_blocks(n), KC_THREADS, p, (pe<DT>::T *)y, (const pe<DT>::T *)x.v.data)
-    if (s == KN_OK) {
-        KC_POOL_DTYPES(dt, op, KC_AVG_FWD)
-        if (s == KN_OK) s = kc_after(d, op);
-    }
-#undef KC_AVG_FWD
+    if (s == KN_OK) s = dispatch<AVG_FWD>(d, dt, p, n, a->out.data, x.v.data, NULL, op);
+    if (s == KN_OK) s = kc_after(d, op);
     kc_buf_free(d, &x);
     return s;
 }
@@ -291,14 +281,8 @@ kn_status kn__cuda_avg_pool2d_backward(int device, const void *args) {
     kn_dtype dt = a->grad_x.dtype;
     kc_buf g, unused;
     kn_status s = inputs(d, &a->grad, dt, &g, NULL, dt, &unused);
-    void *gx = a->grad_x.data;
-#define KC_AVG_BWD(DT)                                                                                        \
-    KC_LAUNCH(d, avg_bwd<DT>, kc_blocks(n), KC_THREADS, p, (pe<DT>::T *)gx, (const pe<DT>::T *)g.v.data)
-    if (s == KN_OK) {
-        KC_POOL_DTYPES(dt, op, KC_AVG_BWD)
-        if (s == KN_OK) s = kc_after(d, op);
-    }
-#undef KC_AVG_BWD
+    if (s == KN_OK) s = dispatch<AVG_BWD>(d, dt, p, n, a->grad_x.data, g.v.data, NULL, op);
+    if (s == KN_OK) s = kc_after(d, op);
     kc_buf_free(d, &g);
     return s;
 }

@@ -92,79 +92,95 @@ static uint32_t channel_groups(const kvk_dev *d, int64_t C) {
     return C < (int64_t)cap ? (uint32_t)C : cap;
 }
 
+/* The scratch both passes share, and the device entered to record them. */
+typedef struct {
+    kvk_dev *d;
+    bool f64;
+    void *data;
+    size_t bytes;
+    kn_operand view;
+} bn_scratch;
+
+/* Memory first, then the device entered: the allocator enters the device
+ * itself. On an error nothing is held. */
+static kn_status bn_begin(int device, int64_t C, bn_scratch *sc) {
+    kvk_dev *d = kvk_peek(device, "batch_norm");
+    if (!d) return kn_error_code();
+    sc->f64 = d->f64;
+    kvk_leave(d);
+    sc->bytes = (size_t)(4 * C) * (sc->f64 ? 8 : 4);
+    sc->data = kvk_alloc(device, sc->bytes);
+    if (!sc->data)
+        return kn__err(KN_ERR_OOM, "batch_norm: out of memory on vulkan:%d (%zu bytes of scratch)", device, sc->bytes);
+    sc->view = scratch_view(sc->data, sc->f64, C);
+    sc->d = kvk_enter(device, "batch_norm");
+    if (sc->d) return KN_OK;
+    kn_status s = kn_error_code(); /* before kvk_free, which may set its own */
+    kvk_free(device, sc->data, sc->bytes);
+    return s;
+}
+
+/* Freed once recorded: the queue runs in order, so whatever reuses the range
+ * runs after the passes. */
+static void bn_end(int device, bn_scratch *sc) {
+    kvk_leave(sc->d);
+    kvk_free(device, sc->data, sc->bytes);
+}
+
 kn_status kvk_batch_norm(int device, const void *args) {
     const kn_batch_norm_args *a = args;
     int64_t C = a->x.shape[1], total = kn_operand_numel(&a->x);
-    kvk_dev *d = kvk_peek(device, "batch_norm");
-    if (!d) return kn_error_code();
-    bool f64 = d->f64;
-    kvk_leave(d);
-    size_t bytes = (size_t)(4 * C) * (f64 ? 8 : 4);
-    void *scratch = kvk_alloc(device, bytes);
-    if (!scratch) return kn__err(KN_ERR_OOM, "batch_norm: out of memory on vulkan:%d (%zu bytes of scratch)", device, bytes);
-    kn_operand sc = scratch_view(scratch, f64, C);
-    d = kvk_enter(device, "batch_norm");
-    kn_status s = d ? KN_OK : kn_error_code();
-    if (d) {
-        uint32_t p[KVK_PARAMS] = {0};
-        const kn_operand *stats[KVK_BINDINGS] = {&a->x, &a->mean, &a->invstd, &a->running_mean, &a->running_var,
-                                                 &a->weight, &a->bias, &sc};
-        bn_params(p, &a->x, NULL, stats, false, a->training != 0, a->p, a->seed, a->offset);
-        kvk_put_real(p, 30, 32, a->momentum);
-        kvk_put_real(p, 33, 35, a->eps);
-        p[28] = f64 ? KN_F64 : KN_F32;
-        s = bn_record(d, KVK_SH_BN_STATS, stats, p, channel_groups(d, C), "batch_norm");
-        const kn_operand *apply[KVK_BINDINGS] = {&a->y, &a->x, &sc, &a->count};
-        uint32_t q[KVK_PARAMS] = {0};
-        bn_params(q, &a->x, NULL, apply, false, a->training != 0, a->p, a->seed, a->offset);
-        q[28] = p[28];
-        if (s == KN_OK) s = bn_record(d, KVK_SH_BN_APPLY, apply, q, kvk_groups(d, total), "batch_norm");
-        kvk_leave(d);
-    }
-    /* In order on the queue: whatever reuses the range runs after these. */
-    kvk_free(device, scratch, bytes);
+    bn_scratch sc;
+    kn_status s = bn_begin(device, C, &sc);
+    if (s != KN_OK) return s;
+    kvk_dev *d = sc.d;
+    uint32_t p[KVK_PARAMS] = {0};
+    const kn_operand *stats[KVK_BINDINGS] = {&a->x, &a->mean, &a->invstd, &a->running_mean, &a->running_var,
+                                             &a->weight, &a->bias, &sc.view};
+    bn_params(p, &a->x, NULL, stats, false, a->training != 0, a->p, a->seed, a->offset);
+    kvk_put_real(p, 30, 32, a->momentum);
+    kvk_put_real(p, 33, 35, a->eps);
+    p[28] = sc.f64 ? KN_F64 : KN_F32;
+    s = bn_record(d, KVK_SH_BN_STATS, stats, p, channel_groups(d, C), "batch_norm");
+    const kn_operand *apply[KVK_BINDINGS] = {&a->y, &a->x, &sc.view, &a->count};
+    uint32_t q[KVK_PARAMS] = {0};
+    bn_params(q, &a->x, NULL, apply, false, a->training != 0, a->p, a->seed, a->offset);
+    q[28] = p[28];
+    if (s == KN_OK) s = bn_record(d, KVK_SH_BN_APPLY, apply, q, kvk_groups(d, total), "batch_norm");
+    bn_end(device, &sc);
     return s;
 }
 
 kn_status kvk_batch_norm_backward(int device, const void *args) {
     const kn_batch_norm_backward_args *a = args;
     int64_t C = a->x.shape[1], total = kn_operand_numel(&a->x);
-    kvk_dev *d = kvk_peek(device, "batch_norm");
-    if (!d) return kn_error_code();
-    bool f64 = d->f64;
-    kvk_leave(d);
-    size_t bytes = (size_t)(4 * C) * (f64 ? 8 : 4);
-    void *scratch = kvk_alloc(device, bytes);
-    if (!scratch) return kn__err(KN_ERR_OOM, "batch_norm: out of memory on vulkan:%d (%zu bytes of scratch)", device, bytes);
-    kn_operand sc = scratch_view(scratch, f64, C);
-    d = kvk_enter(device, "batch_norm");
-    kn_status s = d ? KN_OK : kn_error_code();
-    if (d) {
-        uint32_t p[KVK_PARAMS] = {0};
-        const kn_operand *stats[KVK_BINDINGS] = {&a->x, &a->mean, &a->invstd, &a->grad, &a->grad_weight,
-                                                 &a->weight, &a->grad_bias, &sc};
-        bn_params(p, &a->x, &a->grad, stats, true, a->training != 0, a->p, a->seed, a->offset);
-        p[28] = f64 ? KN_F64 : KN_F32;
-        s = bn_record(d, KVK_SH_BN_STATS, stats, p, channel_groups(d, C), "batch_norm");
-        if (s == KN_OK && kn_operand_present(&a->grad_x)) {
-            const kn_operand *apply[KVK_BINDINGS] = {&a->grad_x, &a->x, &sc, &a->grad};
-            uint32_t q[KVK_PARAMS] = {0};
-            bn_params(q, &a->x, &a->grad, apply, true, a->training != 0, a->p, a->seed, a->offset);
-            q[28] = p[28];
-            q[29] = a->relu != 0;
-            s = bn_record(d, KVK_SH_BN_APPLY, apply, q, kvk_groups(d, total), "batch_norm");
-            if (s == KN_OK && kn_operand_present(&a->grad_pre_bias)) {
-                /* The Linear's bias gradient: grad_x summed over N and L. */
-                kn_operand out = a->grad_pre_bias;
-                out.ndim = 3;
-                out.shape[0] = 1, out.shape[1] = C, out.shape[2] = 1;
-                out.stride[0] = out.stride[2] = 0, out.stride[1] = 1;
-                kn_reduce_args r = {.out = out, .x = a->grad_x, .fn = KN_REDUCE_SUM, .dims = 5};
-                s = kvk_record_reduce(d, &r);
-            }
+    bn_scratch sc;
+    kn_status s = bn_begin(device, C, &sc);
+    if (s != KN_OK) return s;
+    kvk_dev *d = sc.d;
+    uint32_t p[KVK_PARAMS] = {0};
+    const kn_operand *stats[KVK_BINDINGS] = {&a->x, &a->mean, &a->invstd, &a->grad, &a->grad_weight,
+                                             &a->weight, &a->grad_bias, &sc.view};
+    bn_params(p, &a->x, &a->grad, stats, true, a->training != 0, a->p, a->seed, a->offset);
+    p[28] = sc.f64 ? KN_F64 : KN_F32;
+    s = bn_record(d, KVK_SH_BN_STATS, stats, p, channel_groups(d, C), "batch_norm");
+    if (s == KN_OK && kn_operand_present(&a->grad_x)) {
+        const kn_operand *apply[KVK_BINDINGS] = {&a->grad_x, &a->x, &sc.view, &a->grad};
+        uint32_t q[KVK_PARAMS] = {0};
+        bn_params(q, &a->x, &a->grad, apply, true, a->training != 0, a->p, a->seed, a->offset);
+        q[28] = p[28];
+        q[29] = a->relu != 0;
+        s = bn_record(d, KVK_SH_BN_APPLY, apply, q, kvk_groups(d, total), "batch_norm");
+        if (s == KN_OK && kn_operand_present(&a->grad_pre_bias)) {
+            /* The Linear's bias gradient: grad_x summed over N and L. */
+            kn_operand out = a->grad_pre_bias;
+            out.ndim = 3;
+            out.shape[0] = 1, out.shape[1] = C, out.shape[2] = 1;
+            out.stride[0] = out.stride[2] = 0, out.stride[1] = 1;
+            kn_reduce_args r = {.out = out, .x = a->grad_x, .fn = KN_REDUCE_SUM, .dims = 5};
+            s = kvk_record_reduce(d, &r);
         }
-        kvk_leave(d);
     }
-    kvk_free(device, scratch, bytes);
+    bn_end(device, &sc);
     return s;
 }
