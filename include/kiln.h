@@ -15,5 +15,6 @@
 #include "kiln/graph.h"
 #include "kiln/vision.h"
 #include "kiln/fft.h"
+#include "kiln/dist.h"
 
 #endif

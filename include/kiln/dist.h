@@ -1,0 +1,70 @@
+/* Data-parallel training over several devices of one process, as PyTorch's
+ * DistributedDataParallel does it: one replica of the model per device (a
+ * rank), parameters broadcast from rank 0, each rank runs its shard of the
+ * batch, gradients averaged over the ranks in buckets, then the same
+ * optimizer step everywhere. N ranks then give the losses of one device on
+ * the whole batch, up to the order of the float sums (docs/DIST.md).
+ *
+ * The transport is the host: each rank's bucket is read back, summed in
+ * double in rank order and written to every rank. It works for any mix of
+ * devices (cpu with vulkan:0, say), which is how the tests run it on a
+ * machine without GPUs; NCCL for groups of CUDA devices is to come
+ * (docs/DIST.md).
+ */
+#ifndef KILN_DIST_H
+#define KILN_DIST_H
+
+#include "core.h"
+#include "device.h"
+#include "nn.h"
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kn_dist kn_dist;
+
+/* A group of n ranks on devices[0..n-1]: each device once, each present. */
+kn_dist *kn_dist_new(int n, const kn_device *devices);
+void kn_dist_free(kn_dist *d);
+int kn_dist_size(const kn_dist *d);
+kn_device kn_dist_device(const kn_dist *d, int rank);
+/* "nccl" or "host". */
+const char *kn_dist_transport(const kn_dist *d);
+
+typedef enum { KN_DIST_SUM, KN_DIST_MEAN } kn_dist_op;
+
+/* t[r] lives on rank r's device; all of one shape and float dtype. Each
+ * becomes the sum (or mean) over the ranks, in place. */
+kn_status kn_dist_all_reduce(kn_dist *d, kn_tensor *const *t, kn_dist_op op);
+/* Every t[r] becomes a copy of t[root]. */
+kn_status kn_dist_broadcast(kn_dist *d, kn_tensor *const *t, int root);
+
+/* Buckets for n tensors taken in reverse order (the last layers' gradients
+ * are ready first in backward): consecutive tensors of one dtype while the
+ * bucket stays within cap bytes; a tensor larger than cap is a bucket of its
+ * own. bucket[i] gets tensor i's bucket (0 first); returns the number of
+ * buckets, or -1 on error. */
+int kn_dist_buckets(int n, kn_tensor *const *tensors, size_t cap, int *bucket);
+
+/* PyTorch DDP's default bucket size, 25 MiB. */
+#define KN_DIST_BUCKET_BYTES ((size_t)25 << 20)
+
+/* replicas[r] on rank r's device, all with the same parameters (names,
+ * shapes, dtypes). Copies rank 0's parameters and buffers to every rank. */
+kn_status kn_dist_broadcast_module(kn_dist *d, kn_module *const *replicas);
+
+/* After each rank's backward: every parameter's gradient becomes
+ * sum over r of weight[r] * grad_r (weight NULL: 1/n each; for shards of
+ * unequal sizes pass rows_r / rows, so the result is the whole batch's mean
+ * gradient). Bucketed as kn_dist_buckets (cap 0: KN_DIST_BUCKET_BYTES). A
+ * parameter without a gradient on some rank is an error naming it. */
+kn_status kn_dist_average_gradients(kn_dist *d, kn_module *const *replicas, const double *weight, size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
