@@ -163,6 +163,16 @@ static void test_data_parallel(const kn_device *devs, int n) {
             CHECK(max_abs_diff(p[i].tensor, pr[i].tensor) <= 1e-5, "rank %d (%s) %s after %d steps: %.3g", r,
                   kn_device_str(devs[r]), p[i].name, STEPS, max_abs_diff(p[i].tensor, pr[i].tensor));
     }
+    /* Replicas that are not the same model. */
+    if (d && n >= 2) {
+        kn_module *other = kn_nn_sequential(1, (kn_module *[]){kn_nn_linear(6, 3, true)});
+        kn_module_to(other, devs[1]);
+        kn_module *mixed[MAX];
+        for (int r = 0; r < n; r++) mixed[r] = r == 1 ? other : rep[r];
+        CHECK(kn_dist_broadcast_module(d, mixed) != KN_OK, "replicas of different models");
+        CHECK_ERROR("rank 1's model has 2 tensors, rank 0's 4");
+        kn_module_free(other);
+    }
     /* A rank whose parameter has no gradient: named. */
     for (int r = 0; r < n; r++) kn_module_zero_grad(rep[r]);
     if (d && n >= 1) {

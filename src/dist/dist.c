@@ -192,24 +192,25 @@ static const kn_named_tensor **replica_params(const char *op, kn_dist *d, kn_mod
 kn_status kn_dist_broadcast_module(kn_dist *d, kn_module *const *replicas) {
     const char *op = "broadcast_module";
     if (!d || !replicas) return kn__err_null(op), KN_ERR_NULL;
+    /* The state dicts: parameters and buffers (running statistics too). */
+    const kn_named_tensor *sd[MAX_RANKS];
     int n0 = -1;
+    for (int r = 0; r < d->n; r++) {
+        int n = 0;
+        if (!replicas[r] || !(sd[r] = kn_module_state_dict(replicas[r], &n))) return kn__err_null(op), KN_ERR_NULL;
+        if (r == 0) n0 = n;
+        if (n != n0)
+            return kn__err(KN_ERR_SHAPE, "%s: rank %d's model has %d tensors, rank 0's %d", op, r, n, n0);
+        for (int i = 0; i < n; i++)
+            if (strcmp(sd[r][i].name, sd[0][i].name))
+                return kn__err(KN_ERR_SHAPE, "%s: rank %d's tensor %d is '%s', rank 0's '%s'", op, r, i,
+                               sd[r][i].name, sd[0][i].name);
+    }
     kn_status s = KN_OK;
-    /* The state dict: parameters and buffers (running statistics too). */
-    const kn_named_tensor *sd0 = replicas[0] ? kn_module_state_dict(replicas[0], &n0) : NULL;
-    if (!sd0) return kn__err_null(op), KN_ERR_NULL;
     kn_tensor *group[MAX_RANKS];
     for (int i = 0; i < n0 && s == KN_OK; i++) {
-        group[0] = sd0[i].tensor;
-        for (int r = 1; r < d->n && s == KN_OK; r++) {
-            int n = 0;
-            const kn_named_tensor *sd = replicas[r] ? kn_module_state_dict(replicas[r], &n) : NULL;
-            if (!sd || n != n0 || strcmp(sd[i].name, sd0[i].name))
-                s = kn__err(KN_ERR_SHAPE, "%s: rank %d's model differs from rank 0's at '%s'", op, r, sd0[i].name);
-            else group[r] = sd[i].tensor;
-        }
-        if (s != KN_OK) break;
-        bool fl = kn_dtype_is_float(kn_dtype_of(group[0]));
-        if (fl) {
+        for (int r = 0; r < d->n; r++) group[r] = sd[r][i].tensor;
+        if (kn_dtype_is_float(kn_dtype_of(group[0]))) {
             s = kn_dist_broadcast(d, group, 0);
         } else { /* integer buffers (num_batches_tracked): copied as they are */
             kn_no_grad_begin();
