@@ -81,6 +81,17 @@ typedef enum {
     KVK_SH_FFT_CHIRP, KVK_SH_COUNT
 } kvk_shader;
 
+/* ---- FFT tables (vk_ops_fft.c) ------------------------------------------------------ */
+#define KVK_FFT_TABLES 16 /* tables kept per device, least recently used evicted */
+typedef struct {
+    void *ptr; /* device memory from kvk_alloc; NULL: a free slot */
+    size_t bytes;
+    int kind, sign; /* which table (vk_ops_fft.c), and the transform's direction where it matters */
+    bool f64;
+    int64_t n; /* the length it serves */
+    uint64_t last; /* LRU tick */
+} kvk_fft_table;
+
 /* ---- a device ------------------------------------------------------------------- */
 typedef struct {
     int index;
@@ -130,6 +141,10 @@ typedef struct {
     /* fault contexts of composites (kvk_fault_code), kept for the device's life */
     struct kvk_fault_name *fault_names;
     int n_fault_names;
+
+    /* twiddles and Bluestein's tables by length (vk_ops_fft.c), under lock */
+    kvk_fft_table fft_tables[KVK_FFT_TABLES];
+    uint64_t fft_tick;
 
     /* pipelines, made on first use */
     VkDescriptorSetLayout dsl;

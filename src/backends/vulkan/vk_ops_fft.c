@@ -16,7 +16,16 @@
  * The twiddles w^m = exp(-2 pi i m / n), the chirps and the convolution
  * kernel's spectrum are computed on the host in double from reduced angles
  * (as the CPU's tables are) and uploaded in the dtype; arithmetic is in the
- * dtype. float64 only where the device has it. */
+ * dtype. float64 only where the device has it.
+ *
+ * The tables are kept in device memory (the allocator's), per device in
+ * kvk_dev.fft_tables under the device's lock, by kind, length, direction
+ * and dtype, least recently used evicted: a repeated length does no host
+ * trig and no upload. A lookup and the recording that reads what it found
+ * share one hold of the lock, so no other thread evicts a table between;
+ * an evicted table is freed after that recording (the queue runs in order).
+ * The backend tears no device down before the process exits, so nothing
+ * empties the cache otherwise; its memory counts as in use. */
 #include "vk_ops.h"
 
 #include <math.h>
@@ -230,19 +239,20 @@ static kn_status record_chirp(kvk_dev *d, const fft_job *j, int mode, int64_t le
 
 /* ---- host tables ------------------------------------------------------------------------------- */
 /* The allocator's own message where it left one (a binding's limit). */
-static kn_status oom(size_t bytes, int device) {
+static kn_status oom(size_t bytes, int device, const char *what) {
     if (kn_error_code() != KN_OK) return kn_error_code();
-    return kn__err(KN_ERR_OOM, "fft: out of memory for %zu bytes of scratch on vulkan:%d", bytes, device);
+    return kn__err(KN_ERR_OOM, "fft: out of memory for %zu bytes of %s on vulkan:%d", bytes, what, device);
 }
 
 /* A host table of cnt complex doubles uploaded in the dtype; NULL with an error. */
 static void *upload(int device, const double *t, int64_t cnt, bool f64, size_t *bytes) {
     *bytes = (size_t)cnt * 2 * (f64 ? 8 : 4);
     float *f = f64 ? NULL : malloc(*bytes);
-    if (!f64 && !f) return kn__err(KN_ERR_OOM, "fft: out of memory for a table of %lld values", (long long)cnt), NULL;
+    if (!f64 && !f)
+        return kn__err(KN_ERR_OOM, "fft: out of host memory for a table of %lld complex values", (long long)cnt), NULL;
     for (int64_t i = 0; !f64 && i < 2 * cnt; i++) f[i] = (float)t[i];
     void *dev = kvk_alloc(device, *bytes);
-    kn_status s = dev ? kvk_copy_h2d(device, dev, f64 ? (const void *)t : f, *bytes) : oom(*bytes, device);
+    kn_status s = dev ? kvk_copy_h2d(device, dev, f64 ? (const void *)t : f, *bytes) : oom(*bytes, device, "a table");
     free(f);
     if (s != KN_OK && dev) kvk_free(device, dev, *bytes), dev = NULL;
     return dev;
@@ -331,7 +341,7 @@ static kn_status scratch_for(int device, fft_xform *t, int64_t lines, bool f64, 
     size_t bytes = (size_t)(lines * t->n) * 2 * (f64 ? 8 : 4);
     for (int k = have; k < need; k++) {
         t->sc[k] = (fview){.ptr = kvk_alloc(device, bytes), .bytes = bytes};
-        if (!t->sc[k].ptr) return oom(bytes, device);
+        if (!t->sc[k].ptr) return oom(bytes, device, "scratch");
     }
     return KN_OK;
 }
@@ -341,22 +351,152 @@ static void free_view(int device, fview *v) {
     v->ptr = NULL;
 }
 
+/* ---- the table cache ------------------------------------------------------------------------- */
+/* The tables a transform reads: the twiddles of a length (either direction:
+ * the shaders conjugate them), and Bluestein's chirps and kernel spectrum
+ * of a length n with a prime factor above 5, and a direction. */
+enum { TAB_TWIDDLES = 1, TAB_CHIRP, TAB_KERNEL };
+#define MAX_TABS 3
+
+typedef struct {
+    int kind, sign; /* sign: 0 for the twiddles, else the transform's */
+    int64_t n;      /* the twiddles' length, or Bluestein's n */
+    const void *ptr; /* out: the device's copy */
+    size_t bytes;
+} tab_req;
+
+/* Device memory to free once the work that reads it is recorded: tables
+ * evicted, and tables built while another thread cached the same. At most
+ * one a request. */
+typedef struct {
+    int n;
+    void *ptr[MAX_TABS];
+    size_t bytes[MAX_TABS];
+} tab_trash;
+
+/* Bluestein's chirps c_j = exp(sign pi i j^2 / n), j < n. */
+static double *chirps(int64_t n, int sign) {
+    double *c = malloc((size_t)n * 2 * sizeof *c);
+    for (int64_t q = 0; c && q < n; q++) {
+        /* j^2 mod 2n, so exp(sign 2 pi i (j^2 mod 2n) / (2n)); in quarters of 4n: 2 (j^2 mod 2n) */
+        int64_t r = q * q % (2 * n); /* n <= 2^30: exact */
+        expi(2 * r, n, sign, &c[2 * q], &c[2 * q + 1]);
+    }
+    return c;
+}
+
+/* The spectrum of conj(c) / m wrapped circularly onto m = bluestein_len(n)
+ * points (the 1/m is the inverse FFT's). */
+static double *kernel(int64_t n, int sign) {
+    int64_t m = bluestein_len(n);
+    double *c = chirps(n, sign), *k = calloc((size_t)m * 2, sizeof *k), *tw = twiddles(m);
+    if (c && k && tw) {
+        for (int64_t q = 0; q < n; q++) {
+            double *k0 = &k[2 * q], *k1 = &k[2 * ((m - q) % m)];
+            k0[0] = c[2 * q] / (double)m, k0[1] = -c[2 * q + 1] / (double)m;
+            k1[0] = k0[0], k1[1] = k0[1];
+        }
+        host_fft(k, m, tw);
+    } else {
+        free(k), k = NULL;
+    }
+    free(c), free(tw);
+    return k;
+}
+
+/* Request r's table computed on the host and uploaded; NULL with an error. */
+static void *build_table(int device, bool f64, const tab_req *r, size_t *bytes) {
+    int64_t cnt = r->kind == TAB_KERNEL ? bluestein_len(r->n) : r->n;
+    double *h = r->kind == TAB_TWIDDLES ? twiddles(r->n) : r->kind == TAB_CHIRP ? chirps(r->n, r->sign)
+                                                                                 : kernel(r->n, r->sign);
+    static const char *const names[] = {"", "the twiddles", "Bluestein's chirps", "Bluestein's kernel"};
+    if (!h)
+        return kn__err(KN_ERR_OOM, "fft: out of host memory for %s of length %lld", names[r->kind], (long long)r->n),
+               NULL;
+    void *dev = upload(device, h, cnt, f64, bytes);
+    free(h);
+    return dev;
+}
+
+/* The cached table r asks for, made the most recently used; NULL: none. Lock held. */
+static kvk_fft_table *tab_find(kvk_dev *d, const tab_req *r, bool f64) {
+    for (int i = 0; i < KVK_FFT_TABLES; i++) {
+        kvk_fft_table *e = &d->fft_tables[i];
+        if (e->ptr && e->kind == r->kind && e->sign == r->sign && e->n == r->n && e->f64 == f64) {
+            e->last = ++d->fft_tick;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* Caches a table just built, in a free slot or the least recently used
+ * one (whose memory goes to tr). Lock held. */
+static kvk_fft_table *tab_put(kvk_dev *d, const tab_req *r, bool f64, void *ptr, size_t bytes, tab_trash *tr) {
+    kvk_fft_table *e = &d->fft_tables[0];
+    for (int i = 0; i < KVK_FFT_TABLES && e->ptr; i++)
+        if (!d->fft_tables[i].ptr || d->fft_tables[i].last < e->last) e = &d->fft_tables[i];
+    if (e->ptr) tr->ptr[tr->n] = e->ptr, tr->bytes[tr->n++] = e->bytes;
+    *e = (kvk_fft_table){.ptr = ptr, .bytes = bytes, .kind = r->kind, .sign = r->sign, .f64 = f64, .n = r->n,
+                         .last = ++d->fft_tick};
+    return e;
+}
+
+/* The device entered, with r[0, nr)'s tables filled in from the cache; on
+ * a miss they are all built outside the lock (the allocator and the copy
+ * enter the device themselves: what was found may be evicted meanwhile),
+ * then cached, or dropped where another thread cached one first. NULL with
+ * an error, the device left and nothing cached. */
+static kvk_dev *enter_with_tables(int device, bool f64, tab_req *r, int nr, tab_trash *tr) {
+    kvk_dev *d = kvk_enter(device, "fft");
+    int hits = 0;
+    for (int i = 0; d && i < nr; i++) {
+        const kvk_fft_table *e = tab_find(d, &r[i], f64);
+        if (e) r[i].ptr = e->ptr, r[i].bytes = e->bytes, hits++;
+    }
+    if (!d || hits == nr) return d;
+    kvk_leave(d);
+    void *fresh[MAX_TABS] = {0};
+    size_t bytes[MAX_TABS] = {0};
+    kn_status s = KN_OK;
+    for (int i = 0; i < nr && s == KN_OK; i++)
+        if (!(fresh[i] = build_table(device, f64, &r[i], &bytes[i]))) s = kn_error_code();
+    if (s == KN_OK && !(d = kvk_enter(device, "fft"))) s = kn_error_code();
+    if (s != KN_OK) {
+        for (int i = 0; i < nr; i++) kvk_free(device, fresh[i], bytes[i]);
+        return NULL;
+    }
+    for (int i = 0; i < nr; i++) {
+        const kvk_fft_table *e = tab_find(d, &r[i], f64);
+        if (e) tr->ptr[tr->n] = fresh[i], tr->bytes[tr->n++] = bytes[i];
+        else e = tab_put(d, &r[i], f64, fresh[i], bytes[i], tr);
+        r[i].ptr = e->ptr, r[i].bytes = e->bytes;
+    }
+    return d;
+}
+
+static void empty_trash(int device, tab_trash *tr) {
+    for (int i = 0; i < tr->n; i++) kvk_free(device, tr->ptr[i], tr->bytes[i]);
+    tr->n = 0;
+}
+
+/* ---- the transforms --------------------------------------------------------------------------- */
 /* Smooth n: one transform from the input to the output. */
 static kn_status run_direct(int device, const fft_job *j, fft_xform *t) {
     const kn_fft_args *a = j->a;
-    double *tw = twiddles(t->n);
-    if (!tw) return kn__err(KN_ERR_OOM, "fft: out of memory for %lld twiddles", (long long)t->n);
-    t->tw = upload(device, tw, t->n, j->f64, &t->tw_bytes);
-    free(tw);
-    kn_status s = t->tw ? scratch_for(device, t, j->lines, j->f64, 0) : kn_error_code();
-    if (s == KN_OK) {
+    tab_req tw = {.kind = TAB_TWIDDLES, .n = t->n};
+    tab_trash tr = {0};
+    kn_status s = scratch_for(device, t, j->lines, j->f64, 0);
+    kvk_dev *d = s == KN_OK ? enter_with_tables(device, j->f64, &tw, 1, &tr) : NULL;
+    if (s == KN_OK && !d) s = kn_error_code();
+    if (d) {
+        t->tw = tw.ptr, t->tw_bytes = tw.bytes;
         fview in = {.op = &a->x, .which = 0}, out = {.op = &a->out, .which = 1};
-        kvk_dev *d = kvk_enter(device, "fft");
-        s = d ? record_xform(d, j, t, &in, &out) : kn_error_code();
-        if (d) kvk_leave(d);
+        s = record_xform(d, j, t, &in, &out);
+        kvk_leave(d);
     }
     for (int k = 0; k < 2; k++) free_view(device, &t->sc[k]);
-    if (t->tw) kvk_free(device, (void *)t->tw, t->tw_bytes);
+    empty_trash(device, &tr);
     return s;
 }
 
@@ -369,44 +509,31 @@ static kn_status run_bluestein(int device, const fft_job *j, fft_xform *fw, fft_
     const kn_fft_args *a = j->a;
     int64_t n = a->x.shape[a->dim], m = fw->n;
     int sign = a->inverse ? 1 : -1;
-    double *chirp = malloc((size_t)n * 2 * sizeof *chirp), *kern = calloc((size_t)m * 2, sizeof *kern);
-    double *tw = twiddles(m);
-    kn_status s = chirp && kern && tw ? KN_OK : kn__err(KN_ERR_OOM, "fft: out of memory for Bluestein's tables");
-    for (int64_t q = 0; s == KN_OK && q < n; q++) {
-        /* j^2 mod 2n, so exp(sign 2 pi i (j^2 mod 2n) / (2n)); in quarters of 4n: 2 (j^2 mod 2n) */
-        int64_t r = q * q % (2 * n); /* n <= 2^30: exact */
-        expi(2 * r, n, sign, &chirp[2 * q], &chirp[2 * q + 1]);
-        double *k0 = &kern[2 * q], *k1 = &kern[2 * ((m - q) % m)];
-        k0[0] = chirp[2 * q] / (double)m, k0[1] = -chirp[2 * q + 1] / (double)m; /* conj(c_q) / m */
-        k1[0] = k0[0], k1[1] = k0[1];
-    }
-    if (s == KN_OK) host_fft(kern, m, tw);
-    void *chirp_d = NULL, *kern_d = NULL;
-    size_t chirp_bytes = 0, kern_bytes = 0, line_bytes = (size_t)(j->lines * m) * 2 * (j->f64 ? 8 : 4);
-    fview buf = {.ptr = NULL, .bytes = line_bytes};
-    if (s == KN_OK && !(fw->tw = upload(device, tw, m, j->f64, &fw->tw_bytes))) s = kn_error_code();
-    if (s == KN_OK && !(chirp_d = upload(device, chirp, n, j->f64, &chirp_bytes))) s = kn_error_code();
-    if (s == KN_OK && !(kern_d = upload(device, kern, m, j->f64, &kern_bytes))) s = kn_error_code();
-    free(chirp), free(kern), free(tw);
-    if (s == KN_OK && !(buf.ptr = kvk_alloc(device, line_bytes))) s = oom(line_bytes, device);
-    if (s == KN_OK) s = scratch_for(device, fw, j->lines, j->f64, 0);
-    if (s == KN_OK) {
+    tab_req r[3] = {{.kind = TAB_TWIDDLES, .n = m},
+                    {.kind = TAB_CHIRP, .sign = sign, .n = n},
+                    {.kind = TAB_KERNEL, .sign = sign, .n = n}};
+    tab_trash tr = {0};
+    size_t line_bytes = (size_t)(j->lines * m) * 2 * (j->f64 ? 8 : 4);
+    fview buf = {.ptr = kvk_alloc(device, line_bytes), .bytes = line_bytes};
+    kn_status s = buf.ptr ? scratch_for(device, fw, j->lines, j->f64, 0) : oom(line_bytes, device, "scratch");
+    kvk_dev *d = s == KN_OK ? enter_with_tables(device, j->f64, r, 3, &tr) : NULL;
+    if (s == KN_OK && !d) s = kn_error_code();
+    if (d) {
+        const void *chirp = r[1].ptr, *kern = r[2].ptr;
+        size_t chirp_bytes = r[1].bytes, kern_bytes = r[2].bytes;
+        fw->tw = r[0].ptr, fw->tw_bytes = r[0].bytes;
         bw->tw = fw->tw, bw->tw_bytes = fw->tw_bytes, bw->sc[0] = fw->sc[0], bw->sc[1] = fw->sc[1];
         fview in = {.op = &a->x, .which = 0}, out = {.op = &a->out, .which = 1};
-        kvk_dev *d = kvk_enter(device, "fft");
-        s = d ? KN_OK : kn_error_code();
-        if (s == KN_OK) s = record_chirp(d, j, 0, m, n, 1, &in, &buf, n, m, chirp_d, chirp_bytes);
+        s = record_chirp(d, j, 0, m, n, 1, &in, &buf, n, m, chirp, chirp_bytes);
         if (s == KN_OK) s = record_xform(d, j, fw, &buf, &buf);
-        if (s == KN_OK) s = record_chirp(d, j, 1, m, m, 1, &buf, &buf, m, m, kern_d, kern_bytes);
+        if (s == KN_OK) s = record_chirp(d, j, 1, m, m, 1, &buf, &buf, m, m, kern, kern_bytes);
         if (s == KN_OK) s = record_xform(d, j, bw, &buf, &buf);
-        if (s == KN_OK) s = record_chirp(d, j, 2, n, n, a->scale, &buf, &out, m, n, chirp_d, chirp_bytes);
-        if (d) kvk_leave(d);
+        if (s == KN_OK) s = record_chirp(d, j, 2, n, n, a->scale, &buf, &out, m, n, chirp, chirp_bytes);
+        kvk_leave(d);
     }
     for (int k = 0; k < 2; k++) free_view(device, &fw->sc[k]);
     free_view(device, &buf);
-    if (chirp_d) kvk_free(device, chirp_d, chirp_bytes);
-    if (kern_d) kvk_free(device, kern_d, kern_bytes);
-    if (fw->tw) kvk_free(device, (void *)fw->tw, fw->tw_bytes);
+    empty_trash(device, &tr);
     return s;
 }
 
