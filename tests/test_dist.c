@@ -93,9 +93,21 @@ static void test_all_reduce(const kn_device *devs, int n) {
         kn_tensor *b[MAX];
         for (int r = 0; r < n; r++) b[r] = kn_full(KN_SHAPE(4), (double)r, dts[k], devs[r]);
         CHECK(kn_dist_broadcast(d, b, n - 1) == KN_OK, "broadcast");
-        for (int r = 0; r < n; r++) CHECK(kn_item(kn_sum(b[r], 0, NULL, false)) == 4.0 * (n - 1), "broadcast rank %d", r);
+        for (int r = 0; r < n; r++)
+            CHECK(kn_item(kn_sum(b[r], 0, NULL, false)) == 4.0 * (n - 1), "broadcast rank %d", r);
         kn_scope_end(sc);
     }
+    /* Integers are broadcast too (buffers such as num_batches_tracked), as they are. */
+    kn_scope sc = kn_scope_begin();
+    kn_tensor *c[MAX];
+    for (int r = 0; r < n; r++) c[r] = kn_full(KN_SHAPE(2), r == 0 ? 123456789 : r, KN_I64, devs[r]);
+    CHECK(kn_dist_broadcast(d, c, 0) == KN_OK, "broadcast int64");
+    for (int r = 0; r < n; r++) {
+        int64_t v[2] = {0, 0};
+        CHECK(kn_to_host(c[r], v, KN_I64) == KN_OK && v[0] == 123456789 && v[1] == 123456789,
+              "int64 broadcast to rank %d (%s)", r, kn_device_str(devs[r]));
+    }
+    kn_scope_end(sc);
     kn_dist_free(d);
 }
 

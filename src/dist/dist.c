@@ -57,8 +57,9 @@ kn_device kn_dist_device(const kn_dist *d, int rank) {
 
 const char *kn_dist_transport(const kn_dist *d) { return d ? "host" : NULL; }
 
-/* t[0..n-1]: present, rank r's on rank r's device, one shape, one float dtype. */
-static bool check_group(const char *op, const kn_dist *d, kn_tensor *const *t) {
+/* t[0..n-1]: present, rank r's on rank r's device, one shape, one dtype
+ * (a float one where the ranks' values are summed). */
+static bool check_group(const char *op, const kn_dist *d, kn_tensor *const *t, bool sums) {
     if (!d || !t) return kn__err_null(op), false;
     for (int r = 0; r < d->n; r++) {
         if (!t[r]) return kn__err_null(op), false;
@@ -68,9 +69,9 @@ static bool check_group(const char *op, const kn_dist *d, kn_tensor *const *t) {
             return false;
         }
         kn_dtype dt = kn_dtype_of(t[r]);
-        if (!kn_dtype_is_float(dt) || dt != kn_dtype_of(t[0])) {
-            kn__err(KN_ERR_DTYPE, "%s: rank %d's tensor is %s (expected one float dtype, rank 0's %s)", op, r,
-                    kn_dtype_name(dt), kn_dtype_name(kn_dtype_of(t[0])));
+        if ((sums && !kn_dtype_is_float(dt)) || dt != kn_dtype_of(t[0])) {
+            kn__err(KN_ERR_DTYPE, "%s: rank %d's tensor is %s (expected one %sdtype, rank 0's %s)", op, r,
+                    kn_dtype_name(dt), sums ? "float " : "", kn_dtype_name(kn_dtype_of(t[0])));
             return false;
         }
         if (kn_ndim(t[r]) != kn_ndim(t[0]) ||
@@ -101,7 +102,8 @@ static kn_status host_reduce(const kn_dist *d, kn_tensor *const *t, const double
         return kn__err(KN_ERR_OOM, "dist: all_reduce of %lld elements is too large", (long long)numel);
     size_t bytes = (size_t)(numel ? numel : 1) * sizeof(double);
     double *acc = calloc(1, bytes), *tmp = malloc(bytes);
-    kn_status s = acc && tmp ? KN_OK : kn__err(KN_ERR_OOM, "dist: out of host memory for %lld elements", (long long)numel);
+    kn_status s = acc && tmp ? KN_OK
+                             : kn__err(KN_ERR_OOM, "dist: out of host memory for %lld elements", (long long)numel);
     for (int r = 0; r < d->n && s == KN_OK; r++) {
         s = kn_to_host(t[r], tmp, KN_F64);
         for (int64_t i = 0; s == KN_OK && i < numel; i++) acc[i] += w[r] * tmp[i];
@@ -115,7 +117,7 @@ static kn_status host_reduce(const kn_dist *d, kn_tensor *const *t, const double
 }
 
 kn_status kn_dist_all_reduce(kn_dist *d, kn_tensor *const *t, kn_dist_op op) {
-    if (!check_group("all_reduce", d, t)) return kn_error_code();
+    if (!check_group("all_reduce", d, t, true)) return kn_error_code();
     if (op != KN_DIST_SUM && op != KN_DIST_MEAN) return kn__err(KN_ERR_INVALID, "all_reduce: unknown op %d", (int)op);
     double w[MAX_RANKS];
     for (int r = 0; r < d->n; r++) w[r] = op == KN_DIST_MEAN ? 1.0 / d->n : 1.0;
@@ -123,7 +125,7 @@ kn_status kn_dist_all_reduce(kn_dist *d, kn_tensor *const *t, kn_dist_op op) {
 }
 
 kn_status kn_dist_broadcast(kn_dist *d, kn_tensor *const *t, int root) {
-    if (!check_group("broadcast", d, t)) return kn_error_code();
+    if (!check_group("broadcast", d, t, false)) return kn_error_code();
     if (root < 0 || root >= d->n) return kn__err(KN_ERR_INVALID, "broadcast: root %d out of range", root);
     kn_status s = KN_OK;
     kn_no_grad_begin();
@@ -210,13 +212,7 @@ kn_status kn_dist_broadcast_module(kn_dist *d, kn_module *const *replicas) {
     kn_tensor *group[MAX_RANKS];
     for (int i = 0; i < n0 && s == KN_OK; i++) {
         for (int r = 0; r < d->n; r++) group[r] = sd[r][i].tensor;
-        if (kn_dtype_is_float(kn_dtype_of(group[0]))) {
-            s = kn_dist_broadcast(d, group, 0);
-        } else { /* integer buffers (num_batches_tracked): copied as they are */
-            kn_no_grad_begin();
-            for (int r = 1; r < d->n && s == KN_OK; r++) s = kn_copy_(group[r], group[0]);
-            kn_no_grad_end();
-        }
+        s = kn_dist_broadcast(d, group, 0);
     }
     return s;
 }
@@ -237,21 +233,17 @@ kn_status kn_dist_average_gradients(kn_dist *d, kn_module *const *replicas, cons
     kn_tensor **grads = calloc((size_t)(n ? n : 1) * (size_t)d->n, sizeof *grads);
     int *bucket = calloc((size_t)(n ? n : 1), sizeof *bucket);
     kn_status s = grads && bucket ? KN_OK : kn__err(KN_ERR_OOM, "%s: out of host memory", op);
-    /* grads[i * n_ranks + r]: rank r's gradient of parameter i. */
+    /* grads[r * n + i]: rank r's gradient of parameter i (rank 0's first, for the buckets). */
     for (int i = 0; i < n && s == KN_OK; i++)
         for (int r = 0; r < d->n && s == KN_OK; r++) {
             kn_tensor *g = kn_grad(p[r][i].tensor);
             if (!g)
                 s = kn__err(KN_ERR_AUTOGRAD, "%s: parameter '%s' has no gradient on rank %d (%s)", op, p[r][i].name,
                             r, kn_device_str(d->dev[r]));
-            grads[(size_t)i * (size_t)d->n + (size_t)r] = g;
+            grads[(size_t)r * (size_t)n + (size_t)i] = g;
         }
-    kn_tensor **rank0 = NULL;
     int nb = 0;
-    if (s == KN_OK && !(rank0 = calloc((size_t)(n ? n : 1), sizeof *rank0)))
-        s = kn__err(KN_ERR_OOM, "%s: out of host memory", op);
-    for (int i = 0; i < n && s == KN_OK; i++) rank0[i] = grads[(size_t)i * (size_t)d->n];
-    if (s == KN_OK && (nb = kn_dist_buckets(n, rank0, cap, bucket)) < 0) s = kn_error_code();
+    if (s == KN_OK && (nb = kn_dist_buckets(n, grads, cap, bucket)) < 0) s = kn_error_code();
     /* Bucket by bucket: each rank's gradients flattened into one tensor on
      * its device, one reduction, then the slices copied back. */
     kn_tensor **members = calloc((size_t)(n ? n : 1), sizeof *members);
@@ -260,9 +252,10 @@ kn_status kn_dist_average_gradients(kn_dist *d, kn_module *const *replicas, cons
         kn_scope sc = kn_scope_begin();
         kn_tensor *flat[MAX_RANKS];
         for (int r = 0; r < d->n && s == KN_OK; r++) {
+            kn_tensor **g = grads + (size_t)r * (size_t)n;
             int m = 0;
             for (int i = n - 1; i >= 0; i--)
-                if (bucket[i] == b) members[m++] = kn_reshape(grads[(size_t)i * (size_t)d->n + (size_t)r], 1, (int64_t[]){-1});
+                if (bucket[i] == b) members[m++] = kn_reshape(g[i], 1, (int64_t[]){-1});
             flat[r] = m == 1 ? kn_contiguous(members[0]) : kn_concat(m, members, 0);
             if (!flat[r]) s = kn_error_code();
         }
@@ -271,7 +264,7 @@ kn_status kn_dist_average_gradients(kn_dist *d, kn_module *const *replicas, cons
             int64_t off = 0;
             for (int i = n - 1; i >= 0 && s == KN_OK; i--) {
                 if (bucket[i] != b) continue;
-                kn_tensor *g = grads[(size_t)i * (size_t)d->n + (size_t)r];
+                kn_tensor *g = grads[(size_t)r * (size_t)n + (size_t)i];
                 int64_t k = kn_numel(g);
                 kn_tensor *part = kn_view(kn_narrow(flat[r], 0, off, k), kn_ndim(g), kn_shape(g));
                 kn_no_grad_begin();
@@ -283,7 +276,6 @@ kn_status kn_dist_average_gradients(kn_dist *d, kn_module *const *replicas, cons
         kn_scope_end(sc);
     }
     free(members);
-    free(rank0);
     free(bucket);
     free(grads);
     free(p);
