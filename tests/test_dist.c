@@ -5,9 +5,82 @@
  * on the whole batch. */
 #include "kn_test.h"
 
+#include "backends/common/dtype.h"
+
 #include <kiln.h>
 
 #define MAX 16
+
+/* ---- "ring": three host-memory devices with peer copies and collectives of
+ * their own, so the dist layer's backend path (what NCCL does on CUDA) runs
+ * on every machine. The collectives compute in host memory and count their
+ * calls; ring_fail makes comm_new fail as a missing library would. */
+enum { RING_DEVICES = 3 };
+static int ring_peer_copies, ring_reduces, ring_broadcasts, ring_comms;
+static bool ring_fail;
+static int ring_count(void) { return RING_DEVICES; }
+static kn_status ring_peer(int di, void *d, int si, const void *s, size_t n) {
+    (void)di, (void)si;
+    ring_peer_copies++;
+    memmove(d, s, n);
+    return KN_OK;
+}
+typedef struct {
+    int n, index[MAX];
+} ring_comm;
+static void *ring_comm_new(int n, const int *idx, kn_status *status) {
+    if (ring_fail) {
+        *status = KN_ERR_UNSUPPORTED;
+        kn__err(KN_ERR_UNSUPPORTED, "cannot load libring.so");
+        return NULL;
+    }
+    ring_comm *c = calloc(1, sizeof *c);
+    c->n = n;
+    memcpy(c->index, idx, (size_t)n * sizeof *idx);
+    ring_comms++;
+    *status = KN_OK;
+    return c;
+}
+static void ring_comm_free(void *c) { free(c); }
+static kn_status ring_all_reduce(void *comm, void *const *bufs, size_t count, kn_dtype dt, const double *scale) {
+    ring_comm *c = comm;
+    ring_reduces++;
+    size_t es = kn_dtype_size(dt);
+    for (size_t i = 0; i < count; i++) {
+        double acc = 0;
+        int64_t iacc = 0;
+        for (int r = 0; r < c->n; r++) {
+            const void *p = (const char *)bufs[r] + i * es;
+            if (kn_dtype_is_float(dt)) acc += (scale ? scale[r] : 1.0) * kn__load(p, dt);
+            else iacc += kn__load_i64(p, dt);
+        }
+        for (int r = 0; r < c->n; r++) {
+            void *p = (char *)bufs[r] + i * es;
+            if (kn_dtype_is_float(dt)) kn__store(p, dt, acc);
+            else kn__store_i64(p, dt, iacc);
+        }
+    }
+    return KN_OK;
+}
+static kn_status ring_broadcast(void *comm, void *const *bufs, size_t count, kn_dtype dt, int root) {
+    ring_comm *c = comm;
+    ring_broadcasts++;
+    for (int r = 0; r < c->n; r++)
+        if (r != root) memcpy(bufs[r], bufs[root], count * kn_dtype_size(dt));
+    return KN_OK;
+}
+static int ring_kind(void) {
+    static int kind = -1;
+    if (kind < 0) {
+        kn_backend b = {.name = "ring", .title = "Ring", .device_count = ring_count, .device_name = kt_name,
+                        .memory = kt_memory, .alloc = kt_alloc, .free = kt_free, .copy_h2d = kt_copy,
+                        .copy_d2h = kt_copy, .copy_d2d = kt_copy, .synchronize = kt_sync, .copy_peer = ring_peer,
+                        .comm_name = "ring", .comm_new = ring_comm_new, .comm_free = ring_comm_free,
+                        .comm_all_reduce = ring_all_reduce, .comm_broadcast = ring_broadcast};
+        kind = kn__backend_register(&b);
+    }
+    return kind;
+}
 
 static double max_abs_diff(kn_tensor *a, kn_tensor *b) {
     int64_t n = kn_numel(a);
@@ -42,8 +115,14 @@ static void test_errors(const kn_device *devs, int n) {
     CHECK(kn_dist_all_reduce(d, wrong_shape, KN_DIST_SUM) != KN_OK, "shapes differ");
     CHECK_ERROR("rank 1's tensor is [4], rank 0's [3]");
     kn_tensor *ints[2] = {kn_zeros(KN_SHAPE(3), KN_I64, devs[0]), kn_zeros(KN_SHAPE(3), KN_I64, devs[1])};
-    CHECK(kn_dist_all_reduce(d, ints, KN_DIST_SUM) != KN_OK, "integer tensors");
-    CHECK_ERROR("expected one float dtype");
+    CHECK(kn_dist_all_reduce(d, ints, KN_DIST_MEAN) != KN_OK, "the mean of integer tensors");
+    CHECK_ERROR("cannot average int64 tensors");
+    kn_tensor *bools[2] = {kn_zeros(KN_SHAPE(3), KN_BOOL, devs[0]), kn_zeros(KN_SHAPE(3), KN_BOOL, devs[1])};
+    CHECK(kn_dist_all_reduce(d, bools, KN_DIST_SUM) != KN_OK, "the sum of bool tensors");
+    CHECK_ERROR("cannot sum bool tensors");
+    kn_tensor *mixed[2] = {kn_zeros(KN_SHAPE(3), KN_F32, devs[0]), kn_zeros(KN_SHAPE(3), KN_F64, devs[1])};
+    CHECK(kn_dist_all_reduce(d, mixed, KN_DIST_SUM) != KN_OK, "dtypes differ");
+    CHECK_ERROR("rank 1's tensor is float64, rank 0's float32");
     CHECK(kn_dist_broadcast(d, wrong_shape, 5) != KN_OK, "root out of range (or shape)");
     kn_scope_end(sc);
     kn_dist_free(d);
@@ -69,35 +148,71 @@ static void test_buckets(void) {
     kn_scope_end(sc);
 }
 
-static void test_all_reduce(const kn_device *devs, int n) {
+/* Sums of every numeric dtype (values small enough to be exact in each),
+ * means of the float ones, broadcasts of every dtype, on n ranks: through
+ * whatever transport the group has (want names it). */
+static void test_all_reduce(const kn_device *devs, int n, const char *want) {
     kn_dist *d = kn_dist_new(n, devs);
-    CHECK(d && kn_dist_size(d) == n && !strcmp(kn_dist_transport(d), "host"), "group of %d", n);
+    CHECK(d && kn_dist_size(d) == n && !strcmp(kn_dist_transport(d), want), "group of %d over %s (got %s: %s)", n,
+          want, d ? kn_dist_transport(d) : "none", d ? kn_dist_transport_note(d) : kn_error());
     if (!d) return;
-    kn_dtype dts[2] = {KN_F32, KN_F64};
-    for (int k = 0; k < 2; k++) {
+    kn_dtype dts[] = {KN_F32, KN_F64, KN_F16, KN_BF16, KN_I32, KN_I64, KN_U8, KN_C64, KN_C128, KN_BOOL};
+    for (size_t k = 0; k < sizeof dts / sizeof *dts; k++) {
+        kn_dtype dt = dts[k];
+        const char *name = kn_dtype_name(dt);
+        bool cplx = kn_dtype_is_complex(dt), fl = kn_dtype_is_float(kn_dtype_real(dt));
         kn_scope sc = kn_scope_begin();
-        kn_tensor *t[MAX], *want = kn_zeros(KN_SHAPE(5, 7), dts[k], KN_CPU);
-        kn_generator g = kn_generator_make(11);
+        /* rank r holds (i % 5) + r in every part: the sum is n * (i % 5) + n(n-1)/2. */
+        kn_tensor *t[MAX], *b[MAX];
         for (int r = 0; r < n; r++) {
-            kn_tensor *h = kn_randn(KN_SHAPE(5, 7), dts[k], KN_CPU, &g);
-            t[r] = kn_to(h, devs[r]);
-            want = kn_add(want, h);
+            double v[48];
+            for (int i = 0; i < 48; i++) v[i] = (cplx ? i / 2 : i) % 5 + r; /* complex: re = im */
+            kn_tensor *h = cplx ? kn_view_as_complex(kn_from_data(v, KN_F64, KN_SHAPE(4, 6, 2), KN_CPU))
+                                : kn_from_data(v, KN_F64, KN_SHAPE(4, 6), KN_CPU);
+            /* A transposed view: the backend's collectives need a contiguous copy. */
+            t[r] = kn_transpose(kn_to_dtype(h, devs[r], dt), 0, 1);
+            b[r] = kn_to_dtype(kn_full(KN_SHAPE(3), r == n - 1 ? 1 : 0, KN_F64, KN_CPU), devs[r], dt);
         }
-        CHECK(kn_dist_all_reduce(d, t, KN_DIST_SUM) == KN_OK, "sum");
-        for (int r = 0; r < n; r++)
-            CHECK(max_abs_diff(t[r], want) <= (k ? 1e-12 : 1e-5), "%s sum on rank %d (%s)", kn_dtype_name(dts[k]), r,
-                  kn_device_str(devs[r]));
-        CHECK(kn_dist_all_reduce(d, t, KN_DIST_MEAN) == KN_OK, "mean");
-        for (int r = 0; r < n; r++)
-            CHECK(max_abs_diff(t[r], want) <= (k ? 1e-12 : 1e-5), "the mean of equal tensors is each, rank %d", r);
-        kn_tensor *b[MAX];
-        for (int r = 0; r < n; r++) b[r] = kn_full(KN_SHAPE(4), (double)r, dts[k], devs[r]);
-        CHECK(kn_dist_broadcast(d, b, n - 1) == KN_OK, "broadcast");
-        for (int r = 0; r < n; r++)
-            CHECK(kn_item(kn_sum(b[r], 0, NULL, false)) == 4.0 * (n - 1), "broadcast rank %d", r);
+        kn_tensor *parts0 = NULL;
+        if (dt != KN_BOOL) {
+            CHECK(kn_dist_all_reduce(d, t, KN_DIST_SUM) == KN_OK, "%s sum: %s", name, kn_error());
+            for (int r = 0; r < n; r++) {
+                kn_tensor *got = cplx ? kn_view_as_real(kn_contiguous(t[r])) : t[r];
+                double v[48] = {0};
+                int64_t m = kn_numel(got);
+                bool ok = m <= 48 && kn_to_host(got, v, KN_F64) == KN_OK;
+                for (int64_t i = 0; ok && i < m; i++) {
+                    int64_t row = i / (cplx ? 8 : 4) % 6, col = i / (cplx ? 2 : 1) % 4; /* t is [6, 4] */
+                    double want_v = n * (double)((col * 6 + row) % 5) + n * (n - 1) / 2.0;
+                    if (dt == KN_U8) want_v = fmod(want_v, 256);
+                    ok = v[i] == want_v;
+                }
+                CHECK(ok, "%s sum on rank %d (%s)", name, r, kn_device_str(devs[r]));
+                if (r == 0) parts0 = got;
+            }
+        } else {
+            CHECK(kn_dist_all_reduce(d, t, KN_DIST_SUM) != KN_OK, "bool: no sums");
+            kn_error_clear();
+        }
+        if (fl) {
+            CHECK(kn_dist_all_reduce(d, t, KN_DIST_MEAN) == KN_OK, "%s mean", name);
+            for (int r = 0; r < n; r++) {
+                kn_tensor *got = cplx ? kn_view_as_real(kn_contiguous(t[r])) : t[r];
+                CHECK(max_abs_diff(got, parts0) <= (dt == KN_BF16 ? 0.2 : dt == KN_F16 ? 0.02 : 1e-6),
+                      "%s: the mean of equal tensors is each, rank %d", name, r);
+            }
+        }
+        CHECK(kn_dist_broadcast(d, b, n - 1) == KN_OK, "%s broadcast", name);
+        for (int r = 0; r < n; r++) {
+            double v[6] = {0};
+            kn_tensor *got = cplx ? kn_view_as_real(b[r]) : b[r];
+            bool ok = kn_to_host(got, v, KN_F64) == KN_OK;
+            for (int64_t i = 0; ok && i < kn_numel(got); i++) ok = v[i] == (cplx && i % 2 ? 0 : 1);
+            CHECK(ok, "%s broadcast to rank %d (%s)", name, r, kn_device_str(devs[r]));
+        }
         kn_scope_end(sc);
     }
-    /* Integers are broadcast too (buffers such as num_batches_tracked), as they are. */
+    /* Large integers stay exact (int64 buffers such as num_batches_tracked). */
     kn_scope sc = kn_scope_begin();
     kn_tensor *c[MAX];
     for (int r = 0; r < n; r++) c[r] = kn_full(KN_SHAPE(2), r == 0 ? 123456789 : r, KN_I64, devs[r]);
@@ -107,6 +222,12 @@ static void test_all_reduce(const kn_device *devs, int n) {
         CHECK(kn_to_host(c[r], v, KN_I64) == KN_OK && v[0] == 123456789 && v[1] == 123456789,
               "int64 broadcast to rank %d (%s)", r, kn_device_str(devs[r]));
     }
+    int64_t big = (int64_t)1 << 53;
+    for (int r = 0; r < n; r++) c[r] = kn_full(KN_SHAPE(1), 0, KN_I64, devs[r]);
+    kn_copy_(c[0], kn_from_data((int64_t[]){big + 1}, KN_I64, KN_SHAPE(1), KN_CPU));
+    CHECK(kn_dist_all_reduce(d, c, KN_DIST_SUM) == KN_OK, "int64 sum");
+    int64_t v = 0;
+    CHECK(kn_to_host(c[n - 1], &v, KN_I64) == KN_OK && v == big + 1, "int64 sums are exact past 2^53");
     kn_scope_end(sc);
     kn_dist_free(d);
 }
@@ -202,6 +323,109 @@ static void test_data_parallel(const kn_device *devs, int n) {
     kn_scope_end(sc);
 }
 
+/* The ring devices' own collectives and peer copies, and how a transport is
+ * chosen: by default the backend's, KILN_DIST_TRANSPORT=host or =ring to
+ * force one, the host (with a note saying why) when the backend's fails. */
+static void test_backend_transport(void) {
+    kn_device ring[RING_DEVICES];
+    for (int r = 0; r < RING_DEVICES; r++) ring[r] = (kn_device){(int16_t)ring_kind(), (int16_t)r};
+    int reduces = ring_reduces, broadcasts = ring_broadcasts;
+    test_all_reduce(ring, RING_DEVICES, "ring");
+    CHECK(ring_reduces > reduces && ring_broadcasts > broadcasts, "the ring's collectives ran (%d reduces, %d broadcasts)",
+          ring_reduces - reduces, ring_broadcasts - broadcasts);
+
+    /* A copy between two ring devices goes peer to peer, not through the host. */
+    kn_scope sc = kn_scope_begin();
+    int peers = ring_peer_copies;
+    kn_tensor *a = kn_arange(0, 10, 1, KN_F32, ring[0]), *b = kn_to(a, ring[2]);
+    CHECK(b && ring_peer_copies == peers + 1 && max_abs_diff(a, b) == 0, "kn_to between ring devices: one peer copy");
+    kn_scope_end(sc);
+
+    setenv("KILN_DIST_TRANSPORT", "host", 1);
+    kn_dist *d = kn_dist_new(RING_DEVICES, ring);
+    CHECK(d && !strcmp(kn_dist_transport(d), "host") && strstr(kn_dist_transport_note(d), "KILN_DIST_TRANSPORT=host"),
+          "KILN_DIST_TRANSPORT=host");
+    kn_dist_free(d);
+    setenv("KILN_DIST_TRANSPORT", "ring", 1);
+    d = kn_dist_new(RING_DEVICES, ring);
+    CHECK(d && !strcmp(kn_dist_transport(d), "ring") && !*kn_dist_transport_note(d), "KILN_DIST_TRANSPORT=ring");
+    kn_dist_free(d);
+    kn_device cpu = KN_CPU;
+    CHECK(kn_dist_new(1, &cpu) == NULL, "KILN_DIST_TRANSPORT=ring on the CPU");
+    CHECK_ERROR("KILN_DIST_TRANSPORT=ring, but these ranks have no collectives but the host's (expected host)");
+    setenv("KILN_DIST_TRANSPORT", "carrier-pigeon", 1);
+    CHECK(kn_dist_new(2, ring) == NULL, "an unknown transport");
+    CHECK_ERROR("KILN_DIST_TRANSPORT=carrier-pigeon, but these ranks' backend has another (expected host or ring)");
+    kn_device mixed[2] = {ring[0], KN_CPU};
+    unsetenv("KILN_DIST_TRANSPORT");
+    d = kn_dist_new(2, mixed);
+    CHECK(d && !strcmp(kn_dist_transport(d), "host") && !*kn_dist_transport_note(d), "ring with cpu: the host");
+    kn_dist_free(d);
+
+    /* The backend's communicator cannot be made (its library is missing, say). */
+    ring_fail = true;
+    d = kn_dist_new(RING_DEVICES, ring);
+    CHECK(d && !strcmp(kn_dist_transport(d), "host") && strstr(kn_dist_transport_note(d), "ring: cannot load libring.so"),
+          "the host when the ring's collectives fail: note '%s'", d ? kn_dist_transport_note(d) : kn_error());
+    CHECK(kn_error_code() == KN_OK, "and no error is left behind");
+    kn_dist_free(d);
+    setenv("KILN_DIST_TRANSPORT", "ring", 1);
+    CHECK(kn_dist_new(RING_DEVICES, ring) == NULL, "asked for by name, the failure is an error");
+    CHECK_ERROR("cannot load libring.so");
+    unsetenv("KILN_DIST_TRANSPORT");
+    ring_fail = false;
+}
+
+/* One rank on cuda:0 goes through NCCL where it loads: every dtype, the
+ * weighted gradient average, and the collective replayed in a graph. */
+typedef struct {
+    kn_dist *d;
+    kn_module **rep;
+} avg_ctx;
+static kn_status average_twice_weight(void *p) {
+    avg_ctx *c = p;
+    return kn_dist_average_gradients(c->d, c->rep, (double[]){2.0}, 0);
+}
+static void test_nccl(void) {
+    if (kn_device_count(KN_DEVICE_CUDA) == 0) return;
+    kn_device cuda = kn_device_get("cuda:0");
+    kn_dist *d = kn_dist_new(1, &cuda);
+    if (d && strcmp(kn_dist_transport(d), "nccl")) {
+        printf("SKIP nccl (not counted): %s\n", kn_dist_transport_note(d));
+        kn_dist_free(d);
+        return;
+    }
+    kn_dist_free(d);
+    test_all_reduce(&cuda, 1, "nccl");
+    test_data_parallel(&cuda, 1);
+    /* Gradients doubled by a weight of 2, captured: each replay doubles them again. */
+    kn_scope sc = kn_scope_begin();
+    kn_manual_seed(3);
+    kn_module *m = mlp();
+    kn_module_to(m, cuda);
+    kn_generator g = kn_generator_make(9);
+    kn_tensor *x = kn_randn(KN_SHAPE(8, 6), KN_F32, cuda, &g);
+    kn_backward(kn_sum(kn_module_forward(m, x), 0, NULL, false));
+    int np = 0;
+    const kn_named_tensor *p = kn_module_parameters(m, &np);
+    kn_tensor *before = kn_clone(kn_grad(p[0].tensor));
+    d = kn_dist_new(1, &cuda);
+    avg_ctx c = {d, &m};
+    kn_graph *gr = kn_graph_supported(cuda) ? kn_graph_capture(cuda, average_twice_weight, &c) : NULL;
+    CHECK(!kn_graph_supported(cuda) || gr, "capture an NCCL all-reduce: %s", kn_error());
+    int replays = 3;
+    for (int i = 0; gr && i < replays; i++) CHECK(kn_graph_replay(gr) == KN_OK, "replay %d", i);
+    if (!gr) replays = 0;
+    CHECK(kn_dist_average_gradients(d, &m, (double[]){2.0}, 0) == KN_OK, "eager weighted average");
+    double scale = (double)(1 << (replays + 1));
+    CHECK(max_abs_diff(kn_grad(p[0].tensor), kn_mul_scalar(before, scale)) <= 1e-5 * scale,
+          "gradients times %g after %d replays and one eager call", scale, replays);
+    kn_graph_free(gr);
+    kn_dist_free(d);
+    kn_module_free(m);
+    kn_scope_end(sc);
+}
+
 int main(void) {
     kn_device devs[MAX];
     int n = kt_devices(devs, MAX);
@@ -210,9 +434,16 @@ int main(void) {
     printf("\n");
     test_errors(devs, n);
     test_buckets();
-    test_all_reduce(devs, 1);
-    test_all_reduce(devs, n);
+    test_all_reduce(devs, 1, "host");
+    test_all_reduce(devs, n, "host");
     test_data_parallel(devs, 1);
     test_data_parallel(devs, n);
+    test_backend_transport();
+    kn_device ring[RING_DEVICES];
+    for (int r = 0; r < RING_DEVICES; r++) ring[r] = (kn_device){(int16_t)ring_kind(), (int16_t)r};
+    int comms = ring_comms;
+    test_data_parallel(ring, RING_DEVICES);
+    CHECK(ring_comms > comms, "data parallel over the ring's collectives");
+    test_nccl();
     return kt_finish("dist");
 }

@@ -5,11 +5,13 @@
  * optimizer step everywhere. N ranks then give the losses of one device on
  * the whole batch, up to the order of the float sums (docs/DIST.md).
  *
- * The transport is the host: each rank's bucket is read back, summed in
- * double in rank order and written to every rank. It works for any mix of
- * devices (cpu with vulkan:0, say), which is how the tests run it on a
- * machine without GPUs; NCCL for groups of CUDA devices is to come
- * (docs/DIST.md).
+ * The transport: for ranks all on CUDA devices, NCCL (opened at run time;
+ * each collective queued on every rank's stream, so it is captured in a
+ * graph too); otherwise, or where NCCL cannot be loaded, the host: each
+ * rank's bucket is read back, summed in double in rank order and written to
+ * every rank. The host works for any mix of devices (cpu with vulkan:0,
+ * say), which is how the tests run several ranks on a machine without GPUs.
+ * KILN_DIST_TRANSPORT=host or =nccl forces one (docs/DIST.md).
  */
 #ifndef KILN_DIST_H
 #define KILN_DIST_H
@@ -33,13 +35,17 @@ int kn_dist_size(const kn_dist *d);
 kn_device kn_dist_device(const kn_dist *d, int rank);
 /* "nccl" or "host". */
 const char *kn_dist_transport(const kn_dist *d);
+/* Why the host carries a group whose backend has collectives of its own
+ * ("nccl: cannot load libnccl.so.2 ..."); "" otherwise. */
+const char *kn_dist_transport_note(const kn_dist *d);
 
 typedef enum { KN_DIST_SUM, KN_DIST_MEAN } kn_dist_op;
 
-/* t[r] lives on rank r's device; all of one shape and float dtype. Each
- * becomes the sum (or mean) over the ranks, in place. */
+/* t[r] lives on rank r's device; all of one shape and dtype. Each becomes
+ * the sum (any dtype but bool; integers wrap as in C) or the mean (float and
+ * complex dtypes) over the ranks, in place. */
 kn_status kn_dist_all_reduce(kn_dist *d, kn_tensor *const *t, kn_dist_op op);
-/* Every t[r] becomes a copy of t[root]. */
+/* Every t[r] becomes a copy of t[root] (any dtype). */
 kn_status kn_dist_broadcast(kn_dist *d, kn_tensor *const *t, int root);
 
 /* Buckets for n tensors taken in reverse order (the last layers' gradients

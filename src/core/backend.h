@@ -154,6 +154,25 @@ typedef struct kn_backend {
     void *(*graph_end)(int index, kn_status *status);
     kn_status (*graph_launch)(int index, void *graph);
     void (*graph_free)(int index, void *graph);
+    /* Optional: a copy between two devices of this backend without the host
+     * (CUDA's peer copies), ordered after the work queued on both and before
+     * the work queued on either later. NULL or KN_ERR_UNSUPPORTED (with no
+     * error recorded): the core copies through the host. */
+    kn_status (*copy_peer)(int dst_index, void *dst, int src_index, const void *src, size_t nbytes);
+    /* Optional collectives over devices of this backend, one rank each
+     * (NCCL on CUDA; the dist layer, kiln/dist.h, uses them). comm_new
+     * returns NULL with an error, or with KN_ERR_UNSUPPORTED and no error
+     * when the library is absent (the dist layer then uses the host). In
+     * both collectives bufs[r] is count elements of dt in device
+     * indices[r]'s memory, worked on in place and queued on every rank's
+     * stream. comm_all_reduce: each becomes the sum over r of
+     * scale[r] * bufs[r] (scale NULL: plain sums; only float dtypes are
+     * scaled); comm_broadcast: each becomes a copy of bufs[root]. */
+    const char *comm_name; /* "nccl": what kn_dist_transport reports */
+    void *(*comm_new)(int n, const int *indices, kn_status *status);
+    void (*comm_free)(void *comm);
+    kn_status (*comm_all_reduce)(void *comm, void *const *bufs, size_t count, kn_dtype dt, const double *scale);
+    kn_status (*comm_broadcast)(void *comm, void *const *bufs, size_t count, kn_dtype dt, int root);
     /* The dtypes its kernels compute in (bit k: kn_dtype k; 0 means all). An
      * op with an operand of another dtype is not sent to its kernels. */
     uint32_t dtypes;

@@ -57,6 +57,10 @@ int kn__backend_register(const kn_backend *b) {
         kn__err(KN_ERR_INVALID, "backend_register: a backend needs a name, a title, device_count, alloc, free and the copies");
         return -1;
     }
+    if (b->comm_new && (!b->comm_name || !b->comm_free || !b->comm_all_reduce || !b->comm_broadcast)) {
+        kn__err(KN_ERR_INVALID, "backend_register: a backend with comm_new needs comm_name, comm_free and both collectives");
+        return -1;
+    }
     if (!strcmp(b->name, "cpu")) {
         kn__err(KN_ERR_INVALID, "backend_register: the cpu backend cannot be replaced");
         return -1;
@@ -233,6 +237,10 @@ kn_status kn__copy_bytes(kn_device dd, void *dst, kn_device sd, const void *src,
     if (sd.kind == KN_DEVICE_CPU) return db->copy_h2d(dd.index, dst, src, n);
     if (dd.kind == KN_DEVICE_CPU) return sb->copy_d2h(sd.index, dst, src, n);
     if (kn_device_equal(dd, sd)) return db->copy_d2d(dd.index, dst, src, n);
+    if (dd.kind == sd.kind && db->copy_peer) {
+        kn_status s = db->copy_peer(dd.index, dst, sd.index, src, n);
+        if (s != KN_ERR_UNSUPPORTED) return s;
+    }
     /* Different devices: through the host. */
     void *tmp = malloc(n);
     if (!tmp) return kn__err(KN_ERR_OOM, "copy: out of host memory (%zu bytes)", n);

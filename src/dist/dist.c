@@ -1,11 +1,15 @@
-/* Data-parallel groups (kiln/dist.h): the host transport, gradient buckets
- * and the module-level broadcast and average. */
+/* Data-parallel groups (kiln/dist.h): the transport (a backend's
+ * collectives, NCCL on CUDA, or the host), gradient buckets and the
+ * module-level broadcast and average. */
+#include "core/backend.h"
 #include "core/internal.h"
 
 #include <kiln/dist.h>
+#include <kiln/fft.h>
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +18,44 @@
 struct kn_dist {
     int n;
     kn_device dev[MAX_RANKS];
+    const kn_backend *be; /* the ranks' backend, when its collectives are used */
+    void *comm;           /* its communicator; NULL: the host transport */
+    char note[256];       /* why the host, when the backend has collectives */
 };
+
+/* KILN_DIST_TRANSPORT: "host", a backend's collectives by name ("nccl"), or
+ * unset (the backend's when it has them and they load, else the host). */
+static kn_status pick_transport(kn_dist *d) {
+    const char *want = getenv("KILN_DIST_TRANSPORT");
+    if (want && !*want) want = NULL;
+    bool same = true;
+    for (int r = 1; r < d->n; r++) same = same && d->dev[r].kind == d->dev[0].kind;
+    const kn_backend *be = same ? kn__backend(d->dev[0].kind) : NULL;
+    const char *name = be && be->comm_new ? be->comm_name : NULL;
+    if (want && strcmp(want, "host") && (!name || strcmp(want, name)))
+        return kn__err(KN_ERR_INVALID, "dist: KILN_DIST_TRANSPORT=%s, but %s (expected host%s%s)", want,
+                       name ? "these ranks' backend has another" : "these ranks have no collectives but the host's",
+                       name ? " or " : "", name ? name : "");
+    if (!name) return KN_OK;
+    if (want && !strcmp(want, "host")) {
+        snprintf(d->note, sizeof d->note, "KILN_DIST_TRANSPORT=host");
+        return KN_OK;
+    }
+    int idx[MAX_RANKS];
+    for (int r = 0; r < d->n; r++) idx[r] = d->dev[r].index;
+    kn_status st = KN_OK;
+    d->comm = be->comm_new(d->n, idx, &st);
+    if (d->comm) {
+        d->be = be;
+        return KN_OK;
+    }
+    if (want) /* asked for by name: its failure is the caller's error */
+        return kn_error_code() != KN_OK ? kn_error_code() : kn__err(st ? st : KN_ERR_UNSUPPORTED, "dist: %s is not available", name);
+    /* Otherwise the host carries on, and says why. */
+    snprintf(d->note, sizeof d->note, "%s: %s", name, kn_error_code() != KN_OK ? kn_error() : "not available");
+    kn_error_clear();
+    return KN_OK;
+}
 
 kn_dist *kn_dist_new(int n, const kn_device *devices) {
     if (n < 1 || n > MAX_RANKS || !devices) {
@@ -40,10 +81,17 @@ kn_dist *kn_dist_new(int n, const kn_device *devices) {
     }
     d->n = n;
     memcpy(d->dev, devices, (size_t)n * sizeof *devices);
+    if (pick_transport(d) != KN_OK) {
+        free(d);
+        return NULL;
+    }
     return d;
 }
 
-void kn_dist_free(kn_dist *d) { free(d); }
+void kn_dist_free(kn_dist *d) {
+    if (d && d->comm) d->be->comm_free(d->comm);
+    free(d);
+}
 
 int kn_dist_size(const kn_dist *d) { return d ? d->n : 0; }
 
@@ -55,11 +103,15 @@ kn_device kn_dist_device(const kn_dist *d, int rank) {
     return d->dev[rank];
 }
 
-const char *kn_dist_transport(const kn_dist *d) { return d ? "host" : NULL; }
+const char *kn_dist_transport(const kn_dist *d) { return !d ? NULL : d->comm ? d->be->comm_name : "host"; }
+
+const char *kn_dist_transport_note(const kn_dist *d) { return d ? d->note : ""; }
 
 /* t[0..n-1]: present, rank r's on rank r's device, one shape, one dtype
- * (a float one where the ranks' values are summed). */
-static bool check_group(const char *op, const kn_dist *d, kn_tensor *const *t, bool sums) {
+ * (a numeric one where the ranks' values are summed, a float one where they
+ * are averaged). */
+typedef enum { ANY, SUMS, MEANS } group_use;
+static bool check_group(const char *op, const kn_dist *d, kn_tensor *const *t, group_use use) {
     if (!d || !t) return kn__err_null(op), false;
     for (int r = 0; r < d->n; r++) {
         if (!t[r]) return kn__err_null(op), false;
@@ -69,9 +121,14 @@ static bool check_group(const char *op, const kn_dist *d, kn_tensor *const *t, b
             return false;
         }
         kn_dtype dt = kn_dtype_of(t[r]);
-        if ((sums && !kn_dtype_is_float(dt)) || dt != kn_dtype_of(t[0])) {
-            kn__err(KN_ERR_DTYPE, "%s: rank %d's tensor is %s (expected one %sdtype, rank 0's %s)", op, r,
-                    kn_dtype_name(dt), sums ? "float " : "", kn_dtype_name(kn_dtype_of(t[0])));
+        if (dt != kn_dtype_of(t[0])) {
+            kn__err(KN_ERR_DTYPE, "%s: rank %d's tensor is %s, rank 0's %s", op, r, kn_dtype_name(dt),
+                    kn_dtype_name(kn_dtype_of(t[0])));
+            return false;
+        }
+        if ((use == SUMS && dt == KN_BOOL) || (use == MEANS && !kn_dtype_is_float(kn_dtype_real(dt)))) {
+            kn__err(KN_ERR_DTYPE, "%s: cannot %s %s tensors (expected a %s dtype)", op, use == SUMS ? "sum" : "average",
+                    kn_dtype_name(dt), use == SUMS ? "numeric" : "float or complex");
             return false;
         }
         if (kn_ndim(t[r]) != kn_ndim(t[0]) ||
@@ -85,9 +142,9 @@ static bool check_group(const char *op, const kn_dist *d, kn_tensor *const *t, b
     return true;
 }
 
-/* Writes host doubles into t (converted to its dtype) without autograd. */
-static kn_status write_back(kn_tensor *t, const double *v) {
-    kn_tensor *h = kn_from_data(v, KN_F64, kn_ndim(t), kn_shape(t), KN_CPU);
+/* Writes host values of dtype hdt into t (converted to its dtype) without autograd. */
+static kn_status write_back(kn_tensor *t, const void *v, kn_dtype hdt) {
+    kn_tensor *h = kn_from_data(v, hdt, kn_ndim(t), kn_shape(t), KN_CPU);
     if (!h) return kn_error_code();
     kn_no_grad_begin();
     kn_status s = kn_copy_(t, h);
@@ -95,39 +152,102 @@ static kn_status write_back(kn_tensor *t, const double *v) {
     return s;
 }
 
-/* The sum of w[r] * t[r] in double, rank order, written to every rank. */
+/* The sum of w[r] * t[r] in double, rank order (integers: the plain sum in
+ * int64, w NULL), written to every rank. */
 static kn_status host_reduce(const kn_dist *d, kn_tensor *const *t, const double *w) {
     int64_t numel = kn_numel(t[0]);
+    bool ints = !kn_dtype_is_float(kn_dtype_of(t[0]));
     if ((uint64_t)numel > SIZE_MAX / 2 / sizeof(double))
         return kn__err(KN_ERR_OOM, "dist: all_reduce of %lld elements is too large", (long long)numel);
-    size_t bytes = (size_t)(numel ? numel : 1) * sizeof(double);
-    double *acc = calloc(1, bytes), *tmp = malloc(bytes);
+    size_t bytes = (size_t)(numel ? numel : 1) * sizeof(double); /* int64 is as large */
+    void *acc = calloc(1, bytes), *tmp = malloc(bytes);
     kn_status s = acc && tmp ? KN_OK
                              : kn__err(KN_ERR_OOM, "dist: out of host memory for %lld elements", (long long)numel);
     for (int r = 0; r < d->n && s == KN_OK; r++) {
-        s = kn_to_host(t[r], tmp, KN_F64);
-        for (int64_t i = 0; s == KN_OK && i < numel; i++) acc[i] += w[r] * tmp[i];
+        s = kn_to_host(t[r], tmp, ints ? KN_I64 : KN_F64);
+        if (ints) /* unsigned: wraps as NCCL's sums do */
+            for (int64_t i = 0; s == KN_OK && i < numel; i++)
+                ((int64_t *)acc)[i] = (int64_t)((uint64_t)((int64_t *)acc)[i] + (uint64_t)((int64_t *)tmp)[i]);
+        else
+            for (int64_t i = 0; s == KN_OK && i < numel; i++)
+                ((double *)acc)[i] += (w ? w[r] : 1.0) * ((double *)tmp)[i];
     }
     kn_scope sc = kn_scope_begin();
-    for (int r = 0; r < d->n && s == KN_OK; r++) s = write_back(t[r], acc);
+    for (int r = 0; r < d->n && s == KN_OK; r++) s = write_back(t[r], acc, ints ? KN_I64 : KN_F64);
     kn_scope_end(sc);
     free(acc);
     free(tmp);
     return s;
 }
 
+/* The group's buffers for the backend's collectives: each t[r] itself when
+ * contiguous, else a contiguous copy (c[r] set; copied back by the caller). */
+static kn_status comm_buffers(const kn_dist *d, kn_tensor *const *t, kn_tensor **c, void **buf) {
+    for (int r = 0; r < d->n; r++) {
+        c[r] = NULL;
+        if (!kn__is_contiguous(t[r]) && !(c[r] = kn_contiguous(t[r]))) return kn_error_code();
+        buf[r] = kn__data(c[r] ? c[r] : t[r]);
+    }
+    return KN_OK;
+}
+
+static kn_status copy_back(const kn_dist *d, kn_tensor *const *t, kn_tensor **c) {
+    kn_status s = KN_OK;
+    kn_no_grad_begin();
+    for (int r = 0; r < d->n && s == KN_OK; r++)
+        if (c[r]) s = kn_copy_(t[r], c[r]);
+    kn_no_grad_end();
+    return s;
+}
+
+/* Every t[r] becomes the sum over the ranks of w[r] * t[r] (w NULL: plain
+ * sums); the group passed check_group. */
+static kn_status reduce(kn_dist *d, kn_tensor *const *t, const double *w) {
+    if (kn_dtype_is_complex(kn_dtype_of(t[0]))) { /* as pairs of floats: a view, so in place */
+        kn_scope sc = kn_scope_begin();
+        kn_tensor *v[MAX_RANKS];
+        kn_status s = KN_OK;
+        for (int r = 0; r < d->n && s == KN_OK; r++)
+            if (!(v[r] = kn_view_as_real(t[r]))) s = kn_error_code();
+        if (s == KN_OK) s = reduce(d, v, w);
+        kn_scope_end(sc);
+        return s;
+    }
+    if (!d->comm) return host_reduce(d, t, w);
+    kn_scope sc = kn_scope_begin();
+    kn_tensor *c[MAX_RANKS];
+    void *buf[MAX_RANKS];
+    kn_status s = comm_buffers(d, t, c, buf);
+    if (s == KN_OK)
+        s = d->be->comm_all_reduce(d->comm, buf, (size_t)kn_numel(t[0]), kn_dtype_of(t[0]), w);
+    if (s == KN_OK) s = copy_back(d, t, c);
+    kn_scope_end(sc);
+    return s;
+}
+
 kn_status kn_dist_all_reduce(kn_dist *d, kn_tensor *const *t, kn_dist_op op) {
-    if (!check_group("all_reduce", d, t, true)) return kn_error_code();
     if (op != KN_DIST_SUM && op != KN_DIST_MEAN) return kn__err(KN_ERR_INVALID, "all_reduce: unknown op %d", (int)op);
+    if (!check_group("all_reduce", d, t, op == KN_DIST_MEAN ? MEANS : SUMS)) return kn_error_code();
     double w[MAX_RANKS];
-    for (int r = 0; r < d->n; r++) w[r] = op == KN_DIST_MEAN ? 1.0 / d->n : 1.0;
-    return host_reduce(d, t, w);
+    for (int r = 0; r < d->n; r++) w[r] = 1.0 / d->n;
+    return reduce(d, t, op == KN_DIST_MEAN ? w : NULL);
 }
 
 kn_status kn_dist_broadcast(kn_dist *d, kn_tensor *const *t, int root) {
-    if (!check_group("broadcast", d, t, false)) return kn_error_code();
+    if (!check_group("broadcast", d, t, ANY)) return kn_error_code();
     if (root < 0 || root >= d->n) return kn__err(KN_ERR_INVALID, "broadcast: root %d out of range", root);
     kn_status s = KN_OK;
+    if (d->comm) { /* as bytes: every dtype is */
+        kn_scope sc = kn_scope_begin();
+        kn_tensor *c[MAX_RANKS];
+        void *buf[MAX_RANKS];
+        s = comm_buffers(d, t, c, buf);
+        size_t bytes = (size_t)kn_numel(t[0]) * kn_dtype_size(kn_dtype_of(t[0]));
+        if (s == KN_OK) s = d->be->comm_broadcast(d->comm, buf, bytes, KN_U8, root);
+        if (s == KN_OK) s = copy_back(d, t, c);
+        kn_scope_end(sc);
+        return s;
+    }
     kn_no_grad_begin();
     for (int r = 0; r < d->n && s == KN_OK; r++)
         if (r != root) s = kn_copy_(t[r], t[root]); /* across devices through kn_copy_ */
@@ -259,7 +379,7 @@ kn_status kn_dist_average_gradients(kn_dist *d, kn_module *const *replicas, cons
             flat[r] = m == 1 ? kn_contiguous(members[0]) : kn_concat(m, members, 0);
             if (!flat[r]) s = kn_error_code();
         }
-        if (s == KN_OK) s = host_reduce(d, flat, w);
+        if (s == KN_OK) s = reduce(d, flat, w);
         for (int r = 0; r < d->n && s == KN_OK; r++) {
             int64_t off = 0;
             for (int i = n - 1; i >= 0 && s == KN_OK; i--) {

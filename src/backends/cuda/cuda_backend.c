@@ -219,6 +219,14 @@ static kn_backend cuda = {
     .graph_end = kc_graph_end,
     .graph_launch = kc_graph_launch,
     .graph_free = kc_graph_free,
+    .copy_peer = kc_copy_peer,
+#ifdef KC_HAVE_NCCL
+    .comm_name = "nccl",
+    .comm_new = kc_comm_new,
+    .comm_free = kc_comm_free,
+    .comm_all_reduce = kc_comm_all_reduce,
+    .comm_broadcast = kc_comm_broadcast,
+#endif
     .dtypes = 0, /* all: every kernel takes every dtype the op allows */
     .supports = supports,
     .kernels =

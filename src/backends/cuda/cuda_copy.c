@@ -2,7 +2,9 @@
  * go through two pinned staging buffers used in turn (DMA needs page-locked
  * memory, and the caller's buffer may be freed as soon as we return), so a
  * large copy overlaps the host's memcpy of one chunk with the DMA of the next.
- * Device-to-device copies are queued on the device's stream like kernels. */
+ * Device-to-device copies are queued on the device's stream like kernels;
+ * copies between two devices go peer to peer, ordered by events against
+ * both streams. */
 #include "cuda_internal.h"
 
 #include <string.h>
@@ -91,4 +93,47 @@ kn_status kc_copy_d2d(int index, void *dst, const void *src, size_t n) {
     if (!n || dst == src) return KN_OK;
     kn_status s = kc_check(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, d->stream), op);
     return s == KN_OK ? kc_after(d, op) : s;
+}
+
+/* dev's peer_done event recorded on its stream (created on first use, on
+ * dev, which kc_device makes current). */
+static kn_status mark(kc_dev *dev, const char *op) {
+    kn_status s = KN_OK;
+    if (!dev->peer_done) s = kc_check(cudaEventCreateWithFlags(&dev->peer_done, cudaEventDisableTiming), op);
+    return s == KN_OK ? kc_check(cudaEventRecord(dev->peer_done, dev->stream), op) : s;
+}
+
+/* Lets dst_index read and write src_index's memory directly where the two
+ * GPUs can (NVLink or PCIe peer access); elsewhere cudaMemcpyPeerAsync
+ * stages through the host itself. Asked once per pair. */
+static void enable_peer(int dst_index, int src_index) {
+    enum { MAXD = 16 };
+    static bool asked[MAXD][MAXD];
+    if (dst_index >= MAXD || src_index >= MAXD || asked[dst_index][src_index]) return;
+    asked[dst_index][src_index] = true;
+    int can = 0;
+    if (cudaDeviceCanAccessPeer(&can, dst_index, src_index) == cudaSuccess && can &&
+        cudaDeviceEnablePeerAccess(src_index, 0) != cudaSuccess)
+        (void)cudaGetLastError(); /* already enabled, or refused: the copy still works */
+}
+
+kn_status kc_copy_peer(int dst_index, void *dst, int src_index, const void *src, size_t n) {
+    const char *op = "copy between cuda devices";
+    kc_dev *s = enter(src_index, op, false), *d = s ? enter(dst_index, op, false) : NULL;
+    if (!d) return kn_error_code();
+    if (s->capture || d->capture)
+        return kn__err(KN_ERR_INVALID, "%s: cuda:%d to cuda:%d cannot be captured in a graph (capture each device's work "
+                       "on its own)", op, src_index, dst_index);
+    if (!n) return KN_OK;
+    enable_peer(dst_index, src_index); /* dst is current */
+    /* dst's stream waits for the work that made src; src's stream then waits
+     * for the copy, so nothing later on src overwrites or frees it early. */
+    kn_status st = kc_device(src_index, op) ? mark(s, op) : kn_error_code();
+    if (st == KN_OK && !kc_device(dst_index, op)) st = kn_error_code();
+    if (st == KN_OK) st = kc_check(cudaStreamWaitEvent(d->stream, s->peer_done, 0), op);
+    if (st == KN_OK) st = kc_check(cudaMemcpyPeerAsync(dst, dst_index, src, src_index, n, d->stream), op);
+    if (st == KN_OK) st = mark(d, op);
+    if (st == KN_OK && !kc_device(src_index, op)) st = kn_error_code();
+    if (st == KN_OK) st = kc_check(cudaStreamWaitEvent(s->stream, d->peer_done, 0), op);
+    return st == KN_OK && kc_sync_mode() ? kc_sync(d, op) : st;
 }

@@ -52,6 +52,9 @@ typedef struct {
     cudaError_t launch_error; /* a failed launch, for kc_after */
     /* zeroed counters for reductions that finish in their last block */
     unsigned int *tickets;
+    /* peer copies (cuda_copy.c): marks this stream's work done for another
+     * device's stream to wait on */
+    cudaEvent_t peer_done;
 } kc_dev;
 
 /* The device's state, initialised on first use, with `index` made current on
@@ -97,6 +100,12 @@ void kc_pool_release(int index, kc_pool *pool);
 kn_status kc_copy_h2d(int index, void *dst, const void *src, size_t n);
 kn_status kc_copy_d2h(int index, void *dst, const void *src, size_t n);
 kn_status kc_copy_d2d(int index, void *dst, const void *src, size_t n);
+kn_status kc_copy_peer(int dst_index, void *dst, int src_index, const void *src, size_t n);
+/* NCCL communicators for kiln/dist.h (cuda_nccl.c; built where nccl.h is). */
+void *kc_comm_new(int n, const int *indices, kn_status *status);
+void kc_comm_free(void *comm);
+kn_status kc_comm_all_reduce(void *comm, void *const *bufs, size_t count, kn_dtype dt, const double *scale);
+kn_status kc_comm_broadcast(void *comm, void *const *bufs, size_t count, kn_dtype dt, int root);
 
 /* ---- graphs (cuda_graph.c) -------------------------------------------------------------- */
 kn_status kc_graph_begin(int index);

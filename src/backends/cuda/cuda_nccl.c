@@ -1,0 +1,234 @@
+/* The collectives of kiln/dist.h over CUDA devices, through NCCL: one
+ * communicator per group, a rank for each device of this process
+ * (ncclCommInitAll), each collective queued on every rank's stream inside
+ * one NCCL group, so the ranks run it together and a stream being captured
+ * records it into its graph.
+ *
+ * NCCL is opened with dlopen when the first group is made, as cuBLASLt is
+ * (cuda_lt.c): libkiln links nothing of it, so a machine without it runs
+ * everything else, and the dist layer carries such a group through the host
+ * and says why (kn_dist_transport_note). */
+#include "cuda_internal.h"
+
+#ifdef KC_HAVE_NCCL
+#include "backends/common/dtype.h"
+#include "cuda_dl.h"
+
+#include <dlfcn.h>
+#include <nccl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <threads.h>
+
+/* NCCL keeps its ABI within a major version. */
+#define KC_NCCL_SONAME "libnccl.so." KC_STR(NCCL_MAJOR)
+
+#define KC_NCCL_FUNCS(X)                                                                                     \
+    X(ncclGetVersion)                                                                                        \
+    X(ncclGetErrorString)                                                                                    \
+    X(ncclGetLastError)                                                                                      \
+    X(ncclCommInitAll)                                                                                       \
+    X(ncclCommDestroy)                                                                                       \
+    X(ncclCommGetAsyncError)                                                                                 \
+    X(ncclGroupStart)                                                                                        \
+    X(ncclGroupEnd)                                                                                          \
+    X(ncclAllReduce)                                                                                         \
+    X(ncclBroadcast)                                                                                         \
+    X(ncclRedOpCreatePreMulSum)                                                                              \
+    X(ncclRedOpDestroy)
+
+static struct {
+#define KC_NCCL_FIELD(f) __typeof__(f) *f;
+    KC_NCCL_FUNCS(KC_NCCL_FIELD)
+#undef KC_NCCL_FIELD
+} nc;
+
+static once_flag load_once = ONCE_FLAG_INIT;
+static char *failure; /* why loading failed (malloc'd; NULL when it worked or on OOM) */
+static bool failed;
+
+static void fail(const char *fmt, ...) KN_PRINTF(1, 2);
+static void fail(const char *fmt, ...) {
+    failed = true;
+    va_list ap;
+    va_start(ap, fmt);
+    failure = kc_vformat(fmt, ap);
+    va_end(ap);
+}
+
+static void load(void) {
+#ifdef KC_NCCL_DIR
+    const char *built = sizeof KC_NCCL_DIR > 1 ? KC_NCCL_DIR "/" KC_NCCL_SONAME : NULL;
+#else
+    const char *built = NULL;
+#endif
+    kc_dl l = kc_dl_open("KILN_NCCL", KC_NCCL_SONAME, built);
+    if (!l.handle) {
+        const char *why = l.error ? l.error : "dlopen failed";
+        if (l.named) fail("cannot load NCCL from KILN_NCCL=%s: %s", l.path, why);
+        else
+            fail("cannot load NCCL: %s; install NCCL " KC_STR(NCCL_MAJOR) " (libnccl2, or the CUDA toolkit's) and put the "
+                 "directory of " KC_NCCL_SONAME " on LD_LIBRARY_PATH, or name the file with KILN_NCCL=/path/to/" KC_NCCL_SONAME,
+                 why);
+        free(l.error);
+        return;
+    }
+    char *shown = kc_dl_shown(&l, "KILN_NCCL");
+    const char *what = shown ? shown : l.path, *missing = NULL;
+#define KC_NCCL_RESOLVE(f)                                                                                   \
+    if (!missing) {                                                                                          \
+        void *p = dlsym(l.handle, #f);                                                                       \
+        if (p) *(void **)&nc.f = p;                                                                          \
+        else missing = #f;                                                                                   \
+    }
+    KC_NCCL_FUNCS(KC_NCCL_RESOLVE)
+#undef KC_NCCL_RESOLVE
+    int version = 0;
+    if (missing) fail("%s has no %s: not an NCCL %d.%d or later", what, missing, NCCL_MAJOR, NCCL_MINOR);
+    else if (nc.ncclGetVersion(&version) != ncclSuccess) fail("%s: ncclGetVersion failed", what);
+    else if (version / 10000 != NCCL_MAJOR) /* major * 10000 + minor * 100 + patch */
+        fail("%s is NCCL %d.%d, but kiln was built with NCCL %d.%d (a different major version)", what, version / 10000,
+             version / 100 % 100, NCCL_MAJOR, NCCL_MINOR);
+    free(shown);
+    if (failed) {
+        memset(&nc, 0, sizeof nc);
+        dlclose(l.handle);
+    }
+}
+
+typedef struct {
+    int n;
+    int index[64];
+    ncclComm_t comm[64];
+} kc_comm;
+
+/* "op: NCCL error: <string> (<last error>)" for a failed call. */
+static kn_status nccl_err(const char *op, const char *call, ncclResult_t r) {
+    const char *last = nc.ncclGetLastError ? nc.ncclGetLastError(NULL) : NULL;
+    return kn__err(KN_ERR_DEVICE, "%s: %s failed: %s%s%s%s", op, call, nc.ncclGetErrorString(r), last && *last ? " (" : "",
+                   last && *last ? last : "", last && *last ? ")" : "");
+}
+
+void *kc_comm_new(int n, const int *indices, kn_status *status) {
+    const char *op = "dist (nccl)";
+    call_once(&load_once, load);
+    if (failed) { /* the dist layer carries the group through the host, and says this */
+        *status = kn__err(KN_ERR_UNSUPPORTED, "%s", failure ? failure : "cannot load NCCL (out of memory)");
+        return NULL;
+    }
+    if (n < 1 || n > 64) {
+        *status = kn__err(KN_ERR_INVALID, "%s: %d ranks (1 to 64)", op, n);
+        return NULL;
+    }
+    kc_comm *c = calloc(1, sizeof *c);
+    if (!c) {
+        *status = kn__err(KN_ERR_OOM, "%s: out of host memory", op);
+        return NULL;
+    }
+    c->n = n;
+    for (int r = 0; r < n; r++) {
+        c->index[r] = indices[r];
+        /* Each device initialised by kiln first (its stream, its context). */
+        if (!kc_device(indices[r], op)) {
+            *status = kn_error_code();
+            free(c);
+            return NULL;
+        }
+    }
+    ncclResult_t res = nc.ncclCommInitAll(c->comm, n, c->index);
+    if (res != ncclSuccess) {
+        *status = nccl_err(op, "ncclCommInitAll", res);
+        free(c);
+        return NULL;
+    }
+    *status = KN_OK;
+    return c;
+}
+
+void kc_comm_free(void *comm) {
+    kc_comm *c = comm;
+    if (!c) return;
+    for (int r = 0; r < c->n; r++) (void)nc.ncclCommDestroy(c->comm[r]);
+    free(c);
+}
+
+static bool nccl_type(kn_dtype dt, ncclDataType_t *t) {
+    switch (dt) {
+    case KN_F32: *t = ncclFloat32; return true;
+    case KN_F16: *t = ncclFloat16; return true;
+    case KN_BF16: *t = ncclBfloat16; return true;
+    case KN_F64: *t = ncclFloat64; return true;
+    case KN_I32: *t = ncclInt32; return true;
+    case KN_I64: *t = ncclInt64; return true;
+    case KN_U8:
+    case KN_BOOL: *t = ncclUint8; return true;
+    default: return false;
+    }
+}
+
+/* Every rank's device entered (pending fused work queued, earlier faults
+ * reported) before any collective is queued. */
+static kn_status enter_all(kc_comm *c, const char *op) {
+    for (int r = 0; r < c->n; r++)
+        if (!kc_enter(c->index[r], op, false)) return kn_error_code();
+    return KN_OK;
+}
+
+kn_status kc_comm_all_reduce(void *comm, void *const *bufs, size_t count, kn_dtype dt, const double *scale) {
+    const char *op = "all_reduce (nccl)";
+    kc_comm *c = comm;
+    ncclDataType_t t;
+    if (!nccl_type(dt, &t) || dt == KN_BOOL)
+        return kn__err(KN_ERR_DTYPE, "%s: NCCL cannot sum %s", op, kn_dtype_name(dt));
+    bool scaled = scale && kn_dtype_is_float(dt);
+    kn_status s = enter_all(c, op);
+    if (s != KN_OK || count == 0) return s;
+    /* Weighted sums through NCCL's pre-multiplied sum: rank r's scale rides
+     * with its call (a host value of the buffer's dtype), no extra pass. */
+    ncclRedOp_t ops[64];
+    int made = 0;
+    ncclResult_t res = ncclSuccess;
+    for (; scaled && made < c->n && res == ncclSuccess; made++) {
+        unsigned char v[8];
+        kn__store(v, dt, scale[made]);
+        res = nc.ncclRedOpCreatePreMulSum(&ops[made], v, t, ncclScalarHostImmediate, c->comm[made]);
+        if (res != ncclSuccess) break;
+    }
+    if (res != ncclSuccess) s = nccl_err(op, "ncclRedOpCreatePreMulSum", res);
+    if (s == KN_OK && (res = nc.ncclGroupStart()) != ncclSuccess) s = nccl_err(op, "ncclGroupStart", res);
+    if (s == KN_OK) {
+        for (int r = 0; r < c->n && res == ncclSuccess; r++) {
+            kc_dev *d = kc_device(c->index[r], op);
+            res = nc.ncclAllReduce(bufs[r], bufs[r], count, t, scaled ? ops[r] : ncclSum, c->comm[r], d->stream);
+        }
+        ncclResult_t end = nc.ncclGroupEnd();
+        if (res != ncclSuccess) s = nccl_err(op, "ncclAllReduce", res);
+        else if (end != ncclSuccess) s = nccl_err(op, "ncclGroupEnd", end);
+    }
+    for (int r = 0; r < made; r++) (void)nc.ncclRedOpDestroy(ops[r], c->comm[r]);
+    for (int r = 0; r < c->n && s == KN_OK && kc_sync_mode(); r++) s = kc_sync(kc_device(c->index[r], op), op);
+    return s;
+}
+
+kn_status kc_comm_broadcast(void *comm, void *const *bufs, size_t count, kn_dtype dt, int root) {
+    const char *op = "broadcast (nccl)";
+    kc_comm *c = comm;
+    ncclDataType_t t;
+    if (!nccl_type(dt, &t)) return kn__err(KN_ERR_DTYPE, "%s: NCCL cannot move %s", op, kn_dtype_name(dt));
+    if (root < 0 || root >= c->n) return kn__err(KN_ERR_INVALID, "%s: root %d out of range", op, root);
+    kn_status s = enter_all(c, op);
+    if (s != KN_OK || count == 0) return s;
+    ncclResult_t res = nc.ncclGroupStart();
+    if (res != ncclSuccess) return nccl_err(op, "ncclGroupStart", res);
+    for (int r = 0; r < c->n && res == ncclSuccess; r++) {
+        kc_dev *d = kc_device(c->index[r], op);
+        res = nc.ncclBroadcast(bufs[r], bufs[r], count, t, root, c->comm[r], d->stream);
+    }
+    ncclResult_t end = nc.ncclGroupEnd();
+    if (res != ncclSuccess) s = nccl_err(op, "ncclBroadcast", res);
+    else if (end != ncclSuccess) s = nccl_err(op, "ncclGroupEnd", end);
+    for (int r = 0; r < c->n && s == KN_OK && kc_sync_mode(); r++) s = kc_sync(kc_device(c->index[r], op), op);
+    return s;
+}
+
+#endif /* KC_HAVE_NCCL */
