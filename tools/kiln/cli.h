@@ -197,6 +197,9 @@ typedef struct {
     bool resume_has_best; /* the checkpoint holds best weights (ckpt_peek) */
     int every;
     const char *schema_json, *fingerprint;
+    /* --devices: data parallel over dist's ranks (rank 0 is the model's
+     * device); NULL: one device. */
+    kn_dist *dist;
 } train_opts;
 
 /* The per-epoch history (--json "history", --plot), kept in the checkpoint as
@@ -259,6 +262,7 @@ typedef struct {
     bool graph_used;
     bool interrupted; /* stopped by Ctrl-C */
     int resumed_from; /* the checkpoint's epoch, 0 when not resumed */
+    double replica_spread; /* --devices: the largest parameter difference between rank 0 and another */
     train_history history; /* the caller frees it (history_free), also after a failure */
 } train_result;
 

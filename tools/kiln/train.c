@@ -112,6 +112,12 @@ static void snap_free(snapshot *s) {
     *s = (snapshot){0};
 }
 
+static double read_and_zero(kn_tensor *t) {
+    double v = kn_item(t);
+    kn_fill_(t, 0);
+    return v;
+}
+
 /* ---- one eager step -------------------------------------------------------------------- */
 typedef struct {
     kn_module *m;
@@ -122,17 +128,19 @@ typedef struct {
     bool multilabel;                   /* BCE with logits; correct counts labels, not rows */
 } eager;
 
-static bool eager_step(eager *e, kn_tensor *cat, kn_tensor *num, kn_tensor *y, int64_t bs) {
+/* Forward and backward on bs rows, the loss (times `rows`, the rows it
+ * stands for) and the hits added to the epoch's sums; no optimizer step. */
+static bool eager_pass(eager *e, kn_tensor *cat, kn_tensor *num, kn_tensor *y, int64_t bs, double rows) {
     kn_scope sc = kn_scope_begin();
     kn_optim_zero_grad(e->opt);
     kn_tensor *logits = model_forward(e->m, cat, num);
     kn_tensor *loss = e->regression   ? kn_mse_loss(kn_reshape(logits, 1, (int64_t[]){bs}), y, KN_REDUCTION_MEAN)
                       : e->multilabel ? kn_bce_with_logits_loss(logits, y, e->lo)
                                       : kn_cross_entropy_ex(logits, y, e->lo);
-    bool ok = loss && kn_backward(loss) == KN_OK && kn_optim_step(e->opt) == KN_OK;
+    bool ok = loss && kn_backward(loss) == KN_OK;
     if (ok && e->regression) {
         kn_no_grad_begin();
-        ok = kn_copy_(e->loss_acc, kn_add(e->loss_acc, kn_mul_scalar(kn_detach(loss), (double)bs))) == KN_OK;
+        ok = kn_copy_(e->loss_acc, kn_add(e->loss_acc, kn_mul_scalar(kn_detach(loss), rows))) == KN_OK;
         kn_no_grad_end();
     } else if (ok) {
         kn_no_grad_begin();
@@ -140,7 +148,7 @@ static bool eager_step(eager *e, kn_tensor *cat, kn_tensor *num, kn_tensor *y, i
         kn_tensor *hit = e->multilabel /* labels predicted right: logit > 0 is the positive value */
                              ? kn_sum_all(kn_cast(kn_eq(kn_cast(kn_gt(lg, kn_zeros_like(lg)), KN_F32), y), KN_F32))
                              : kn_sum_all(kn_cast(kn_eq(kn_argmax(lg, 1, false), y), KN_F32));
-        ok = kn_copy_(e->loss_acc, kn_add(e->loss_acc, kn_mul_scalar(kn_detach(loss), (double)bs))) == KN_OK &&
+        ok = kn_copy_(e->loss_acc, kn_add(e->loss_acc, kn_mul_scalar(kn_detach(loss), rows))) == KN_OK &&
              kn_copy_(e->correct_acc, kn_add(e->correct_acc, hit)) == KN_OK;
         kn_no_grad_end();
     }
@@ -148,11 +156,142 @@ static bool eager_step(eager *e, kn_tensor *cat, kn_tensor *num, kn_tensor *y, i
     return ok;
 }
 
-static double read_and_zero(kn_tensor *t) {
-    double v = kn_item(t);
-    kn_fill_(t, 0);
-    return v;
+static bool eager_step(eager *e, kn_tensor *cat, kn_tensor *num, kn_tensor *y, int64_t bs) {
+    return eager_pass(e, cat, num, y, bs, (double)bs) && kn_optim_step(e->opt) == KN_OK;
 }
+
+/* ---- data parallel (--devices) ---------------------------------------------------------
+ * As PyTorch's DDP: a replica of the model on every rank (rank 0's is the
+ * model itself), rank 0's weights broadcast to the others, each batch split
+ * into one contiguous shard of its rows per rank, the gradients averaged
+ * with each shard's share of the batch's loss as its weight, and the same
+ * optimizer step on every rank. Validation and the final model are rank
+ * 0's; batch norm normalizes by each shard's own statistics, as in DDP. */
+enum { DP_MAX = 64 };
+typedef struct {
+    kn_dist *d;
+    int n;
+    kn_module *rep[DP_MAX];
+    kn_optim *opt[DP_MAX];
+    kn_loss_opts lo[DP_MAX];
+    eager e[DP_MAX];
+    dev_data data[DP_MAX]; /* ranks 1..: copies of the training rows (rank 0 uses the caller's) */
+    const dev_data *tr[DP_MAX];
+    int64_t *label;        /* the classes on the host, for class-weighted shares; NULL: rows */
+    const float *cw;
+} dp_group;
+
+static void dp_free(dp_group *g) {
+    for (int r = 1; r < g->n; r++) {
+        kn_optim_free(g->opt[r]);
+        kn_module_free(g->rep[r]);
+        dev_data_free(&g->data[r]);
+        kn_release(g->lo[r].weight ? g->lo[r].weight : g->lo[r].pos_weight);
+        kn_release(g->e[r].loss_acc);
+        kn_release(g->e[r].correct_acc);
+    }
+    free(g->label);
+}
+
+/* Rank 0 is (m, opt, e0) on the caller's data; the other ranks are made here. */
+static bool dp_init(dp_group *g, kn_dist *d, kn_module *m, const eager *e0, const schema *s, const train_opts *o,
+                    const kn_adam_opts *ao, const dev_data *tr, const float *cw) {
+    *g = (dp_group){.d = d, .n = kn_dist_size(d), .cw = cw};
+    g->rep[0] = m, g->opt[0] = e0->opt, g->e[0] = *e0, g->tr[0] = tr;
+    bool ok = g->n <= DP_MAX;
+    kn_scope sc = kn_scope_begin();
+    for (int r = 1; ok && r < g->n; r++) {
+        kn_device dev = kn_dist_device(d, r);
+        ok = (g->rep[r] = model_build(s, &o->arch)) && kn_module_to(g->rep[r], dev) == KN_OK &&
+             (g->opt[r] = o->adamw ? kn_adamw(g->rep[r], *ao) : kn_adam(g->rep[r], *ao));
+        g->lo[r] = *e0->lo;
+        kn_tensor *w = e0->lo->weight ? e0->lo->weight : e0->lo->pos_weight;
+        kn_tensor *wr = w ? kn_retain(kn_to(w, dev)) : NULL;
+        if (e0->lo->weight) g->lo[r].weight = wr;
+        else if (e0->lo->pos_weight) g->lo[r].pos_weight = wr;
+        g->e[r] = (eager){g->rep[r], g->opt[r], &g->lo[r], kn_retain(kn_zeros(0, NULL, KN_F32, dev)),
+                          kn_retain(kn_zeros(0, NULL, KN_F32, dev)), e0->regression, e0->multilabel};
+        g->data[r] = (dev_data){.n = tr->n};
+        if (tr->cat) g->data[r].cat = kn_retain(kn_to(tr->cat, dev));
+        if (tr->num) g->data[r].num = kn_retain(kn_to(tr->num, dev));
+        g->data[r].y = kn_retain(kn_to(tr->y, dev));
+        g->tr[r] = &g->data[r];
+        ok = ok && (!w || wr) && g->e[r].loss_acc && g->e[r].correct_acc && g->data[r].y &&
+             (!tr->cat || g->data[r].cat) && (!tr->num || g->data[r].num);
+    }
+    kn_scope_end(sc);
+    if (ok && cw && !s->regression && !s->n_labels) { /* class weights: a shard's share is its weight sum */
+        g->label = cli_alloc(((size_t)tr->n + 1) * sizeof *g->label);
+        ok = g->label && kn_to_host(tr->y, g->label, KN_I64) == KN_OK;
+    }
+    ok = ok && kn_dist_broadcast_module(d, g->rep) == KN_OK;
+    if (!ok) {
+        cli_error("setting up data-parallel training: %s", kn_error()[0] ? kn_error() : "out of memory");
+        dp_free(g);
+    }
+    return ok;
+}
+
+/* One step on the batch rows[0..len): rank r on shard r. */
+static bool dp_step(dp_group *g, const int64_t *rows, int64_t len) {
+    double w[DP_MAX], total = 0;
+    int64_t at[DP_MAX + 1];
+    for (int r = 0; r <= g->n; r++) at[r] = len * r / g->n;
+    for (int r = 0; r < g->n; r++) {
+        w[r] = (double)(at[r + 1] - at[r]);
+        if (g->label) { /* cross-entropy with class weights is a weighted mean: its share is the weights' */
+            w[r] = 0;
+            for (int64_t i = at[r]; i < at[r + 1]; i++) w[r] += g->cw[g->label[rows[i]]];
+        }
+        total += w[r];
+    }
+    bool ok = total > 0;
+    for (int r = 0; ok && r < g->n; r++) {
+        w[r] /= total;
+        kn_device dev = kn_dist_device(g->d, r);
+        int64_t cnt = at[r + 1] - at[r];
+        kn_scope sc = kn_scope_begin();
+        kn_tensor *idx = kn_to(kn_from_data(rows + at[r], KN_I64, KN_SHAPE(cnt), KN_CPU), dev);
+        const dev_data *t = g->tr[r];
+        ok = eager_pass(&g->e[r], t->cat ? kn_index_select(t->cat, 0, idx) : NULL,
+                        t->num ? kn_index_select(t->num, 0, idx) : NULL, kn_index_select(t->y, 0, idx), cnt,
+                        w[r] * (double)len);
+        kn_scope_end(sc);
+    }
+    ok = ok && kn_dist_average_gradients(g->d, g->rep, w, 0) == KN_OK;
+    for (int r = 0; ok && r < g->n; r++) ok = kn_optim_step(g->opt[r]) == KN_OK;
+    return ok;
+}
+
+/* The largest difference between a parameter of rank 0 and the same
+ * parameter of another rank: the ranks take the same steps, so this stays
+ * at rounding level unless something desynchronized them. */
+static double dp_spread(dp_group *g) {
+    int np = 0;
+    const kn_named_tensor *p0 = kn_module_parameters(g->rep[0], &np);
+    double worst = 0;
+    for (int r = 1; p0 && r < g->n; r++) {
+        int nr = 0;
+        const kn_named_tensor *pr = kn_module_parameters(g->rep[r], &nr);
+        for (int i = 0; pr && i < np && i < nr; i++) {
+            kn_scope sc = kn_scope_begin();
+            kn_tensor *a = kn_detach(p0[i].tensor), *b = kn_to(kn_detach(pr[i].tensor), kn_device_of(a));
+            double d = kn_numel(a) ? kn_item(kn_max(kn_abs(kn_sub(a, b)), 0, NULL, false)) : 0;
+            kn_scope_end(sc);
+            worst = isnan(d) || d > worst ? d : worst;
+        }
+    }
+    return worst;
+}
+
+/* The epoch's loss and hits summed over the ranks (rank 0's sums are the caller's). */
+static void dp_epoch_sums(dp_group *g, double *loss, double *correct) {
+    for (int r = 1; r < g->n; r++) {
+        *loss += read_and_zero(g->e[r].loss_acc);
+        *correct += read_and_zero(g->e[r].correct_acc);
+    }
+}
+
 
 bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_data *tr, const dev_data *va,
                const float *cw, train_result *r) {
@@ -210,11 +349,21 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     }
     uint64_t rng = ts.shuffle;
 
+    /* --devices: the other ranks; data-parallel steps run eagerly. */
+    dp_group dp = {0};
+    bool par = o->dist && kn_dist_size(o->dist) > 1;
+    if (par && !dp_init(&dp, o->dist, m, &e, s, o, &ao, tr, cw)) {
+        snap_free(&best);
+        kn_scope_end(data_scope);
+        kn_optim_free(opt);
+        free(perm);
+        return false;
+    }
     graph_trainer *g = NULL;
     /* The captured step is the (single-target) classifier's: cross-entropy
      * and argmax are baked into the graph, so regression and multi-label
      * (binary cross-entropy, a float target per label) train eagerly. */
-    if (!o->no_graph && !s->regression && !s->n_labels && kn_graph_supported(dev)) {
+    if (!par && !o->no_graph && !s->regression && !s->n_labels && kn_graph_supported(dev)) {
         g = graph_trainer_new(m, opt, &lo, tr, bs, s->n_classes);
         if (!g && !o->quiet && !o->json) cli_warn("graph capture failed (%s); training eagerly", kn_error());
     }
@@ -238,6 +387,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
         free(perm);
         snap_free(&best);
         graph_trainer_free(g);
+        if (par) dp_free(&dp);
         kn_scope_end(data_scope);
         kn_optim_free(opt);
         return false;
@@ -274,6 +424,16 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
         kn_module_train(m, true);
         if (g) {
             ok = graph_trainer_epoch(g, perm, n, &loss_sum, &correct, &seen);
+        } else if (par && full) {
+            ok = dp_step(&dp, perm, n);
+            seen = n;
+        } else if (par) { /* every shard of a batch needs two rows for batch norm */
+            for (int64_t i = 0; ok && i + 2 * dp.n <= n; i += bs) {
+                int64_t len = n - i < bs ? n - i : bs;
+                if (len < 2 * dp.n) break;
+                ok = dp_step(&dp, perm + i, len);
+                seen += len;
+            }
         } else if (full) {
             ok = eager_step(&e, tr->cat, tr->num, tr->y, n);
             seen = n;
@@ -292,7 +452,9 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
         }
         if (!g && ok) {
             loss_sum = read_and_zero(e.loss_acc);
-            correct = (int64_t)llround(read_and_zero(e.correct_acc));
+            double hits = read_and_zero(e.correct_acc);
+            if (par) dp_epoch_sums(&dp, &loss_sum, &hits);
+            correct = (int64_t)llround(hits);
         }
         if (!ok) break;
         rows_seen += seen;
@@ -376,6 +538,7 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
         } else if (validate && o->patience > 0) {
             double before = lr;
             lr = kn_sched_plateau_step(plateau, vl);
+            for (int k = 1; par && k < dp.n; k++) kn_optim_set_lr(dp.opt[k], lr); /* every rank steps alike */
             ok = kn_sched_plateau_state(plateau, &pst) == KN_OK;
             since_lr = pst.num_bad_epochs;
             if (lr != before && g && !graph_trainer_recapture(g)) {
@@ -420,6 +583,10 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     }
     r->epochs_run = epoch - 1;
     progress_end(&pg);
+    /* Before rank 0 gets its best weights back. */
+    r->replica_spread = par && ok ? dp_spread(&dp) : 0;
+    if (par && ok && !(r->replica_spread <= 1e-3) && !o->json)
+        cli_warn("the ranks' weights differ by up to %g after training: the replicas went apart", r->replica_spread);
     if (ok && validate && best.t && !snap_copy(m, &best, false)) {
         cli_error("restoring the best weights: %s", kn_error());
         ok = false;
@@ -427,11 +594,13 @@ bool train_run(kn_module *m, const schema *s, const train_opts *o, const dev_dat
     }
     if (ok) kn_device_synchronize(dev);
     r->seconds = cli_now() - t0;
+
     r->samples_per_s = train_time > 0 ? (double)rows_seen / train_time : 0;
     r->best_val_loss = best_loss;
     if (!ok && !said) cli_error("training at epoch %d: %s", epoch, kn_error()[0] ? kn_error() : "failed");
     kn_sched_free(plateau);
     graph_trainer_free(g);
+    if (par) dp_free(&dp);
     snap_free(&best);
     free(perm);
     free(vy);

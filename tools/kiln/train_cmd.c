@@ -43,6 +43,9 @@ static void train_help(void) {
         "  --class-weight W       auto | none | balanced (auto: weights when classes are imbalanced;\n"
         "                         multi-label: balanced weighs each label's positives, auto is none)\n"
         "  --device NAME          cpu, cuda, cuda:1, vulkan (default: the best available)\n"
+        "  --devices A,B|all      data parallel: each batch split over these devices, gradients\n"
+        "                         averaged (NCCL between CUDA devices, else through the host);\n"
+        "                         all: every device of the best kind\n"
         "  --no-graph             do not capture the training step as a graph (CUDA)\n"
         "output:\n"
         "  --out MODEL            save the model (one .safetensors file)\n"
@@ -84,7 +87,7 @@ static bool parse_layers(const char *v, arch *a) {
 }
 
 typedef struct {
-    const char *file, *out, *device, *cw, *ckpt_dir, *resume_dir, *task;
+    const char *file, *out, *device, *devices, *cw, *ckpt_dir, *resume_dir, *task;
     long long every, cv;
     const char *plot; /* --plot FILE, in plot_fmt */
     plot_format plot_fmt;
@@ -127,6 +130,7 @@ static int parse_args(int argc, char **argv, train_args *a, const char **target)
         else if (opt_is(s, "--resume", &v, &i, argc, argv)) { if (!(a->resume_dir = v)) return 2; }
         else if (opt_is(s, "--every", &v, &i, argc, argv)) { if (!parse_int_opt("--every", v, 1, 1000000, &a->every)) return 2; }
         else if (opt_is(s, "--device", &v, &i, argc, argv)) { if (!(a->device = v)) return 2; }
+        else if (opt_is(s, "--devices", &v, &i, argc, argv)) { if (!(a->devices = v)) return 2; }
         else if (opt_is(s, "--categorical", &v, &i, argc, argv)) { if (!(a->t.categorical = v)) return 2; }
         else if (opt_is(s, "--numeric", &v, &i, argc, argv)) { if (!(a->t.numeric = v)) return 2; }
         else if (opt_is(s, "--ignore", &v, &i, argc, argv)) { if (!(a->t.ignore = v)) return 2; }
@@ -249,6 +253,42 @@ float *class_weights(const char *mode, const int64_t *y, int64_t n, int k, const
 
 static int64_t count_unknown(const encoded *e) { return e->unknown; }
 
+/* --devices A,B,... or all (every device of the default one's kind): the
+ * data-parallel group, its first device the model's. NULL after an error. */
+static kn_dist *pick_devices(const char *list, kn_device *first) {
+    kn_device devs[64];
+    int n = 0;
+    if (!strcmp(list, "all")) {
+        kn_device d = kn_device_default();
+        n = kn_device_count((kn_device_kind)d.kind);
+        if (n > 64) n = 64;
+        for (int i = 0; i < n; i++) devs[i] = (kn_device){d.kind, (int16_t)i};
+    } else {
+        for (const char *p = list; *p;) {
+            size_t len = strcspn(p, ",");
+            char name[64];
+            if (len == 0 || len >= sizeof name || n == 64) {
+                cli_error("--devices: '%s' is not a list of up to 64 device names like cuda:0,cuda:1", list);
+                return NULL;
+            }
+            memcpy(name, p, len);
+            name[len] = 0;
+            if (!pick_device(name, &devs[n++])) return NULL;
+            p += len + (p[len] == ',');
+        }
+    }
+    if (n == 0) {
+        cli_error("--devices: '%s' names no device", list);
+        return NULL;
+    }
+    kn_dist *d = kn_dist_new(n, devs);
+    if (!d) cli_error("--devices %s: %s", list, kn_error());
+    else *first = devs[0];
+    return d;
+}
+
+static int train_main(train_args *ap, const char *target, kn_device dev);
+
 int cmd_train(int argc, char **argv) {
     train_args a = {0};
     a.delimiter = ',';
@@ -257,9 +297,29 @@ int cmd_train(int argc, char **argv) {
     int rc = parse_args(argc, argv, &a, &target);
     if (rc >= 0) return rc;
     train_opts *o = &a.o;
-    bool talk = !o->quiet && !o->json;
     kn_device dev;
-    if (!pick_device(a.device, &dev)) return 2;
+    if (a.devices) {
+        const char *other = a.device ? "--device" : a.cv ? "--cv" : a.ckpt_dir ? "--checkpoint" : a.resume_dir ? "--resume" : NULL;
+        if (other) {
+            cli_error("--devices: not with %s (%s)", other,
+                      a.device ? "--devices names the devices itself" : "data-parallel runs do not support it yet");
+            return 2;
+        }
+        if (!(o->dist = pick_devices(a.devices, &dev))) return 2;
+    } else if (!pick_device(a.device, &dev)) {
+        return 2;
+    }
+    rc = train_main(&a, target, dev);
+    kn_dist_free(o->dist);
+    return rc;
+}
+
+/* cmd_train once the devices are known. */
+static int train_main(train_args *ap, const char *target, kn_device dev) {
+    train_args a = *ap;
+    train_opts *o = &a.o;
+    bool talk = !o->quiet && !o->json;
+    int rc;
     if (a.cv) return cv_run(&(cv_job){a.file, target, a.task, a.cw, a.delimiter, (int)a.cv, a.t, a.o}, dev);
     if (a.out && !out_path_ok("--out", a.out, (const char *[]){a.file}, 1)) return 1;
     /* The checkpoint's place is checked before any work, like --out. */
@@ -295,7 +355,16 @@ int cmd_train(int argc, char **argv) {
     o->resume_from = resume_from;
     o->resume_has_best = resume_from && has_best;
     o->every = a.every ? (int)a.every : 1;
-    if (talk) printf("Using %s device\n", kn_device_kind_name((kn_device_kind)dev.kind));
+    if (talk && o->dist) {
+        printf("Using %d device%s:", kn_dist_size(o->dist), kn_dist_size(o->dist) == 1 ? "" : "s");
+        for (int r = 0; r < kn_dist_size(o->dist); r++)
+            printf("%s %s", r ? "," : "", kn_device_str(kn_dist_device(o->dist, r)));
+        const char *note = kn_dist_transport_note(o->dist);
+        printf(" (data parallel, gradients averaged through %s%s%s)\n", kn_dist_transport(o->dist), *note ? "; " : "",
+               note);
+    } else if (talk) {
+        printf("Using %s device\n", kn_device_kind_name((kn_device_kind)dev.kind));
+    }
 
     rc = 1;
     char *schema_json = NULL, *fingerprint = NULL;
@@ -416,6 +485,12 @@ int cmd_train(int argc, char **argv) {
         json_str(stdout, s.target);
         printf(",\"task\":\"%s\",\"device\":\"%s\",\"recipe\":\"%s\",\"seed\":%llu,",
                s.regression ? "regression" : s.n_labels ? "multilabel" : "classification", kn_device_str(dev), o->recipe, (unsigned long long)o->seed);
+        if (o->dist) {
+            printf("\"devices\":[");
+            for (int r = 0; r < kn_dist_size(o->dist); r++)
+                printf("%s\"%s\"", r ? "," : "", kn_device_str(kn_dist_device(o->dist, r)));
+            printf("],\"transport\":\"%s\",\"replica_spread\":%.3g,", kn_dist_transport(o->dist), tr.replica_spread);
+        }
         printf("\"rows\":{\"train\":%lld,\"validation\":%lld,\"test\":%lld},", (long long)sp.n_train,
                (long long)sp.n_val, (long long)sp.n_test);
         printf("\"training\":{\"epochs\":%d,\"best_epoch\":%d,\"seconds\":%.4f,\"rows_per_second\":%.1f,"
