@@ -383,6 +383,8 @@ static const st_entry *find(const kn_safetensors *f, const char *name) {
     return NULL;
 }
 
+bool kn__safetensors_has(const kn_safetensors *f, const char *name) { return f && name && find(f, name); }
+
 kn_tensor *kn_safetensors_get(const kn_safetensors *f, const char *name, kn_device dev) {
     if (!f || !name) return kn__err_null("kn_safetensors_get"), NULL;
     const st_entry *e = find(f, name);

@@ -10,6 +10,8 @@
 kn_safetensors *kn__safetensors_parse(const void *data, size_t len, const char *name);
 /* The path (or name) the file was opened under, for messages. */
 const char *kn__safetensors_path(const kn_safetensors *f);
+/* Whether the file holds a tensor of this name (a binary search). */
+bool kn__safetensors_has(const kn_safetensors *f, const char *name);
 
 /* Largest header accepted, as in the reference implementation, and most
  * tensors in one file. The writer checks both before replacing a file, so

@@ -167,6 +167,8 @@ static kn_tensor *fetch(const kn_safetensors *f, const char *path, const char *n
 
 static bool has_prefix(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
 
+static int cmp_name(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
 kn_status kn_checkpoint_restore(const kn_safetensors *f, const kn_checkpoint *c) {
     if (!f || !c) return kn__err(KN_ERR_NULL, "kn_checkpoint_restore: %s is NULL", f ? "checkpoint" : "file");
     const char *path = kn__safetensors_path(f);
@@ -177,6 +179,7 @@ kn_status kn_checkpoint_restore(const kn_safetensors *f, const kn_checkpoint *c)
     header h = {path, kn_json_parse(js, strlen(js), path), NULL};
     name_list want = {0};
     kn_tensor **got = NULL;
+    const char **sorted = NULL;
     bool ok = false;
     int64_t steps = 0;
     double lr = 0;
@@ -245,18 +248,22 @@ kn_status kn_checkpoint_restore(const kn_safetensors *f, const kn_checkpoint *c)
             if (!sn) continue;
             char name[96];
             snprintf(name, sizeof name, "optim.state.%d.%s", i, sn);
-            bool present = false;
-            for (int k = 0; k < kn_safetensors_count(f) && !present; k++)
-                present = !strcmp(kn_safetensors_name(f, k), name);
-            if (present && !(got[want.n + 2 * i + w] = fetch(f, path, name, c->optim->params[i]))) goto done;
+            if (kn__safetensors_has(f, name) && !(got[want.n + 2 * i + w] = fetch(f, path, name, c->optim->params[i]))) goto done;
         }
-    /* A tensor the caller's objects have no place for: another structure. */
+    /* A tensor the caller's objects have no place for: another structure.
+     * The names expected, sorted, so each of the file's is a binary search. */
+    sorted = malloc(((size_t)want.n + 1) * sizeof *sorted);
+    if (!sorted) {
+        kn__err(KN_ERR_OOM, "%s: out of memory", path);
+        goto done;
+    }
+    for (int i = 0; i < want.n; i++) sorted[i] = want.t[i].name;
+    qsort(sorted, (size_t)want.n, sizeof *sorted, cmp_name);
     for (int k = 0; k < kn_safetensors_count(f); k++) {
         const char *nm = kn_safetensors_name(f, k);
         bool asked = (c->model && has_prefix(nm, "model.")) || (c->n_extra && has_prefix(nm, "extra.")) ||
                      (c->optim && has_prefix(nm, "optim."));
-        bool known = !asked;
-        for (int i = 0; i < want.n && !known; i++) known = !strcmp(nm, want.t[i].name);
+        bool known = !asked || bsearch(&nm, sorted, (size_t)want.n, sizeof *sorted, cmp_name);
         if (!known && c->optim && has_prefix(nm, "optim.state.")) known = true; /* matched above or reported there */
         if (!known) {
             kn__err(KN_ERR_FORMAT, "%s: checkpoint tensor '%s' has no place here: it was made for another model or run",
@@ -288,6 +295,7 @@ done:
     kn_no_grad_end();
     kn_scope_end(sc);
     free(got);
+    free(sorted);
     list_free(&want);
     kn_json_free(h.doc);
     return ok ? KN_OK : kn_error_code();
