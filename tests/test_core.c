@@ -269,8 +269,31 @@ static void test_devices(void) {
     CHECK(kn_num_threads() >= 1, "threads");
 }
 
+/* A strided copy in one dtype moves the bits: a signaling NaN stays one
+ * (a copy through float arithmetic would quiet it). */
+static void test_copy_bits(void) {
+    kn_scope sc = kn_scope_begin();
+    uint32_t f32[4] = {0x7f800001u, 0x3f800000u, 0xffc00123u, 0x00000001u}; /* sNaN, 1, a payload NaN, a denormal */
+    uint16_t f16[4] = {0x7c01u, 0x3c00u, 0xfe23u, 0x0001u};
+    uint64_t f64[4] = {0x7ff0000000000001ull, 0x3ff0000000000000ull, 0xfff8000000000123ull, 1};
+    struct { kn_dtype dt; const void *bits; size_t es; } cases[] = {
+        {KN_F32, f32, 4}, {KN_F16, f16, 2}, {KN_BF16, f16, 2}, {KN_F64, f64, 8}};
+    for (int k = 0; k < 4; k++) {
+        kn_tensor *t = kn_from_data(cases[k].bits, cases[k].dt, KN_SHAPE(2, 2), KN_CPU);
+        kn_tensor *c = kn_contiguous(kn_transpose(t, 0, 1)); /* a strided copy */
+        unsigned char got[32] = {0};
+        const int order[4] = {0, 2, 1, 3};
+        bool ok = c && kn_to_host(c, got, cases[k].dt) == KN_OK;
+        for (int i = 0; ok && i < 4; i++)
+            ok = !memcmp(got + (size_t)i * cases[k].es, (const char *)cases[k].bits + (size_t)order[i] * cases[k].es, cases[k].es);
+        CHECK(ok, "%s: a strided copy keeps the bits (signaling NaN, NaN payload)", kn_dtype_name(cases[k].dt));
+    }
+    kn_scope_end(sc);
+}
+
 int main(void) {
     setenv("KILN_QUIET_FALLBACK", "1", 1);
+    test_copy_bits();
     test_creation_and_views();
     test_dtypes();
     test_scopes_and_refs();

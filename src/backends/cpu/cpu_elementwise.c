@@ -20,8 +20,13 @@ static void copy_inner(char **p, const int64_t *s, int64_t n, void *vc) {
         memcpy(p[0], p[1], (size_t)n * es);
         return;
     }
+    /* One dtype: the bits, whatever they hold (NaN payloads, signaling NaNs included). */
     if (c->out == KN_F32 && c->in == KN_F32) {
-        for (int64_t i = 0; i < n; i++) *(float *)(p[0] + i * s[0]) = *(float *)(p[1] + i * s[1]);
+        for (int64_t i = 0; i < n; i++) memcpy(p[0] + i * s[0], p[1] + i * s[1], 4);
+        return;
+    }
+    if (c->out == c->in) {
+        for (int64_t i = 0; i < n; i++) memcpy(p[0] + i * s[0], p[1] + i * s[1], es);
         return;
     }
     if (c->out == KN_F32 && (c->in == KN_U8 || c->in == KN_BOOL)) { /* masks */
