@@ -291,8 +291,21 @@ static void test_copy_bits(void) {
     kn_scope_end(sc);
 }
 
+/* The deterministic-algorithms switch (its effect: bench_cnn_step's check on CUDA). */
+static void test_deterministic_switch(void) {
+    const char *e = getenv("KILN_DETERMINISTIC");
+    bool from_env = e && *e && strcmp(e, "0");
+    CHECK(kn_deterministic_algorithms() == from_env, "off by default, on with KILN_DETERMINISTIC=1");
+    kn_use_deterministic_algorithms(true);
+    CHECK(kn_deterministic_algorithms(), "turned on");
+    kn_use_deterministic_algorithms(false);
+    CHECK(!kn_deterministic_algorithms(), "turned off");
+    kn_use_deterministic_algorithms(from_env);
+}
+
 int main(void) {
     setenv("KILN_QUIET_FALLBACK", "1", 1);
+    test_deterministic_switch();
     test_copy_bits();
     test_creation_and_views();
     test_dtypes();

@@ -32,6 +32,15 @@ typedef struct {
 kn_device kn_device_default(void);
 /* Why kn_device_default chose what it chose (one line). */
 const char *kn_device_default_reason(void);
+
+/* Deterministic algorithms, as torch.use_deterministic_algorithms: when on,
+ * no kernel whose result can differ from run to run is used (on CUDA,
+ * cuDNN's engines that accumulate with atomics; kiln's own kernels are
+ * deterministic always). Off by default, as in PyTorch, since those engines
+ * are often the fastest; KILN_DETERMINISTIC=1 turns it on at start. Applies
+ * to the ops issued after the call. */
+void kn_use_deterministic_algorithms(bool on);
+bool kn_deterministic_algorithms(void);
 /* "cpu", "cuda", "cuda:1". Unknown or absent: kind < 0 and an error. */
 kn_device kn_device_get(const char *name);
 bool kn_device_ok(kn_device d);

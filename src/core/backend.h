@@ -165,13 +165,13 @@ typedef struct kn_backend {
      * when the library is absent (the dist layer then uses the host). In
      * both collectives bufs[r] is count elements of dt in device
      * indices[r]'s memory, worked on in place and queued on every rank's
-     * stream. comm_all_reduce: each becomes the sum over r of
-     * scale[r] * bufs[r] (scale NULL: plain sums; only float dtypes are
-     * scaled); comm_broadcast: each becomes a copy of bufs[root]. */
+     * stream. comm_all_reduce: each becomes the sum over the ranks (a
+     * weighted sum is scaled by the dist layer first); comm_broadcast: each
+     * becomes a copy of bufs[root]. */
     const char *comm_name; /* "nccl": what kn_dist_transport reports */
     void *(*comm_new)(int n, const int *indices, kn_status *status);
     void (*comm_free)(void *comm);
-    kn_status (*comm_all_reduce)(void *comm, void *const *bufs, size_t count, kn_dtype dt, const double *scale);
+    kn_status (*comm_all_reduce)(void *comm, void *const *bufs, size_t count, kn_dtype dt);
     kn_status (*comm_broadcast)(void *comm, void *const *bufs, size_t count, kn_dtype dt, int root);
     /* The dtypes its kernels compute in (bit k: kn_dtype k; 0 means all). An
      * op with an operand of another dtype is not sent to its kernels. */

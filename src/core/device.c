@@ -2,6 +2,7 @@
  * backend's kernel or, when it has none, to the CPU (the fallback). */
 #include "internal.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,6 +225,22 @@ const char *kn_device_default_reason(void) {
     if (!default_reason[0]) (void)kn_device_default();
     return default_reason;
 }
+
+/* ---- deterministic algorithms ---------------------------------------------------------- */
+static atomic_int deterministic = -1; /* -1: not read from the environment yet */
+
+bool kn_deterministic_algorithms(void) {
+    int v = atomic_load(&deterministic);
+    if (v < 0) {
+        const char *e = getenv("KILN_DETERMINISTIC");
+        int want = e && *e && strcmp(e, "0") ? 1 : 0, unset = -1;
+        atomic_compare_exchange_strong(&deterministic, &unset, want);
+        v = atomic_load(&deterministic);
+    }
+    return v == 1;
+}
+
+void kn_use_deterministic_algorithms(bool on) { atomic_store(&deterministic, on ? 1 : 0); }
 
 /* ---- copies between devices -------------------------------------------------------------- */
 kn_status kn__copy_bytes(kn_device dd, void *dst, kn_device sd, const void *src, size_t n) {

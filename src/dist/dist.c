@@ -217,9 +217,17 @@ static kn_status reduce(kn_dist *d, kn_tensor *const *t, const double *w) {
     kn_scope sc = kn_scope_begin();
     kn_tensor *c[MAX_RANKS];
     void *buf[MAX_RANKS];
-    kn_status s = comm_buffers(d, t, c, buf);
-    if (s == KN_OK)
-        s = d->be->comm_all_reduce(d->comm, buf, (size_t)kn_numel(t[0]), kn_dtype_of(t[0]), w);
+    kn_status s = KN_OK;
+    if (w) { /* each rank's weight applied on its device, then a plain sum (one pass more, in its dtype) */
+        kn_no_grad_begin();
+        for (int r = 0; r < d->n && s == KN_OK; r++) {
+            if (!(c[r] = kn_mul_scalar(t[r], w[r]))) s = kn_error_code();
+            else buf[r] = kn__data(c[r]);
+        }
+        kn_no_grad_end();
+    } else
+        s = comm_buffers(d, t, c, buf);
+    if (s == KN_OK) s = d->be->comm_all_reduce(d->comm, buf, (size_t)kn_numel(t[0]), kn_dtype_of(t[0]));
     if (s == KN_OK) s = copy_back(d, t, c);
     kn_scope_end(sc);
     return s;

@@ -178,7 +178,7 @@ static kn_status handle_of(kc_dev *d, const char *op, cudnnHandle_t *out) {
 #define MAX_WORKSPACE ((int64_t)1 << 30) /* engines wanting more are skipped */
 
 typedef struct {
-    int kind, dtype, tf32;
+    int kind, dtype, tf32, deterministic;
     int64_t dims[3][4], strides[3][4]; /* x, w, y */
     int64_t pre[2], post[2], stride[2], dilation[2];
     int64_t align[3];
@@ -261,6 +261,7 @@ static bool engine_allowed(const plan_key *k, cudnnBackendDescriptor_t engine) {
         if (k->dtype == KN_F32 && !k->tf32 && (t == CUDNN_NUMERICAL_NOTE_TENSOR_CORE || t == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS))
             return false; /* float32 tensor cores are TF32 */
         if (t == CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION) return false; /* accumulate in float at least */
+        if (k->deterministic && t == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) return false; /* kn_use_deterministic_algorithms */
     }
     return true;
 }
@@ -330,7 +331,8 @@ static void log_plan(const plan_key *k, const candidate *cand, int ncand, const 
     const char *env = getenv("KILN_CUDNN_LOG");
     if (!env || !strcmp(env, "0")) return;
     static const char *const kinds[3] = {"forward", "backward data", "backward filter"};
-    fprintf(stderr, "kiln cudnn: %s %s%s", kinds[k->kind], kn_dtype_name((kn_dtype)k->dtype), k->tf32 ? " tf32" : "");
+    fprintf(stderr, "kiln cudnn: %s %s%s%s", kinds[k->kind], kn_dtype_name((kn_dtype)k->dtype), k->tf32 ? " tf32" : "",
+            k->deterministic ? " deterministic" : "");
     static const char *const names[3] = {"x", "w", "y"};
     for (int t = 0; t < 3; t++)
         fprintf(stderr, " %s[%lld,%lld,%lld,%lld]/[%lld,%lld,%lld,%lld]@%lld", names[t], (long long)k->dims[t][0],
@@ -532,6 +534,7 @@ kn_status kc_cudnn_conv(kc_dev *d, const char *op, kc_conv_kind kind, const kc_c
     plan_key key;
     memset(&key, 0, sizeof key); /* compared with memcmp: no stray padding bytes */
     key.kind = (int)kind, key.dtype = (int)y->dtype, key.tf32 = tf32 && y->dtype == KN_F32;
+    key.deterministic = kn_deterministic_algorithms();
     const kn_operand *ops[3] = {x, w, y};
     for (int t = 0; t < 3; t++) {
         /* A size-1 dim's stride is arbitrary in a view; cuDNN wants one that

@@ -104,7 +104,7 @@ kn_status kc_copy_peer(int dst_index, void *dst, int src_index, const void *src,
 /* NCCL communicators for kiln/dist.h (cuda_nccl.c; built where nccl.h is). */
 void *kc_comm_new(int n, const int *indices, kn_status *status);
 void kc_comm_free(void *comm);
-kn_status kc_comm_all_reduce(void *comm, void *const *bufs, size_t count, kn_dtype dt, const double *scale);
+kn_status kc_comm_all_reduce(void *comm, void *const *bufs, size_t count, kn_dtype dt);
 kn_status kc_comm_broadcast(void *comm, void *const *bufs, size_t count, kn_dtype dt, int root);
 
 /* ---- graphs (cuda_graph.c) -------------------------------------------------------------- */

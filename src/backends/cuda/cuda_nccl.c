@@ -11,7 +11,6 @@
 #include "cuda_internal.h"
 
 #ifdef KC_HAVE_NCCL
-#include "backends/common/dtype.h"
 #include "cuda_dl.h"
 
 #include <dlfcn.h>
@@ -33,9 +32,7 @@
     X(ncclGroupStart)                                                                                        \
     X(ncclGroupEnd)                                                                                          \
     X(ncclAllReduce)                                                                                         \
-    X(ncclBroadcast)                                                                                         \
-    X(ncclRedOpCreatePreMulSum)                                                                              \
-    X(ncclRedOpDestroy)
+    X(ncclBroadcast)
 
 static struct {
 #define KC_NCCL_FIELD(f) __typeof__(f) *f;
@@ -174,38 +171,23 @@ static kn_status enter_all(kc_comm *c, const char *op) {
     return KN_OK;
 }
 
-kn_status kc_comm_all_reduce(void *comm, void *const *bufs, size_t count, kn_dtype dt, const double *scale) {
+kn_status kc_comm_all_reduce(void *comm, void *const *bufs, size_t count, kn_dtype dt) {
     const char *op = "all_reduce (nccl)";
     kc_comm *c = comm;
     ncclDataType_t t;
     if (!nccl_type(dt, &t) || dt == KN_BOOL)
         return kn__err(KN_ERR_DTYPE, "%s: NCCL cannot sum %s", op, kn_dtype_name(dt));
-    bool scaled = scale && kn_dtype_is_float(dt);
     kn_status s = enter_all(c, op);
     if (s != KN_OK || count == 0) return s;
-    /* Weighted sums through NCCL's pre-multiplied sum: rank r's scale rides
-     * with its call (a host value of the buffer's dtype), no extra pass. */
-    ncclRedOp_t ops[64];
-    int made = 0;
-    ncclResult_t res = ncclSuccess;
-    for (; scaled && made < c->n && res == ncclSuccess; made++) {
-        unsigned char v[8];
-        kn__store(v, dt, scale[made]);
-        res = nc.ncclRedOpCreatePreMulSum(&ops[made], v, t, ncclScalarHostImmediate, c->comm[made]);
-        if (res != ncclSuccess) break;
+    ncclResult_t res = nc.ncclGroupStart();
+    if (res != ncclSuccess) return nccl_err(op, "ncclGroupStart", res);
+    for (int r = 0; r < c->n && res == ncclSuccess; r++) {
+        kc_dev *d = kc_device(c->index[r], op);
+        res = nc.ncclAllReduce(bufs[r], bufs[r], count, t, ncclSum, c->comm[r], d->stream);
     }
-    if (res != ncclSuccess) s = nccl_err(op, "ncclRedOpCreatePreMulSum", res);
-    if (s == KN_OK && (res = nc.ncclGroupStart()) != ncclSuccess) s = nccl_err(op, "ncclGroupStart", res);
-    if (s == KN_OK) {
-        for (int r = 0; r < c->n && res == ncclSuccess; r++) {
-            kc_dev *d = kc_device(c->index[r], op);
-            res = nc.ncclAllReduce(bufs[r], bufs[r], count, t, scaled ? ops[r] : ncclSum, c->comm[r], d->stream);
-        }
-        ncclResult_t end = nc.ncclGroupEnd();
-        if (res != ncclSuccess) s = nccl_err(op, "ncclAllReduce", res);
-        else if (end != ncclSuccess) s = nccl_err(op, "ncclGroupEnd", end);
-    }
-    for (int r = 0; r < made; r++) (void)nc.ncclRedOpDestroy(ops[r], c->comm[r]);
+    ncclResult_t end = nc.ncclGroupEnd();
+    if (res != ncclSuccess) s = nccl_err(op, "ncclAllReduce", res);
+    else if (end != ncclSuccess) s = nccl_err(op, "ncclGroupEnd", end);
     for (int r = 0; r < c->n && s == KN_OK && kc_sync_mode(); r++) s = kc_sync(kc_device(c->index[r], op), op);
     return s;
 }
