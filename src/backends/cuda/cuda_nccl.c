@@ -171,25 +171,31 @@ static kn_status enter_all(kc_comm *c, const char *op) {
     return KN_OK;
 }
 
-kn_status kc_comm_all_reduce(void *comm, void *const *bufs, size_t count, kn_dtype dt) {
-    const char *op = "all_reduce (nccl)";
-    kc_comm *c = comm;
-    ncclDataType_t t;
-    if (!nccl_type(dt, &t) || dt == KN_BOOL)
-        return kn__err(KN_ERR_DTYPE, "%s: NCCL cannot sum %s", op, kn_dtype_name(dt));
+/* One collective on every rank, in place, in one NCCL group on each rank's
+ * stream: a broadcast from root, or (root < 0) a sum. */
+static kn_status collective(kc_comm *c, const char *op, void *const *bufs, size_t count, ncclDataType_t t, int root) {
     kn_status s = enter_all(c, op);
     if (s != KN_OK || count == 0) return s;
     ncclResult_t res = nc.ncclGroupStart();
     if (res != ncclSuccess) return nccl_err(op, "ncclGroupStart", res);
     for (int r = 0; r < c->n && res == ncclSuccess; r++) {
-        kc_dev *d = kc_device(c->index[r], op);
-        res = nc.ncclAllReduce(bufs[r], bufs[r], count, t, ncclSum, c->comm[r], d->stream);
+        cudaStream_t st = kc_device(c->index[r], op)->stream;
+        res = root < 0 ? nc.ncclAllReduce(bufs[r], bufs[r], count, t, ncclSum, c->comm[r], st)
+                       : nc.ncclBroadcast(bufs[r], bufs[r], count, t, root, c->comm[r], st);
     }
     ncclResult_t end = nc.ncclGroupEnd();
-    if (res != ncclSuccess) s = nccl_err(op, "ncclAllReduce", res);
+    if (res != ncclSuccess) s = nccl_err(op, root < 0 ? "ncclAllReduce" : "ncclBroadcast", res);
     else if (end != ncclSuccess) s = nccl_err(op, "ncclGroupEnd", end);
     for (int r = 0; r < c->n && s == KN_OK && kc_sync_mode(); r++) s = kc_sync(kc_device(c->index[r], op), op);
     return s;
+}
+
+kn_status kc_comm_all_reduce(void *comm, void *const *bufs, size_t count, kn_dtype dt) {
+    const char *op = "all_reduce (nccl)";
+    ncclDataType_t t;
+    if (!nccl_type(dt, &t) || dt == KN_BOOL)
+        return kn__err(KN_ERR_DTYPE, "%s: NCCL cannot sum %s", op, kn_dtype_name(dt));
+    return collective(comm, op, bufs, count, t, -1);
 }
 
 kn_status kc_comm_broadcast(void *comm, void *const *bufs, size_t count, kn_dtype dt, int root) {
@@ -198,19 +204,7 @@ kn_status kc_comm_broadcast(void *comm, void *const *bufs, size_t count, kn_dtyp
     ncclDataType_t t;
     if (!nccl_type(dt, &t)) return kn__err(KN_ERR_DTYPE, "%s: NCCL cannot move %s", op, kn_dtype_name(dt));
     if (root < 0 || root >= c->n) return kn__err(KN_ERR_INVALID, "%s: root %d out of range", op, root);
-    kn_status s = enter_all(c, op);
-    if (s != KN_OK || count == 0) return s;
-    ncclResult_t res = nc.ncclGroupStart();
-    if (res != ncclSuccess) return nccl_err(op, "ncclGroupStart", res);
-    for (int r = 0; r < c->n && res == ncclSuccess; r++) {
-        kc_dev *d = kc_device(c->index[r], op);
-        res = nc.ncclBroadcast(bufs[r], bufs[r], count, t, root, c->comm[r], d->stream);
-    }
-    ncclResult_t end = nc.ncclGroupEnd();
-    if (res != ncclSuccess) s = nccl_err(op, "ncclBroadcast", res);
-    else if (end != ncclSuccess) s = nccl_err(op, "ncclGroupEnd", end);
-    for (int r = 0; r < c->n && s == KN_OK && kc_sync_mode(); r++) s = kc_sync(kc_device(c->index[r], op), op);
-    return s;
+    return collective(c, op, bufs, count, t, root);
 }
 
 #endif /* KC_HAVE_NCCL */
