@@ -16,8 +16,16 @@
  * on every machine. The collectives compute in host memory and count their
  * calls; ring_fail makes comm_new fail as a missing library would. */
 enum { RING_DEVICES = 3 };
-static int ring_peer_copies, ring_reduces, ring_broadcasts, ring_comms;
+static int ring_peer_copies, ring_reduces, ring_broadcasts, ring_comms, ring_async, ring_joins;
 static bool ring_fail;
+/* The ring's sums queued by comm_all_reduce_async run at the join, as on a
+ * stream of their own: a group that read its buffers before the join would
+ * see unreduced values. ring_watch: a tensor whose gradient the test looks
+ * at when the first sum is queued (overlap: before backward reaches it). */
+static kn_tensor *ring_watch;
+/* 1: the watched tensor had no gradient yet at the first queued sum, 2: it
+ * had; and the sums queued in that step */
+static int ring_watch_seen, ring_async_first;
 static int ring_count(void) { return RING_DEVICES; }
 static kn_status ring_peer(int di, void *d, int si, const void *s, size_t n) {
     (void)di, (void)si;
@@ -26,7 +34,14 @@ static kn_status ring_peer(int di, void *d, int si, const void *s, size_t n) {
     return KN_OK;
 }
 typedef struct {
+    void *bufs[MAX];
+    size_t count;
+    kn_dtype dt;
+} ring_job;
+typedef struct {
     int n, index[MAX];
+    ring_job jobs[64];
+    int queued;
 } ring_comm;
 static void *ring_comm_new(int n, const int *idx, kn_status *status) {
     if (ring_fail) {
@@ -69,6 +84,22 @@ static kn_status ring_broadcast(void *comm, void *const *bufs, size_t count, kn_
         if (r != root) memcpy(bufs[r], bufs[root], count * kn_dtype_size(dt));
     return KN_OK;
 }
+static kn_status ring_all_reduce_async(void *comm, void *const *bufs, size_t count, kn_dtype dt) {
+    ring_comm *c = comm;
+    if (c->queued == 64) return kn__err(KN_ERR_INVALID, "ring: too many queued sums");
+    ring_job *j = &c->jobs[c->queued++];
+    memcpy(j->bufs, bufs, (size_t)c->n * sizeof *bufs);
+    j->count = count, j->dt = dt;
+    if (ring_async++ == 0 && ring_watch) ring_watch_seen = kn_grad(ring_watch) ? 2 : 1;
+    return KN_OK;
+}
+static kn_status ring_join(void *comm) {
+    ring_comm *c = comm;
+    ring_joins++;
+    for (int k = 0; k < c->queued; k++) ring_all_reduce(c, c->jobs[k].bufs, c->jobs[k].count, c->jobs[k].dt);
+    c->queued = 0;
+    return KN_OK;
+}
 static int ring_kind(void) {
     static int kind = -1;
     if (kind < 0) {
@@ -76,7 +107,8 @@ static int ring_kind(void) {
                         .memory = kt_memory, .alloc = kt_alloc, .free = kt_free, .copy_h2d = kt_copy,
                         .copy_d2h = kt_copy, .copy_d2d = kt_copy, .synchronize = kt_sync, .copy_peer = ring_peer,
                         .comm_name = "ring", .comm_new = ring_comm_new, .comm_free = ring_comm_free,
-                        .comm_all_reduce = ring_all_reduce, .comm_broadcast = ring_broadcast};
+                        .comm_all_reduce = ring_all_reduce, .comm_broadcast = ring_broadcast,
+                        .comm_all_reduce_async = ring_all_reduce_async, .comm_join = ring_join};
         kind = kn__backend_register(&b);
     }
     return kind;
@@ -238,8 +270,10 @@ static kn_module *mlp(void) {
 
 /* Steps of SGD with one model on the whole batch (the CPU) against n ranks
  * on shards of rows [0, a), [a, b)...: rank 0's parameters must be the
- * single model's, every rank's rank 0's. */
-static void test_data_parallel(const kn_device *devs, int n) {
+ * single model's, every rank's rank 0's. overlap: kn_dist_backward (the
+ * all-reduce in backward) instead of each rank's backward and then
+ * kn_dist_average_gradients. */
+static void test_data_parallel(const kn_device *devs, int n, bool overlap) {
     enum { ROWS = 29, STEPS = 5 };
     kn_scope sc = kn_scope_begin();
     kn_generator g = kn_generator_make(5);
@@ -272,16 +306,28 @@ static void test_data_parallel(const kn_device *devs, int n) {
         kn_backward(l);
         kn_optim_step(ref_opt);
         double whole = kn_item(l), sharded = 0;
+        kn_tensor *losses[MAX];
         for (int r = 0; r < n; r++) {
             kn_module_zero_grad(rep[r]);
             int64_t len = start[r + 1] - start[r];
             kn_tensor *xs = kn_to(kn_narrow(x, 0, start[r], len), devs[r]);
             kn_tensor *ys = kn_to(kn_narrow(y, 0, start[r], len), devs[r]);
-            kn_tensor *lr = kn_cross_entropy(kn_module_forward(rep[r], xs), ys);
-            CHECK(lr && kn_backward(lr) == KN_OK, "rank %d backward", r);
+            kn_tensor *lr = losses[r] = kn_cross_entropy(kn_module_forward(rep[r], xs), ys);
+            CHECK(lr && (overlap || kn_backward(lr) == KN_OK), "rank %d backward", r);
             sharded += w[r] * kn_item(lr);
         }
-        CHECK(kn_dist_average_gradients(d, rep, w, 256) == KN_OK, "average (buckets of 256 bytes: several)");
+        if (overlap) {
+            if (s == 0) { /* the ring's first queued sum looks at the first layer's weight: no gradient yet */
+                int np0 = 0;
+                ring_watch = kn_module_parameters(rep[0], &np0)[0].tensor;
+                ring_watch_seen = ring_async = 0;
+            }
+            CHECK(kn_dist_backward(d, rep, losses, w, 256) == KN_OK, "backward with the average overlapped: %s",
+                  kn_error());
+            ring_watch = NULL;
+            if (s == 0) ring_async_first = ring_async;
+        } else
+            CHECK(kn_dist_average_gradients(d, rep, w, 256) == KN_OK, "average (buckets of 256 bytes: several)");
         for (int r = 0; r < n; r++) kn_optim_step(opt[r]);
         worst_loss = fmax(worst_loss, fabs(whole - sharded));
         kn_scope_end(st);
@@ -308,6 +354,31 @@ static void test_data_parallel(const kn_device *devs, int n) {
     }
     /* A rank whose parameter has no gradient: named. */
     for (int r = 0; r < n; r++) kn_module_zero_grad(rep[r]);
+    if (d && overlap) {
+        kn_scope se = kn_scope_begin();
+        kn_tensor *losses[MAX];
+        for (int r = 0; r < n; r++) { /* the first layer's weight only */
+            int np0 = 0;
+            losses[r] = kn_sum_all(kn_mul(kn_module_parameters(rep[r], &np0)[0].tensor, kn_module_parameters(rep[r], &np0)[0].tensor));
+        }
+        CHECK(kn_dist_backward(d, rep, losses, NULL, 0) != KN_OK, "a parameter that backward does not reach");
+        CHECK_ERROR("parameter '0.bias' has no gradient on rank 0");
+        CHECK(kn_backward(losses[0]) != KN_OK, "the tapes are spent after the error");
+        kn_error_clear();
+        for (int r = 0; r < n; r++) kn_module_zero_grad(rep[r]);
+        kn_tensor *vec[MAX];
+        for (int r = 0; r < n; r++) vec[r] = kn_sum(kn_module_forward(rep[r], kn_to(x, devs[r])), 1, (int[]){0}, false);
+        CHECK(kn_dist_backward(d, rep, vec, NULL, 0) != KN_OK, "a loss that is not a scalar");
+        CHECK_ERROR("rank 0's loss has 3 elements (expected a scalar)");
+        if (n >= 2) {
+            kn_tensor *swapped[MAX];
+            for (int r = 0; r < n; r++) swapped[r] = kn_sum_all(vec[(r + 1) % n]);
+            CHECK(kn_dist_backward(d, rep, swapped, NULL, 0) != KN_OK, "a loss on another rank's device");
+            CHECK_ERROR("rank 0's loss is on");
+        }
+        kn_scope_end(se);
+        for (int r = 0; r < n; r++) kn_module_zero_grad(rep[r]);
+    }
     if (d && n >= 1) {
         kn_status s = kn_dist_average_gradients(d, rep, NULL, 0);
         CHECK(s != KN_OK, "no gradients after zero_grad");
@@ -386,6 +457,63 @@ static kn_status average_twice_weight(void *p) {
     avg_ctx *c = p;
     return kn_dist_average_gradients(c->d, c->rep, (double[]){2.0}, 0);
 }
+/* A data-parallel step captured: forward, kn_dist_backward (its sums on
+ * NCCL's side streams, forked from and joined to the rank's stream inside
+ * the capture) and the optimizer. */
+typedef struct {
+    kn_dist *d;
+    kn_module *m;
+    kn_optim *opt;
+    kn_tensor *x, *y, *loss;
+} dp_step_ctx;
+static kn_status dp_step(void *p) {
+    dp_step_ctx *c = p;
+    kn_scope s = kn_scope_begin();
+    kn_optim_zero_grad(c->opt);
+    kn_tensor *loss = kn_cross_entropy(kn_module_forward(c->m, c->x), c->y);
+    kn_status st = loss ? kn_dist_backward(c->d, &c->m, &loss, NULL, 256) : kn_error_code();
+    if (st == KN_OK) st = kn_optim_step(c->opt);
+    kn_release(c->loss);
+    c->loss = kn_retain(loss);
+    kn_scope_end(s);
+    return st;
+}
+static void dp_step_make(dp_step_ctx *c, kn_dist *d, kn_device dev) {
+    kn_manual_seed(11);
+    c->d = d, c->m = mlp(), c->loss = NULL;
+    kn_module_to(c->m, dev);
+    c->opt = kn_adam(c->m, kn_adam_defaults(0.01));
+    kn_generator g = kn_generator_make(12);
+    kn_scope s = kn_scope_begin();
+    c->x = kn_retain(kn_randn(KN_SHAPE(32, 6), KN_F32, dev, &g));
+    c->y = kn_retain(kn_randint(0, 3, KN_SHAPE(32), KN_I64, dev, &g));
+    kn_scope_end(s);
+}
+static void dp_step_free(dp_step_ctx *c) {
+    kn_optim_free(c->opt);
+    kn_module_free(c->m);
+    kn_release(c->x), kn_release(c->y), kn_release(c->loss);
+}
+static void test_captured_backward(kn_dist *d, kn_device dev) {
+    enum { STEPS = 6 };
+    double eager[STEPS], replay[STEPS];
+    dp_step_ctx c;
+    dp_step_make(&c, d, dev);
+    for (int i = 0; i < STEPS; i++) eager[i] = dp_step(&c) == KN_OK ? kn_item(c.loss) : NAN;
+    dp_step_free(&c);
+    dp_step_make(&c, d, dev);
+    replay[0] = dp_step(&c) == KN_OK ? kn_item(c.loss) : NAN; /* warm-up: Adam's state exists */
+    kn_graph *g = kn_graph_capture(dev, dp_step, &c);
+    CHECK(g != NULL, "capture a step with kn_dist_backward: %s", kn_error());
+    for (int i = 1; i < STEPS; i++) replay[i] = g && kn_graph_replay(g) == KN_OK ? kn_item(c.loss) : NAN;
+    kn_graph_free(g);
+    dp_step_free(&c);
+    double worst = 0;
+    for (int i = 0; i < STEPS; i++) worst = fmax(worst, fabs(eager[i] - replay[i]));
+    CHECK(worst <= 1e-5 && eager[STEPS - 1] < eager[0], "replayed losses are the eager ones (worst %.3g; %g to %g)",
+          worst, eager[0], eager[STEPS - 1]);
+}
+
 static void test_nccl(void) {
     if (kn_device_count(KN_DEVICE_CUDA) == 0) return;
     kn_device cuda = kn_device_get("cuda:0");
@@ -397,7 +525,8 @@ static void test_nccl(void) {
     }
     kn_dist_free(d);
     test_all_reduce(&cuda, 1, "nccl");
-    test_data_parallel(&cuda, 1);
+    test_data_parallel(&cuda, 1, false);
+    test_data_parallel(&cuda, 1, true);
     /* Gradients doubled by a weight of 2, captured: each replay doubles them again. */
     kn_scope sc = kn_scope_begin();
     kn_manual_seed(3);
@@ -426,6 +555,7 @@ static void test_nccl(void) {
     CHECK(max_abs_diff(kn_grad(w0), kn_mul_scalar(before, scale)) <= 1e-5 * scale,
           "gradients times %g after one eager call and %d replays (ratio %g)", scale, replays, ratio);
     kn_graph_free(gr);
+    if (kn_graph_supported(cuda)) test_captured_backward(d, cuda);
     kn_dist_free(d);
     kn_module_free(m);
     kn_scope_end(sc);
@@ -441,14 +571,22 @@ int main(void) {
     test_buckets();
     test_all_reduce(devs, 1, "host");
     test_all_reduce(devs, n, "host");
-    test_data_parallel(devs, 1);
-    test_data_parallel(devs, n);
+    for (int overlap = 0; overlap < 2; overlap++) {
+        test_data_parallel(devs, 1, overlap);
+        test_data_parallel(devs, n, overlap);
+    }
     test_backend_transport();
     kn_device ring[RING_DEVICES];
     for (int r = 0; r < RING_DEVICES; r++) ring[r] = (kn_device){(int16_t)ring_kind(), (int16_t)r};
     int comms = ring_comms;
-    test_data_parallel(ring, RING_DEVICES);
+    test_data_parallel(ring, RING_DEVICES, false);
     CHECK(ring_comms > comms, "data parallel over the ring's collectives");
+    int joins = ring_joins;
+    test_data_parallel(ring, RING_DEVICES, true);
+    /* Buckets of 256 bytes over the MLP: 2.* together, 0.bias, 0.weight. */
+    CHECK(ring_async_first == 3 && ring_joins > joins, "overlapped: three sums queued in the first step (%d), joined",
+          ring_async_first);
+    CHECK(ring_watch_seen == 1, "the first sum was queued before backward reached the first layer (%d)", ring_watch_seen);
     test_nccl();
     return kt_finish("dist");
 }

@@ -215,6 +215,61 @@ static const grad_case cases[] = {
     {"linear+relu+batch_norm eval", g_lbn_eval, 2, {{4, 3}, {6, 3}}},
 };
 
+/* kn_backward_hooked: each leaf once, when its gradient is final (the
+ * gradient then is the one backward ends with), in the order they become
+ * final; a failing hook stops the walk. */
+typedef struct {
+    int calls, fail_at;
+    kn_tensor *leaf[8], *seen[8];
+} hook_log;
+static kn_status log_ready(kn_tensor *leaf, void *ctx) {
+    hook_log *h = ctx;
+    if (h->calls == h->fail_at) return KN_ERR_INVALID;
+    if (h->calls < 8) h->leaf[h->calls] = leaf, h->seen[h->calls] = kn_retain(kn_clone(kn_grad(leaf)));
+    h->calls++;
+    return KN_OK;
+}
+static void test_hooks(void) {
+    kn_scope s = kn_scope_begin();
+    kn_generator g = kn_generator_make(4);
+    kn_tensor *x = kn_randn(KN_SHAPE(5, 4), KN_F64, KN_CPU, &g);
+    kn_tensor *w1 = kn_requires_grad_(kn_randn(KN_SHAPE(4, 3), KN_F64, KN_CPU, &g), true);
+    kn_tensor *b1 = kn_requires_grad_(kn_randn(KN_SHAPE(3), KN_F64, KN_CPU, &g), true);
+    kn_tensor *w2 = kn_requires_grad_(kn_randn(KN_SHAPE(3, 2), KN_F64, KN_CPU, &g), true);
+    kn_tensor *unused = kn_requires_grad_(kn_randn(KN_SHAPE(2), KN_F64, KN_CPU, &g), true);
+    (void)unused;
+    /* w2 twice: in the second layer and in a penalty taken last, whose
+     * gradient comes first; w2 is final only after the second layer's. */
+    kn_tensor *y = kn_matmul(kn_relu(kn_add(kn_matmul(x, w1), b1)), w2);
+    kn_tensor *loss = kn_add(kn_sum_all(y), kn_sum_all(kn_mul(w2, w2)));
+    hook_log h = {.fail_at = -1};
+    CHECK(kn_backward_hooked(loss, NULL, log_ready, &h) == KN_OK, "hooked backward: %s", kn_error());
+    CHECK(h.calls == 3, "three leaves got gradients, one call each (%d calls)", h.calls);
+    kn_tensor *want[3] = {w2, b1, w1};
+    for (int i = 0; i < 3 && i < h.calls; i++) {
+        CHECK(h.leaf[i] == want[i], "leaf %d final in order (w2, then b1, then w1)", i);
+        kn_tensor *d = kn_sum_all(kn_abs(kn_sub(h.seen[i], kn_grad(h.leaf[i]))));
+        CHECK(d && kn_item(d) == 0, "leaf %d: the gradient at its hook is the final one", i);
+    }
+    for (int i = 0; i < h.calls && i < 8; i++) kn_release(h.seen[i]);
+    /* A failing hook: the error comes back and the walk stops there. */
+    kn_tensor *loss2 = kn_sum_all(kn_matmul(kn_relu(kn_add(kn_matmul(x, w1), b1)), w2));
+    hook_log f = {.fail_at = 1};
+    CHECK(kn_backward_hooked(loss2, NULL, log_ready, &f) == KN_ERR_INVALID && f.calls == 1,
+          "a failing hook stops backward (%d calls)", f.calls);
+    CHECK_ERROR("a gradient hook failed");
+    kn_error_clear();
+    CHECK(kn_backward(loss2) != KN_OK, "and its tape is spent");
+    kn_error_clear();
+    for (int i = 0; i < f.calls && i < 8; i++) kn_release(f.seen[i]);
+    /* A leaf as the root: called at once. */
+    hook_log l = {.fail_at = -1};
+    CHECK(kn_backward_hooked(b1, kn_ones_like(b1), log_ready, &l) == KN_OK && l.calls == 1 && l.leaf[0] == b1,
+          "a leaf root's hook (%d calls)", l.calls);
+    for (int i = 0; i < l.calls && i < 8; i++) kn_release(l.seen[i]);
+    kn_scope_end(s);
+}
+
 int main(void) {
     setenv("KILN_QUIET_FALLBACK", "1", 1);
     kn_device devs[8];
@@ -234,6 +289,7 @@ int main(void) {
         }
         printf("gradients on %s: %s\n", kn_device_str(devs[d]), kt_failed == before ? "all passed" : "FAILURES");
     }
+    test_hooks();
     /* A non-differentiable path is an error, not a crash. */
     kn_scope s = kn_scope_begin();
     kn_tensor *a = kn_requires_grad_(kn_randn(KN_SHAPE(3), KN_F64, KN_CPU, NULL), true);

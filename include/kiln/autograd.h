@@ -29,6 +29,15 @@ const char *kn_grad_fn_name(const kn_tensor *t);
  * error. */
 kn_status kn_backward(kn_tensor *root);
 kn_status kn_backward_with(kn_tensor *root, kn_tensor *grad);
+/* The same, calling ready(leaf, ctx) once for each leaf that requires grad
+ * as soon as its gradient is final in this backward (after the last op that
+ * feeds it), in that order: what PyTorch's post-accumulate-grad hooks give
+ * DistributedDataParallel, which starts a bucket's all-reduce while the
+ * rest of backward runs (kn_dist_backward does). A leaf that gets no
+ * gradient is not called. ready runs with autograd off; a status other
+ * than KN_OK stops the walk and is returned. */
+typedef kn_status (*kn_grad_ready_fn)(kn_tensor *leaf, void *ctx);
+kn_status kn_backward_hooked(kn_tensor *root, kn_tensor *grad, kn_grad_ready_fn ready, void *ctx);
 
 /* Regions where ops record nothing (nesting). */
 void kn_no_grad_begin(void);

@@ -69,6 +69,17 @@ kn_status kn_dist_broadcast_module(kn_dist *d, kn_module *const *replicas);
  * parameter without a gradient on some rank is an error naming it. */
 kn_status kn_dist_average_gradients(kn_dist *d, kn_module *const *replicas, const double *weight, size_t cap);
 
+/* Backward of every rank's scalar loss (losses[r] on rank r's device) and
+ * then the average of kn_dist_average_gradients (same weights, same
+ * buckets), with each bucket's all-reduce overlapping the rest of backward,
+ * as DDP's hooks do: the ranks' tapes are walked in lockstep, and a bucket
+ * is reduced as soon as its gradients are final on every rank (on NCCL, on
+ * a stream of the communicator's own while backward goes on). On return
+ * every rank holds the averaged gradients. The tapes are spent even on
+ * error. */
+kn_status kn_dist_backward(kn_dist *d, kn_module *const *replicas, kn_tensor *const *losses, const double *weight,
+                           size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

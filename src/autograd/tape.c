@@ -248,106 +248,228 @@ static kn_status topo_sort(kn_node *root, node_list *order) {
     return s == KN_OK ? s : kn__err(s, "backward: out of memory");
 }
 
-kn_status kn_backward_with(kn_tensor *root, kn_tensor *grad) {
-    if (!root) return kn__err_null("backward"), KN_ERR_NULL;
+/* ---- the walk, node by node ------------------------------------------------------- */
+/* A leaf that requires grad and is an input of some node: its gradient is
+ * final once the last of those nodes (the smallest index of `order`, which
+ * is walked from its end) has run. */
+typedef struct {
+    kn_tensor *leaf;
+    int64_t last; /* index in order of the last node feeding it */
+    bool got;     /* a gradient reached it in this backward */
+} leaf_use;
+
+struct kn__backward {
+    node_list order;
+    int64_t i;             /* the next node: order.items[i], walked down to 0 */
+    kn_grad_ready_fn ready; /* NULL: no hook, no bookkeeping */
+    void *ctx;
+    leaf_use *uses; /* sorted by leaf, one each */
+    int64_t n_uses;
+    int64_t *fire; /* indices into uses, by decreasing last */
+    int64_t next_fire;
+    kn_status status;
+};
+
+static int cmp_use_leaf(const void *a, const void *b) {
+    const leaf_use *x = a, *y = b;
+    uintptr_t p = (uintptr_t)x->leaf, q = (uintptr_t)y->leaf;
+    if (p != q) return p < q ? -1 : 1;
+    return x->last < y->last ? -1 : x->last > y->last;
+}
+
+static _Thread_local const leaf_use *fire_sort_base;
+static int cmp_fire(const void *a, const void *b) { /* by decreasing last; ties by leaf order, stable */
+    const leaf_use *x = fire_sort_base + *(const int64_t *)a, *y = fire_sort_base + *(const int64_t *)b;
+    if (x->last != y->last) return x->last > y->last ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+/* Each leaf's last node and the order in which the leaves become final. */
+static kn_status plan_hooks(kn__backward *b) {
+    int64_t n = 0, cap = 0;
+    leaf_use *u = NULL;
+    for (int64_t i = 0; i < b->order.len; i++) {
+        kn_node *nd = b->order.items[i];
+        for (int k = 0; k < nd->n_in; k++) {
+            kn_tensor *in = nd->in[k];
+            if (!nd->needs[k] || !in || in->grad_fn || !in->requires_grad) continue;
+            if (n == cap) {
+                int64_t c = cap ? 2 * cap : 32;
+                leaf_use *nu = realloc(u, (size_t)c * sizeof *nu);
+                if (!nu) return free(u), kn__err(KN_ERR_OOM, "backward: out of memory");
+                u = nu, cap = c;
+            }
+            u[n++] = (leaf_use){in, i, false};
+        }
+    }
+    if (n) qsort(u, (size_t)n, sizeof *u, cmp_use_leaf);
+    int64_t m = 0; /* one per leaf: its smallest index comes first */
+    for (int64_t j = 0; j < n; j++)
+        if (m == 0 || u[m - 1].leaf != u[j].leaf) u[m++] = u[j];
+    b->uses = u, b->n_uses = m;
+    if (m && !(b->fire = malloc((size_t)m * sizeof *b->fire))) return kn__err(KN_ERR_OOM, "backward: out of memory");
+    for (int64_t j = 0; j < m; j++) b->fire[j] = j;
+    fire_sort_base = u; /* qsort has no context argument in C11 */
+    if (m) qsort(b->fire, (size_t)m, sizeof *b->fire, cmp_fire);
+    return KN_OK;
+}
+
+static leaf_use *find_use(kn__backward *b, kn_tensor *leaf) {
+    int64_t lo = 0, hi = b->n_uses;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)b->uses[mid].leaf < (uintptr_t)leaf) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < b->n_uses && b->uses[lo].leaf == leaf ? &b->uses[lo] : NULL;
+}
+
+/* The hooks of the leaves whose last node was order[i] (or an earlier one, skipped). */
+static kn_status fire_ready(kn__backward *b, int64_t i) {
+    kn_status s = KN_OK;
+    while (s == KN_OK && b->next_fire < b->n_uses && b->uses[b->fire[b->next_fire]].last >= i) {
+        leaf_use *u = &b->uses[b->fire[b->next_fire++]];
+        if (u->got && u->leaf->grad) {
+            s = b->ready(u->leaf, b->ctx);
+            if (s != KN_OK && kn_error_code() == KN_OK) s = kn__err(s, "backward: a gradient hook failed");
+        }
+    }
+    return s;
+}
+
+/* Runs order[i]: its backward, and its input gradients accumulated. */
+static kn_status run_node(kn__backward *b, kn_node *n) {
+    if (!n->grad_acc) return KN_OK;
+    if (n->consumed)
+        return kn__err(KN_ERR_AUTOGRAD, "backward: the tape of '%s' was already used by an earlier backward", n->name);
+    if (!n->backward) return kn__err(KN_ERR_AUTOGRAD, "backward: '%s' is not differentiable", n->name);
+    for (int k = 0; k < n->n_saved; k++)
+        if (n->saved[k] && n->saved[k]->storage->version != n->saved_version[k])
+            return kn__err(KN_ERR_AUTOGRAD, "backward: a tensor that '%s' saved for its gradient was modified in place (copy_/fill_) after the op ran; write into a copy instead",
+                           n->name);
+    kn_tensor *gin_small[8], **gin = gin_small;
+    if (n->n_in > 8 && !(gin = malloc((size_t)n->n_in * sizeof *gin))) return kn__err(KN_ERR_OOM, "backward: out of memory");
+    for (int k = 0; k < n->n_in; k++) gin[k] = NULL;
+    kn_scope sc = kn_scope_begin();
+    kn_status s = n->backward(n, n->grad_acc, gin);
+    for (int k = 0; k < n->n_in; k++) {
+        if (s != KN_OK || !n->needs[k]) gin[k] = NULL;
+        kn_retain(gin[k]);
+    }
+    kn_scope_end(sc);
+    if (s != KN_OK && kn_error_code() == KN_OK) s = kn__err(s, "backward: '%s' failed", n->name);
+    for (int k = 0; k < n->n_in; k++) {
+        kn_tensor *in = n->in[k], *g = gin[k];
+        if (!g) continue;
+        if (in->grad_fn) {
+            in->grad_fn->grad_acc = accumulate(in->grad_fn->grad_acc, g, in->dtype, false);
+            if (!in->grad_fn->grad_acc && s == KN_OK) s = kn_error_code();
+        } else if (in->requires_grad) {
+            in->grad = accumulate(in->grad, g, in->dtype, true);
+            if (!in->grad && s == KN_OK) s = kn_error_code();
+            leaf_use *u = b->ready ? find_use(b, in) : NULL;
+            if (u) u->got = true;
+        } else {
+            kn_release(g);
+        }
+    }
+    if (gin != gin_small) free(gin);
+    kn_release(n->grad_acc);
+    n->grad_acc = NULL;
+    return s;
+}
+
+kn__backward *kn__backward_begin(kn_tensor *root, kn_tensor *grad, kn_grad_ready_fn ready, void *ctx) {
+    if (!root) return kn__err_null("backward"), NULL;
     if (!root->requires_grad)
-        return kn__err(KN_ERR_AUTOGRAD, "backward: the tensor does not require grad (no input of the ops that made it requires grad)");
+        return kn__err(KN_ERR_AUTOGRAD, "backward: the tensor does not require grad (no input of the ops that made it requires grad)"), NULL;
     /* A gradient of 1 is defined for a real loss only (PyTorch: "grad can be
      * implicitly created only for real scalar outputs"). */
     if (!grad && kn_dtype_is_complex(root->dtype))
         return kn__err(KN_ERR_AUTOGRAD, "backward: the tensor is %s; backward starts from a real loss (take kn_real, "
                        "kn_abs or kn_view_as_real of it first), or pass its gradient to kn_backward_with",
-                       kn_dtype_name(root->dtype));
+                       kn_dtype_name(root->dtype)), NULL;
+    kn__backward *b = calloc(1, sizeof *b);
+    if (!b) return kn__err(KN_ERR_OOM, "backward: out of memory"), NULL;
+    b->ready = ready, b->ctx = ctx;
+    b->i = -1; /* no node yet */
     kn_scope outer = kn_scope_begin();
     kn_tensor *g0 = grad ? grad : kn_ones_like(root);
     if (!g0) {
         kn_scope_end(outer);
-        return kn_error_code();
+        return free(b), NULL;
     }
     if (g0->ndim != root->ndim || memcmp(g0->shape, root->shape, (size_t)root->ndim * 8)) {
-        char a[96], b[96];
+        char x[96], y[96];
         kn_scope_end(outer);
-        return kn__err(KN_ERR_SHAPE, "backward: gradient of shape %s for a tensor of shape %s",
-                       kn__shape_str(g0->ndim, g0->shape, a, sizeof a),
-                       kn__shape_str(root->ndim, root->shape, b, sizeof b));
+        kn__err(KN_ERR_SHAPE, "backward: gradient of shape %s for a tensor of shape %s",
+                kn__shape_str(g0->ndim, g0->shape, x, sizeof x), kn__shape_str(root->ndim, root->shape, y, sizeof y));
+        return free(b), NULL;
     }
     kn_retain(g0);
     kn_scope_end(outer);
-    if (!root->grad_fn) { /* a leaf */
+    kn_no_grad_begin(); /* until kn__backward_end */
+    if (!root->grad_fn) { /* a leaf: its gradient is final at once */
         root->grad = accumulate(root->grad, g0, root->dtype, true);
-        return root->grad ? KN_OK : kn_error_code();
+        b->status = root->grad ? KN_OK : kn_error_code();
+        if (b->status == KN_OK && ready) b->status = ready(root, ctx);
+        return b;
     }
-    node_list order = {0};
-    kn_status s = topo_sort(root->grad_fn, &order);
+    kn_status s = topo_sort(root->grad_fn, &b->order);
     if (s == KN_OK && root->grad_fn->consumed)
         s = kn__err(KN_ERR_AUTOGRAD, "backward: trying to backward through the graph a second time (the tape of '%s' was freed after the first backward)",
                     root->grad_fn->name);
+    if (s == KN_OK && ready) s = plan_hooks(b);
     if (s != KN_OK) {
+        kn_no_grad_end();
         kn_release(g0);
-        free(order.items);
-        return s;
+        free(b->order.items);
+        free(b->uses);
+        free(b->fire);
+        return free(b), NULL;
     }
-    kn_no_grad_begin();
     root->grad_fn->grad_acc = accumulate(root->grad_fn->grad_acc, g0, root->dtype, false);
-    for (int64_t i = order.len - 1; i >= 0 && s == KN_OK; i--) {
-        kn_node *n = order.items[i];
-        if (!n->grad_acc) continue;
-        if (n->consumed) {
-            s = kn__err(KN_ERR_AUTOGRAD, "backward: the tape of '%s' was already used by an earlier backward", n->name);
-            break;
-        }
-        if (!n->backward) {
-            s = kn__err(KN_ERR_AUTOGRAD, "backward: '%s' is not differentiable", n->name);
-            break;
-        }
-        for (int k = 0; k < n->n_saved && s == KN_OK; k++)
-            if (n->saved[k] && n->saved[k]->storage->version != n->saved_version[k])
-                s = kn__err(KN_ERR_AUTOGRAD, "backward: a tensor that '%s' saved for its gradient was modified in place (copy_/fill_) after the op ran; write into a copy instead",
-                            n->name);
-        if (s != KN_OK) break;
-        kn_tensor *gin_small[8], **gin = gin_small;
-        if (n->n_in > 8 && !(gin = malloc((size_t)n->n_in * sizeof *gin))) {
-            s = kn__err(KN_ERR_OOM, "backward: out of memory");
-            break;
-        }
-        for (int k = 0; k < n->n_in; k++) gin[k] = NULL;
-        kn_scope sc = kn_scope_begin();
-        s = n->backward(n, n->grad_acc, gin);
-        for (int k = 0; k < n->n_in; k++) {
-            if (s != KN_OK || !n->needs[k]) gin[k] = NULL;
-            kn_retain(gin[k]);
-        }
-        kn_scope_end(sc);
-        if (s != KN_OK && kn_error_code() == KN_OK) s = kn__err(s, "backward: '%s' failed", n->name);
-        for (int k = 0; k < n->n_in; k++) {
-            kn_tensor *in = n->in[k], *g = gin[k];
-            if (!g) continue;
-            if (in->grad_fn) {
-                in->grad_fn->grad_acc = accumulate(in->grad_fn->grad_acc, g, in->dtype, false);
-                if (!in->grad_fn->grad_acc && s == KN_OK) s = kn_error_code();
-            } else if (in->requires_grad) {
-                in->grad = accumulate(in->grad, g, in->dtype, true);
-                if (!in->grad && s == KN_OK) s = kn_error_code();
-            } else {
-                kn_release(g);
-            }
-        }
-        if (gin != gin_small) free(gin);
-        kn_release(n->grad_acc);
-        n->grad_acc = NULL;
+    b->i = b->order.len - 1;
+    return b;
+}
+
+kn_status kn__backward_step(kn__backward *b, bool *done) {
+    if (b->status == KN_OK && b->i >= 0) {
+        int64_t i = b->i--;
+        b->status = run_node(b, b->order.items[i]);
+        if (b->status == KN_OK && b->ready) b->status = fire_ready(b, i);
     }
+    *done = b->status != KN_OK || b->i < 0;
+    return b->status;
+}
+
+kn_status kn__backward_end(kn__backward *b) {
+    if (!b) return kn_error_code();
+    bool done = false;
+    while (!done) kn__backward_step(b, &done);
+    kn_status s = b->status;
     /* The tape is spent: saved activations go now, not when the output dies. */
-    for (int64_t i = 0; i < order.len; i++) {
-        kn_node *n = order.items[i];
+    for (int64_t i = 0; i < b->order.len; i++) {
+        kn_node *n = b->order.items[i];
         kn_release(n->grad_acc);
         n->grad_acc = NULL;
         drop_saved(n);
         n->consumed = true;
     }
     kn_no_grad_end();
-    free(order.items);
+    free(b->order.items);
+    free(b->uses);
+    free(b->fire);
+    free(b);
     return s;
 }
+
+kn_status kn_backward_hooked(kn_tensor *root, kn_tensor *grad, kn_grad_ready_fn ready, void *ctx) {
+    kn__backward *b = kn__backward_begin(root, grad, ready, ctx);
+    return b ? kn__backward_end(b) : kn_error_code();
+}
+
+kn_status kn_backward_with(kn_tensor *root, kn_tensor *grad) { return kn_backward_hooked(root, grad, NULL, NULL); }
 
 kn_status kn_backward(kn_tensor *root) {
     if (root && kn_numel(root) != 1)

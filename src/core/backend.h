@@ -173,6 +173,13 @@ typedef struct kn_backend {
     void (*comm_free)(void *comm);
     kn_status (*comm_all_reduce)(void *comm, void *const *bufs, size_t count, kn_dtype dt);
     kn_status (*comm_broadcast)(void *comm, void *const *bufs, size_t count, kn_dtype dt, int root);
+    /* Optional, as a pair: the sum of comm_all_reduce queued on a stream
+     * of the communicator's own for each rank, after the work queued so far
+     * on the rank's stream, which goes on at once (so backward overlaps the
+     * all-reduce); comm_join makes each rank's stream wait for every such
+     * sum queued before it. The buffers stay untouched until the join. */
+    kn_status (*comm_all_reduce_async)(void *comm, void *const *bufs, size_t count, kn_dtype dt);
+    kn_status (*comm_join)(void *comm);
     /* The dtypes its kernels compute in (bit k: kn_dtype k; 0 means all). An
      * op with an operand of another dtype is not sent to its kernels. */
     uint32_t dtypes;

@@ -168,6 +168,16 @@ kn_node *kn__record(kn_tensor *out, const char *name, kn_backward_fn backward, i
 /* Saves a detached alias of t in slot k (slots grow as needed). */
 void kn__save(kn_node *node, int k, kn_tensor *t);
 void kn__node_free(kn_node *node);
+/* Backward one node at a time, so the dist layer can walk several ranks'
+ * tapes in lockstep (kn_backward_hooked is begin, then end). begin checks
+ * and sorts (NULL with an error); step runs the next node and its ready
+ * hooks, setting *done when none is left or on error; end runs what is
+ * left, spends the tape and frees b, returning the first error. Autograd
+ * is off from begin to end. */
+typedef struct kn__backward kn__backward;
+kn__backward *kn__backward_begin(kn_tensor *root, kn_tensor *grad, kn_grad_ready_fn ready, void *ctx);
+kn_status kn__backward_step(kn__backward *b, bool *done);
+kn_status kn__backward_end(kn__backward *b);
 /* Sums grad over broadcast dims so it has the given shape. New tensor. */
 kn_tensor *kn__sum_to(kn_tensor *grad, int ndim, const int64_t *shape);
 

@@ -1,10 +1,8 @@
-/* Data-parallel groups (kiln/dist.h): the transport (a backend's
- * collectives, NCCL on CUDA, or the host), gradient buckets and the
- * module-level broadcast and average. */
-#include "core/backend.h"
-#include "core/internal.h"
+/* Data-parallel groups (kiln/dist.h): the group of one process, its
+ * transport (a backend's collectives, NCCL on CUDA, or the host) and the
+ * collectives on tensors. */
+#include "dist/dist_internal.h"
 
-#include <kiln/dist.h>
 #include <kiln/fft.h>
 
 #include <math.h>
@@ -12,16 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MAX_RANKS 64
-
-struct kn_dist {
-    int n;
-    kn_device dev[MAX_RANKS];
-    const kn_backend *be; /* the ranks' backend, when its collectives are used */
-    void *comm;           /* its communicator; NULL: the host transport */
-    char note[256];       /* why the host, when the backend has collectives */
-};
 
 /* KILN_DIST_TRANSPORT: "host", a backend's collectives by name ("nccl"), or
  * unset (the backend's when it has them and they load, else the host). */
@@ -79,7 +67,7 @@ kn_dist *kn_dist_new(int n, const kn_device *devices) {
         kn__err(KN_ERR_OOM, "dist: out of host memory");
         return NULL;
     }
-    d->n = n;
+    d->n = d->world = n;
     memcpy(d->dev, devices, (size_t)n * sizeof *devices);
     if (pick_transport(d) != KN_OK) {
         free(d);
@@ -107,11 +95,7 @@ const char *kn_dist_transport(const kn_dist *d) { return !d ? NULL : d->comm ? d
 
 const char *kn_dist_transport_note(const kn_dist *d) { return d ? d->note : ""; }
 
-/* t[0..n-1]: present, rank r's on rank r's device, one shape, one dtype
- * (a numeric one where the ranks' values are summed, a float one where they
- * are averaged). */
-typedef enum { ANY, SUMS, MEANS } group_use;
-static bool check_group(const char *op, const kn_dist *d, kn_tensor *const *t, group_use use) {
+bool kn__dist_check_group(const char *op, const kn_dist *d, kn_tensor *const *t, kn__dist_use use) {
     if (!d || !t) return kn__err_null(op), false;
     for (int r = 0; r < d->n; r++) {
         if (!t[r]) return kn__err_null(op), false;
@@ -126,9 +110,9 @@ static bool check_group(const char *op, const kn_dist *d, kn_tensor *const *t, g
                     kn_dtype_name(kn_dtype_of(t[0])));
             return false;
         }
-        if ((use == SUMS && dt == KN_BOOL) || (use == MEANS && !kn_dtype_is_float(kn_dtype_real(dt)))) {
-            kn__err(KN_ERR_DTYPE, "%s: cannot %s %s tensors (expected a %s dtype)", op, use == SUMS ? "sum" : "average",
-                    kn_dtype_name(dt), use == SUMS ? "numeric" : "float or complex");
+        if ((use == DIST_SUMS && dt == KN_BOOL) || (use == DIST_MEANS && !kn_dtype_is_float(kn_dtype_real(dt)))) {
+            kn__err(KN_ERR_DTYPE, "%s: cannot %s %s tensors (expected a %s dtype)", op, use == DIST_SUMS ? "sum" : "average",
+                    kn_dtype_name(dt), use == DIST_SUMS ? "numeric" : "float or complex");
             return false;
         }
         if (kn_ndim(t[r]) != kn_ndim(t[0]) ||
@@ -200,16 +184,14 @@ static kn_status copy_back(const kn_dist *d, kn_tensor *const *t, kn_tensor **c)
     return s;
 }
 
-/* Every t[r] becomes the sum over the ranks of w[r] * t[r] (w NULL: plain
- * sums); the group passed check_group. */
-static kn_status reduce(kn_dist *d, kn_tensor *const *t, const double *w) {
+kn_status kn__dist_reduce(kn_dist *d, kn_tensor *const *t, const double *w) {
     if (kn_dtype_is_complex(kn_dtype_of(t[0]))) { /* as pairs of floats: a view, so in place */
         kn_scope sc = kn_scope_begin();
         kn_tensor *v[MAX_RANKS];
         kn_status s = KN_OK;
         for (int r = 0; r < d->n && s == KN_OK; r++)
             if (!(v[r] = kn_view_as_real(t[r]))) s = kn_error_code();
-        if (s == KN_OK) s = reduce(d, v, w);
+        if (s == KN_OK) s = kn__dist_reduce(d, v, w);
         kn_scope_end(sc);
         return s;
     }
@@ -235,14 +217,14 @@ static kn_status reduce(kn_dist *d, kn_tensor *const *t, const double *w) {
 
 kn_status kn_dist_all_reduce(kn_dist *d, kn_tensor *const *t, kn_dist_op op) {
     if (op != KN_DIST_SUM && op != KN_DIST_MEAN) return kn__err(KN_ERR_INVALID, "all_reduce: unknown op %d", (int)op);
-    if (!check_group("all_reduce", d, t, op == KN_DIST_MEAN ? MEANS : SUMS)) return kn_error_code();
+    if (!kn__dist_check_group("all_reduce", d, t, op == KN_DIST_MEAN ? DIST_MEANS : DIST_SUMS)) return kn_error_code();
     double w[MAX_RANKS];
-    for (int r = 0; r < d->n; r++) w[r] = 1.0 / d->n;
-    return reduce(d, t, op == KN_DIST_MEAN ? w : NULL);
+    for (int r = 0; r < d->n; r++) w[r] = 1.0 / d->world;
+    return kn__dist_reduce(d, t, op == KN_DIST_MEAN ? w : NULL);
 }
 
 kn_status kn_dist_broadcast(kn_dist *d, kn_tensor *const *t, int root) {
-    if (!check_group("broadcast", d, t, ANY)) return kn_error_code();
+    if (!kn__dist_check_group("broadcast", d, t, DIST_ANY)) return kn_error_code();
     if (root < 0 || root >= d->n) return kn__err(KN_ERR_INVALID, "broadcast: root %d out of range", root);
     kn_status s = KN_OK;
     if (d->comm) { /* as bytes: every dtype is */
@@ -263,149 +245,10 @@ kn_status kn_dist_broadcast(kn_dist *d, kn_tensor *const *t, int root) {
     return s;
 }
 
-int kn_dist_buckets(int n, kn_tensor *const *tensors, size_t cap, int *bucket) {
-    if (n < 0 || (n > 0 && (!tensors || !bucket))) {
-        kn__err(KN_ERR_INVALID, "dist: invalid tensor list for buckets");
-        return -1;
-    }
-    if (cap == 0) cap = KN_DIST_BUCKET_BYTES;
-    int nb = 0;
-    size_t used = 0;
-    kn_dtype dt = KN_F32;
-    for (int i = n - 1; i >= 0; i--) {
-        if (!tensors[i]) return kn__err_null("dist buckets"), -1;
-        size_t bytes = (size_t)kn_numel(tensors[i]) * kn_dtype_size(kn_dtype_of(tensors[i]));
-        bool fits = nb > 0 && kn_dtype_of(tensors[i]) == dt && used + bytes <= cap && used > 0;
-        if (!fits) nb++, used = 0, dt = kn_dtype_of(tensors[i]);
-        used += bytes;
-        bucket[i] = nb - 1;
-    }
-    return nb;
-}
-
-/* The parameters of every replica, checked to match rank 0's. */
-static const kn_named_tensor **replica_params(const char *op, kn_dist *d, kn_module *const *m, int *count) {
-    if (!d || !m) return kn__err_null(op), NULL;
-    const kn_named_tensor **p = calloc((size_t)d->n, sizeof *p);
-    if (!p) return kn__err(KN_ERR_OOM, "%s: out of host memory", op), NULL;
-    int n0 = -1;
+bool kn__dist_weights(const char *op, const kn_dist *d, const double *weight, double *w) {
     for (int r = 0; r < d->n; r++) {
-        int n = 0;
-        if (!m[r] || !(p[r] = kn_module_parameters(m[r], &n))) {
-            free(p);
-            return kn__err_null(op), NULL;
-        }
-        if (r == 0) n0 = n;
-        if (n != n0) {
-            kn__err(KN_ERR_SHAPE, "%s: rank %d's model has %d parameters, rank 0's %d", op, r, n, n0);
-            free(p);
-            return NULL;
-        }
-        if (!kn_device_equal(kn_module_device(m[r]), d->dev[r])) {
-            kn__err(KN_ERR_DEVICE, "%s: rank %d's model is on %s, the rank's device is %s", op, r,
-                    kn_device_str(kn_module_device(m[r])), kn_device_str(d->dev[r]));
-            free(p);
-            return NULL;
-        }
-        for (int i = 0; i < n; i++)
-            if (strcmp(p[r][i].name, p[0][i].name)) {
-                kn__err(KN_ERR_SHAPE, "%s: rank %d's parameter %d is '%s', rank 0's '%s'", op, r, i, p[r][i].name,
-                        p[0][i].name);
-                free(p);
-                return NULL;
-            }
+        w[r] = weight ? weight[r] : 1.0 / d->world;
+        if (!isfinite(w[r])) return kn__err(KN_ERR_INVALID, "%s: rank %d's weight %g is not finite", op, r, w[r]), false;
     }
-    *count = n0;
-    return p;
-}
-
-kn_status kn_dist_broadcast_module(kn_dist *d, kn_module *const *replicas) {
-    const char *op = "broadcast_module";
-    if (!d || !replicas) return kn__err_null(op), KN_ERR_NULL;
-    /* The state dicts: parameters and buffers (running statistics too). */
-    const kn_named_tensor *sd[MAX_RANKS];
-    int n0 = -1;
-    for (int r = 0; r < d->n; r++) {
-        int n = 0;
-        if (!replicas[r] || !(sd[r] = kn_module_state_dict(replicas[r], &n))) return kn__err_null(op), KN_ERR_NULL;
-        if (r == 0) n0 = n;
-        if (n != n0)
-            return kn__err(KN_ERR_SHAPE, "%s: rank %d's model has %d tensors, rank 0's %d", op, r, n, n0);
-        for (int i = 0; i < n; i++)
-            if (strcmp(sd[r][i].name, sd[0][i].name))
-                return kn__err(KN_ERR_SHAPE, "%s: rank %d's tensor %d is '%s', rank 0's '%s'", op, r, i,
-                               sd[r][i].name, sd[0][i].name);
-    }
-    kn_status s = KN_OK;
-    kn_tensor *group[MAX_RANKS];
-    for (int i = 0; i < n0 && s == KN_OK; i++) {
-        for (int r = 0; r < d->n; r++) group[r] = sd[r][i].tensor;
-        s = kn_dist_broadcast(d, group, 0);
-    }
-    return s;
-}
-
-kn_status kn_dist_average_gradients(kn_dist *d, kn_module *const *replicas, const double *weight, size_t cap) {
-    const char *op = "average_gradients";
-    int n = 0;
-    const kn_named_tensor **p = replica_params(op, d, replicas, &n);
-    if (!p) return kn_error_code();
-    double w[MAX_RANKS];
-    for (int r = 0; r < d->n; r++) {
-        w[r] = weight ? weight[r] : 1.0 / d->n;
-        if (!isfinite(w[r])) {
-            free(p);
-            return kn__err(KN_ERR_INVALID, "%s: rank %d's weight %g is not finite", op, r, w[r]);
-        }
-    }
-    kn_tensor **grads = calloc((size_t)(n ? n : 1) * (size_t)d->n, sizeof *grads);
-    int *bucket = calloc((size_t)(n ? n : 1), sizeof *bucket);
-    kn_status s = grads && bucket ? KN_OK : kn__err(KN_ERR_OOM, "%s: out of host memory", op);
-    /* grads[r * n + i]: rank r's gradient of parameter i (rank 0's first, for the buckets). */
-    for (int i = 0; i < n && s == KN_OK; i++)
-        for (int r = 0; r < d->n && s == KN_OK; r++) {
-            kn_tensor *g = kn_grad(p[r][i].tensor);
-            if (!g)
-                s = kn__err(KN_ERR_AUTOGRAD, "%s: parameter '%s' has no gradient on rank %d (%s)", op, p[r][i].name,
-                            r, kn_device_str(d->dev[r]));
-            grads[(size_t)r * (size_t)n + (size_t)i] = g;
-        }
-    int nb = 0;
-    if (s == KN_OK && (nb = kn_dist_buckets(n, grads, cap, bucket)) < 0) s = kn_error_code();
-    /* Bucket by bucket: each rank's gradients flattened into one tensor on
-     * its device, one reduction, then the slices copied back. */
-    kn_tensor **members = calloc((size_t)(n ? n : 1), sizeof *members);
-    if (s == KN_OK && !members) s = kn__err(KN_ERR_OOM, "%s: out of host memory", op);
-    for (int b = 0; b < nb && s == KN_OK; b++) {
-        kn_scope sc = kn_scope_begin();
-        kn_tensor *flat[MAX_RANKS];
-        for (int r = 0; r < d->n && s == KN_OK; r++) {
-            kn_tensor **g = grads + (size_t)r * (size_t)n;
-            int m = 0;
-            for (int i = n - 1; i >= 0; i--)
-                if (bucket[i] == b) members[m++] = kn_reshape(g[i], 1, (int64_t[]){-1});
-            flat[r] = m == 1 ? kn_contiguous(members[0]) : kn_concat(m, members, 0);
-            if (!flat[r]) s = kn_error_code();
-        }
-        if (s == KN_OK) s = reduce(d, flat, w);
-        for (int r = 0; r < d->n && s == KN_OK; r++) {
-            int64_t off = 0;
-            for (int i = n - 1; i >= 0 && s == KN_OK; i--) {
-                if (bucket[i] != b) continue;
-                kn_tensor *g = grads[(size_t)r * (size_t)n + (size_t)i];
-                int64_t k = kn_numel(g);
-                kn_tensor *part = kn_view(kn_narrow(flat[r], 0, off, k), kn_ndim(g), kn_shape(g));
-                kn_no_grad_begin();
-                s = part ? kn_copy_(g, part) : kn_error_code();
-                kn_no_grad_end();
-                off += k;
-            }
-        }
-        kn_scope_end(sc);
-    }
-    free(members);
-    free(bucket);
-    free(grads);
-    free(p);
-    return s;
+    return true;
 }

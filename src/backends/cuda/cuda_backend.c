@@ -226,6 +226,8 @@ static kn_backend cuda = {
     .comm_free = kc_comm_free,
     .comm_all_reduce = kc_comm_all_reduce,
     .comm_broadcast = kc_comm_broadcast,
+    .comm_all_reduce_async = kc_comm_all_reduce_async,
+    .comm_join = kc_comm_join,
 #endif
     .dtypes = 0, /* all: every kernel takes every dtype the op allows */
     .supports = supports,

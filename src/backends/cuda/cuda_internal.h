@@ -106,6 +106,8 @@ void *kc_comm_new(int n, const int *indices, kn_status *status);
 void kc_comm_free(void *comm);
 kn_status kc_comm_all_reduce(void *comm, void *const *bufs, size_t count, kn_dtype dt);
 kn_status kc_comm_broadcast(void *comm, void *const *bufs, size_t count, kn_dtype dt, int root);
+kn_status kc_comm_all_reduce_async(void *comm, void *const *bufs, size_t count, kn_dtype dt);
+kn_status kc_comm_join(void *comm);
 
 /* ---- graphs (cuda_graph.c) -------------------------------------------------------------- */
 kn_status kc_graph_begin(int index);

@@ -97,6 +97,12 @@ typedef struct {
     int n;
     int index[64];
     ncclComm_t comm[64];
+    /* The overlapped sums (comm_all_reduce_async): a stream of the
+     * communicator's own per rank, forked from the rank's stream by `ready`
+     * and joined back by `done` (made at the first such sum). */
+    bool side_made, joined;
+    cudaStream_t side[64];
+    cudaEvent_t ready[64], done[64];
 } kc_comm;
 
 /* "op: NCCL error: <string> (<last error>)" for a failed call. */
@@ -146,6 +152,12 @@ void kc_comm_free(void *comm) {
     kc_comm *c = comm;
     if (!c) return;
     for (int r = 0; r < c->n; r++) (void)nc.ncclCommDestroy(c->comm[r]);
+    for (int r = 0; c->side_made && r < c->n; r++) {
+        if (!kc_device(c->index[r], "dist (nccl)")) continue;
+        (void)cudaStreamDestroy(c->side[r]);
+        (void)cudaEventDestroy(c->ready[r]);
+        (void)cudaEventDestroy(c->done[r]);
+    }
     free(c);
 }
 
@@ -171,21 +183,68 @@ static kn_status enter_all(kc_comm *c, const char *op) {
     return KN_OK;
 }
 
+/* The side streams and their events, once. */
+static kn_status make_side(kc_comm *c, const char *op) {
+    if (c->side_made) return KN_OK;
+    kn_status s = KN_OK;
+    int r = 0;
+    for (; r < c->n && s == KN_OK; r++) {
+        if (!kc_device(c->index[r], op)) {
+            s = kn_error_code();
+            continue;
+        }
+        s = kc_check(cudaStreamCreateWithFlags(&c->side[r], cudaStreamNonBlocking), op);
+        if (s == KN_OK && (s = kc_check(cudaEventCreateWithFlags(&c->ready[r], cudaEventDisableTiming), op)) != KN_OK)
+            (void)cudaStreamDestroy(c->side[r]);
+        if (s == KN_OK && (s = kc_check(cudaEventCreateWithFlags(&c->done[r], cudaEventDisableTiming), op)) != KN_OK) {
+            (void)cudaStreamDestroy(c->side[r]);
+            (void)cudaEventDestroy(c->ready[r]);
+        }
+    }
+    if (s != KN_OK) { /* the ranks made before the one that failed */
+        for (int q = 0; q < r - 1; q++) {
+            if (!kc_device(c->index[q], op)) continue;
+            (void)cudaStreamDestroy(c->side[q]);
+            (void)cudaEventDestroy(c->ready[q]);
+            (void)cudaEventDestroy(c->done[q]);
+        }
+        return s;
+    }
+    c->side_made = c->joined = true;
+    return KN_OK;
+}
+
 /* One collective on every rank, in place, in one NCCL group on each rank's
- * stream: a broadcast from root, or (root < 0) a sum. */
-static kn_status collective(kc_comm *c, const char *op, void *const *bufs, size_t count, ncclDataType_t t, int root) {
+ * stream (side: on the communicator's side stream of each rank, after the
+ * work queued on the rank's stream): a broadcast from root, or (root < 0)
+ * a sum. */
+static kn_status collective(kc_comm *c, const char *op, void *const *bufs, size_t count, ncclDataType_t t, int root,
+                            bool side) {
     kn_status s = enter_all(c, op);
+    if (s == KN_OK && side) s = make_side(c, op);
     if (s != KN_OK || count == 0) return s;
+    for (int r = 0; side && r < c->n && s == KN_OK; r++) { /* fork: the side stream waits for the rank's */
+        kc_dev *dv = kc_device(c->index[r], op);
+        s = kc_check(cudaEventRecord(c->ready[r], dv->stream), op);
+        if (s == KN_OK) s = kc_check(cudaStreamWaitEvent(c->side[r], c->ready[r], 0), op);
+    }
+    if (s != KN_OK) return s;
     ncclResult_t res = nc.ncclGroupStart();
     if (res != ncclSuccess) return nccl_err(op, "ncclGroupStart", res);
     for (int r = 0; r < c->n && res == ncclSuccess; r++) {
-        cudaStream_t st = kc_device(c->index[r], op)->stream;
+        cudaStream_t st = side ? c->side[r] : kc_device(c->index[r], op)->stream;
         res = root < 0 ? nc.ncclAllReduce(bufs[r], bufs[r], count, t, ncclSum, c->comm[r], st)
                        : nc.ncclBroadcast(bufs[r], bufs[r], count, t, root, c->comm[r], st);
     }
     ncclResult_t end = nc.ncclGroupEnd();
     if (res != ncclSuccess) s = nccl_err(op, root < 0 ? "ncclAllReduce" : "ncclBroadcast", res);
     else if (end != ncclSuccess) s = nccl_err(op, "ncclGroupEnd", end);
+    for (int r = 0; side && r < c->n && s == KN_OK; r++) { /* joined back by kc_comm_join */
+        if (!kc_device(c->index[r], op)) return kn_error_code();
+        s = kc_check(cudaEventRecord(c->done[r], c->side[r]), op);
+        c->joined = false;
+        if (s == KN_OK && kc_sync_mode()) s = kc_check(cudaStreamSynchronize(c->side[r]), op);
+    }
     for (int r = 0; r < c->n && s == KN_OK && kc_sync_mode(); r++) s = kc_sync(kc_device(c->index[r], op), op);
     return s;
 }
@@ -195,7 +254,29 @@ kn_status kc_comm_all_reduce(void *comm, void *const *bufs, size_t count, kn_dty
     ncclDataType_t t;
     if (!nccl_type(dt, &t) || dt == KN_BOOL)
         return kn__err(KN_ERR_DTYPE, "%s: NCCL cannot sum %s", op, kn_dtype_name(dt));
-    return collective(comm, op, bufs, count, t, -1);
+    return collective(comm, op, bufs, count, t, -1, false);
+}
+
+kn_status kc_comm_all_reduce_async(void *comm, void *const *bufs, size_t count, kn_dtype dt) {
+    const char *op = "all_reduce (nccl, overlapped)";
+    ncclDataType_t t;
+    if (!nccl_type(dt, &t) || dt == KN_BOOL)
+        return kn__err(KN_ERR_DTYPE, "%s: NCCL cannot sum %s", op, kn_dtype_name(dt));
+    return collective(comm, op, bufs, count, t, -1, true);
+}
+
+/* Each rank's stream waits for the last sum on its side stream, which is
+ * after every earlier one (a stream runs in order). */
+kn_status kc_comm_join(void *comm) {
+    const char *op = "all_reduce (nccl, join)";
+    kc_comm *c = comm;
+    kn_status s = KN_OK;
+    for (int r = 0; !c->joined && r < c->n && s == KN_OK; r++) {
+        kc_dev *dv = kc_device(c->index[r], op);
+        s = dv ? kc_check(cudaStreamWaitEvent(dv->stream, c->done[r], 0), op) : kn_error_code();
+    }
+    if (s == KN_OK) c->joined = true;
+    return s;
 }
 
 kn_status kc_comm_broadcast(void *comm, void *const *bufs, size_t count, kn_dtype dt, int root) {
@@ -204,7 +285,7 @@ kn_status kc_comm_broadcast(void *comm, void *const *bufs, size_t count, kn_dtyp
     ncclDataType_t t;
     if (!nccl_type(dt, &t)) return kn__err(KN_ERR_DTYPE, "%s: NCCL cannot move %s", op, kn_dtype_name(dt));
     if (root < 0 || root >= c->n) return kn__err(KN_ERR_INVALID, "%s: root %d out of range", op, root);
-    return collective(c, op, bufs, count, t, root);
+    return collective(c, op, bufs, count, t, root, false);
 }
 
 #endif /* KC_HAVE_NCCL */
