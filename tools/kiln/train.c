@@ -130,14 +130,17 @@ typedef struct {
 
 /* Forward and backward on bs rows, the loss (times `rows`, the rows it
  * stands for) and the hits added to the epoch's sums; no optimizer step. */
-static bool eager_pass(eager *e, kn_tensor *cat, kn_tensor *num, kn_tensor *y, int64_t bs, double rows) {
+/* Forward, the epoch's sums, and backward; with keep, no backward: the loss
+ * is handed back (retained) for the caller's (the data-parallel group's). */
+static bool eager_pass(eager *e, kn_tensor *cat, kn_tensor *num, kn_tensor *y, int64_t bs, double rows,
+                       kn_tensor **keep) {
     kn_scope sc = kn_scope_begin();
     kn_optim_zero_grad(e->opt);
     kn_tensor *logits = model_forward(e->m, cat, num);
     kn_tensor *loss = e->regression   ? kn_mse_loss(kn_reshape(logits, 1, (int64_t[]){bs}), y, KN_REDUCTION_MEAN)
                       : e->multilabel ? kn_bce_with_logits_loss(logits, y, e->lo)
                                       : kn_cross_entropy_ex(logits, y, e->lo);
-    bool ok = loss && kn_backward(loss) == KN_OK;
+    bool ok = loss != NULL;
     if (ok && e->regression) {
         kn_no_grad_begin();
         ok = kn_copy_(e->loss_acc, kn_add(e->loss_acc, kn_mul_scalar(kn_detach(loss), rows))) == KN_OK;
@@ -152,12 +155,14 @@ static bool eager_pass(eager *e, kn_tensor *cat, kn_tensor *num, kn_tensor *y, i
              kn_copy_(e->correct_acc, kn_add(e->correct_acc, hit)) == KN_OK;
         kn_no_grad_end();
     }
+    if (ok && keep) *keep = kn_retain(loss);
+    else ok = ok && kn_backward(loss) == KN_OK;
     kn_scope_end(sc);
     return ok;
 }
 
 static bool eager_step(eager *e, kn_tensor *cat, kn_tensor *num, kn_tensor *y, int64_t bs) {
-    return eager_pass(e, cat, num, y, bs, (double)bs) && kn_optim_step(e->opt) == KN_OK;
+    return eager_pass(e, cat, num, y, bs, (double)bs, NULL) && kn_optim_step(e->opt) == KN_OK;
 }
 
 /* ---- data parallel (--devices) ---------------------------------------------------------
@@ -246,6 +251,7 @@ static bool dp_step(dp_group *g, const int64_t *rows, int64_t len) {
         total += w[r];
     }
     bool ok = total > 0;
+    kn_tensor *loss[DP_MAX] = {0};
     for (int r = 0; ok && r < g->n; r++) {
         w[r] /= total;
         kn_device dev = kn_dist_device(g->d, r);
@@ -255,10 +261,12 @@ static bool dp_step(dp_group *g, const int64_t *rows, int64_t len) {
         const dev_data *t = g->tr[r];
         ok = eager_pass(&g->e[r], t->cat ? kn_index_select(t->cat, 0, idx) : NULL,
                         t->num ? kn_index_select(t->num, 0, idx) : NULL, kn_index_select(t->y, 0, idx), cnt,
-                        w[r] * (double)len);
+                        w[r] * (double)len, &loss[r]);
         kn_scope_end(sc);
     }
-    ok = ok && kn_dist_average_gradients(g->d, g->rep, w, 0) == KN_OK;
+    /* Every rank's backward, each bucket's all-reduce started as soon as it is ready. */
+    ok = ok && kn_dist_backward(g->d, g->rep, loss, w, 0) == KN_OK;
+    for (int r = 0; r < g->n; r++) kn_release(loss[r]);
     for (int r = 0; ok && r < g->n; r++) ok = kn_optim_step(g->opt[r]) == KN_OK;
     return ok;
 }
