@@ -9,6 +9,10 @@
 
 #include <kiln.h>
 
+#include <sys/stat.h>
+#include <pthread.h>
+#include <unistd.h>
+
 #define MAX 16
 
 /* ---- "ring": three host-memory devices with peer copies and collectives of
@@ -38,10 +42,39 @@ typedef struct {
     size_t count;
     kn_dtype dt;
 } ring_job;
+/* The ring's groups over "processes": threads of this process joined by
+ * an id, as NCCL's ranks are by theirs; a collective deposits each rank's
+ * buffer, and rank 0 computes over all of them between two barriers. */
+typedef struct {
+    unsigned char id[KN_COMM_ID_BYTES];
+    int world, joined, arrived;
+    unsigned gen;
+    void *bufs[MAX];
+    size_t counts[MAX]; /* each rank's, checked as NCCL cannot: the ranks must queue the same collectives */
+    kn_dtype dts[MAX];
+    bool mismatch;
+    pthread_mutex_t mu; /* pthread's, not C11's: what thread sanitizers see */
+    pthread_cond_t cv;
+} ring_world;
+static ring_world ring_worlds[8];
+static int ring_nworlds;
+static pthread_mutex_t ring_worlds_mu = PTHREAD_MUTEX_INITIALIZER;
+static void ring_barrier(ring_world *w) {
+    pthread_mutex_lock(&w->mu);
+    unsigned g = w->gen;
+    if (++w->arrived == w->world) {
+        w->arrived = 0, w->gen++;
+        pthread_cond_broadcast(&w->cv);
+    } else
+        while (g == w->gen) pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+}
 typedef struct {
     int n, index[MAX];
     ring_job jobs[64];
     int queued;
+    ring_world *w; /* a group over "processes": this rank of it */
+    int rank;
 } ring_comm;
 static void *ring_comm_new(int n, const int *idx, kn_status *status) {
     if (ring_fail) {
@@ -57,32 +90,92 @@ static void *ring_comm_new(int n, const int *idx, kn_status *status) {
     return c;
 }
 static void ring_comm_free(void *c) { free(c); }
-static kn_status ring_all_reduce(void *comm, void *const *bufs, size_t count, kn_dtype dt) {
-    ring_comm *c = comm;
-    ring_reduces++;
+static void ring_sum(void *const *bufs, int n, size_t count, kn_dtype dt) {
     size_t es = kn_dtype_size(dt);
     for (size_t i = 0; i < count; i++) {
         double acc = 0;
         int64_t iacc = 0;
-        for (int r = 0; r < c->n; r++) {
+        for (int r = 0; r < n; r++) {
             const void *p = (const char *)bufs[r] + i * es;
             if (kn_dtype_is_float(dt)) acc += kn__load(p, dt);
             else iacc += kn__load_i64(p, dt);
         }
-        for (int r = 0; r < c->n; r++) {
+        for (int r = 0; r < n; r++) {
             void *p = (char *)bufs[r] + i * es;
             if (kn_dtype_is_float(dt)) kn__store(p, dt, acc);
             else kn__store_i64(p, dt, iacc);
         }
     }
-    return KN_OK;
+}
+static kn_status ring_all_reduce(void *comm, void *const *bufs, size_t count, kn_dtype dt) {
+    ring_comm *c = comm;
+    if (!c->w) {
+        ring_reduces++;
+        ring_sum(bufs, c->n, count, dt);
+        return KN_OK;
+    }
+    ring_world *w = c->w;
+    w->bufs[c->rank] = bufs[0], w->counts[c->rank] = count, w->dts[c->rank] = dt;
+    ring_barrier(w);
+    if (c->rank == 0) {
+        w->mismatch = false;
+        for (int r = 1; r < w->world; r++) w->mismatch |= w->counts[r] != count || w->dts[r] != dt;
+        if (!w->mismatch) ring_sum(w->bufs, w->world, count, dt);
+    }
+    ring_barrier(w);
+    bool bad = w->mismatch;
+    ring_barrier(w); /* every rank read it before the next sum resets it */
+    return bad ? kn__err(KN_ERR_INVALID, "ring: the ranks queued different sums (%zu elements of %s on this rank)", count,
+                         kn_dtype_name(dt))
+               : KN_OK;
 }
 static kn_status ring_broadcast(void *comm, void *const *bufs, size_t count, kn_dtype dt, int root) {
     ring_comm *c = comm;
-    ring_broadcasts++;
-    for (int r = 0; r < c->n; r++)
-        if (r != root) memcpy(bufs[r], bufs[root], count * kn_dtype_size(dt));
+    if (!c->w) {
+        ring_broadcasts++;
+        for (int r = 0; r < c->n; r++)
+            if (r != root) memcpy(bufs[r], bufs[root], count * kn_dtype_size(dt));
+        return KN_OK;
+    }
+    c->w->bufs[c->rank] = bufs[0];
+    ring_barrier(c->w);
+    if (c->rank != root) memcpy(bufs[0], c->w->bufs[root], count * kn_dtype_size(dt));
+    ring_barrier(c->w);
     return KN_OK;
+}
+static kn_status ring_unique_id(int index, unsigned char id[KN_COMM_ID_BYTES]) {
+    static int made;
+    (void)index;
+    memset(id, 0, KN_COMM_ID_BYTES);
+    snprintf((char *)id, KN_COMM_ID_BYTES, "ring group %d", ++made); /* called on rank 0 only */
+    return KN_OK;
+}
+static void *ring_comm_new_rank(int index, int rank, int world, const unsigned char id[KN_COMM_ID_BYTES],
+                                kn_status *status) {
+    pthread_mutex_lock(&ring_worlds_mu);
+    ring_world *w = NULL;
+    for (int k = 0; k < ring_nworlds && !w; k++)
+        if (!memcmp(ring_worlds[k].id, id, KN_COMM_ID_BYTES)) w = &ring_worlds[k];
+    if (!w && ring_nworlds < 8) {
+        w = &ring_worlds[ring_nworlds++];
+        memcpy(w->id, id, KN_COMM_ID_BYTES);
+        w->world = world;
+        pthread_mutex_init(&w->mu, NULL);
+        pthread_cond_init(&w->cv, NULL);
+    }
+    pthread_mutex_unlock(&ring_worlds_mu);
+    ring_comm *c = w && w->world == world ? calloc(1, sizeof *c) : NULL;
+    if (!c) {
+        *status = kn__err(KN_ERR_INVALID, "ring: cannot join group");
+        return NULL;
+    }
+    c->n = 1, c->index[0] = index, c->w = w, c->rank = rank;
+    pthread_mutex_lock(&w->mu); /* returns once every rank joined, as ncclCommInitRank does */
+    if (++w->joined == world) pthread_cond_broadcast(&w->cv);
+    while (w->joined < world) pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    *status = KN_OK;
+    return c;
 }
 static kn_status ring_all_reduce_async(void *comm, void *const *bufs, size_t count, kn_dtype dt) {
     ring_comm *c = comm;
@@ -90,15 +183,19 @@ static kn_status ring_all_reduce_async(void *comm, void *const *bufs, size_t cou
     ring_job *j = &c->jobs[c->queued++];
     memcpy(j->bufs, bufs, (size_t)c->n * sizeof *bufs);
     j->count = count, j->dt = dt;
-    if (ring_async++ == 0 && ring_watch) ring_watch_seen = kn_grad(ring_watch) ? 2 : 1;
+    if (!c->w && ring_async++ == 0 && ring_watch) ring_watch_seen = kn_grad(ring_watch) ? 2 : 1;
     return KN_OK;
 }
 static kn_status ring_join(void *comm) {
     ring_comm *c = comm;
-    ring_joins++;
-    for (int k = 0; k < c->queued; k++) ring_all_reduce(c, c->jobs[k].bufs, c->jobs[k].count, c->jobs[k].dt);
+    if (!c->w) ring_joins++;
+    kn_status s = KN_OK;
+    for (int k = 0; k < c->queued; k++) {
+        kn_status sk = ring_all_reduce(c, c->jobs[k].bufs, c->jobs[k].count, c->jobs[k].dt);
+        if (s == KN_OK) s = sk;
+    }
     c->queued = 0;
-    return KN_OK;
+    return s;
 }
 static int ring_kind(void) {
     static int kind = -1;
@@ -108,7 +205,8 @@ static int ring_kind(void) {
                         .copy_d2h = kt_copy, .copy_d2d = kt_copy, .synchronize = kt_sync, .copy_peer = ring_peer,
                         .comm_name = "ring", .comm_new = ring_comm_new, .comm_free = ring_comm_free,
                         .comm_all_reduce = ring_all_reduce, .comm_broadcast = ring_broadcast,
-                        .comm_all_reduce_async = ring_all_reduce_async, .comm_join = ring_join};
+                        .comm_all_reduce_async = ring_all_reduce_async, .comm_join = ring_join,
+                        .comm_unique_id = ring_unique_id, .comm_new_rank = ring_comm_new_rank};
         kind = kn__backend_register(&b);
     }
     return kind;
@@ -561,6 +659,195 @@ static void test_nccl(void) {
     kn_scope_end(sc);
 }
 
+/* ---- groups over processes: the errors, then two ring "processes" (threads) ---------- */
+static char proc_dir[64];
+static const char *proc_path(const char *name) {
+    static char buf[4][128];
+    static int k;
+    char *b = buf[k++ % 4];
+    snprintf(b, sizeof buf[0], "%s/%s", proc_dir, name);
+    return b;
+}
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (f) fputs(text, f), fclose(f);
+}
+
+static void test_process_errors(kn_device ring0) {
+    CHECK(kn_dist_new_rank(KN_CPU, 0, 2, NULL) == NULL, "the CPU across processes");
+    CHECK_ERROR("cpu has no collectives across processes (NCCL on CUDA devices has");
+    CHECK(kn_dist_new_rank(ring0, 2, 2, NULL) == NULL, "rank out of range");
+    CHECK_ERROR("rank 2 of a group of 2 (expected 0 to 1)");
+    CHECK(kn_dist_new_rank(ring0, 0, 0, NULL) == NULL, "no ranks");
+    CHECK_ERROR("a group of 0 ranks");
+    unsetenv("KILN_DIST_ID");
+    CHECK(kn_dist_new_rank(ring0, 0, 1, NULL) == NULL, "no id");
+    CHECK_ERROR("KILN_DIST_ID is not set");
+    CHECK(kn_dist_new_rank(ring0, 0, 1, "abc") == NULL, "a short id");
+    CHECK_ERROR("expected 256 hex digits (an id from kn_dist_unique_id), got 3 characters");
+    char bad[300];
+    memset(bad, 'a', 256), bad[256] = 0, bad[7] = 'g';
+    CHECK(kn_dist_new_rank(ring0, 0, 1, bad) == NULL, "not hex");
+    CHECK_ERROR("character 8 is not a hex digit");
+    setenv("KILN_DIST_TRANSPORT", "host", 1);
+    CHECK(kn_dist_new_rank(ring0, 0, 1, NULL) == NULL, "the host transport across processes");
+    CHECK_ERROR("the host carries groups of one process only");
+    unsetenv("KILN_DIST_TRANSPORT");
+    char id[KN_DIST_ID_CHARS];
+    CHECK(kn_dist_unique_id(KN_CPU, id) != KN_OK, "no id from the CPU");
+
+    /* From the environment. */
+    unsetenv("KILN_RANK"), unsetenv("KILN_WORLD_SIZE"), unsetenv("KILN_DIST_ID_FILE");
+    CHECK(kn_dist_from_env(ring0) == NULL, "no KILN_RANK");
+    CHECK_ERROR("KILN_RANK is not set");
+    setenv("KILN_RANK", "one", 1), setenv("KILN_WORLD_SIZE", "2", 1);
+    CHECK(kn_dist_from_env(ring0) == NULL, "KILN_RANK=one");
+    CHECK_ERROR("KILN_RANK=one is not a whole number");
+    setenv("KILN_RANK", "1", 1);
+    CHECK(kn_dist_from_env(ring0) == NULL, "no id");
+    CHECK_ERROR("set KILN_DIST_ID (rank 0's id) or KILN_DIST_ID_FILE");
+    setenv("KILN_DIST_ID", "00", 1), setenv("KILN_DIST_ID_FILE", proc_path("both"), 1);
+    CHECK(kn_dist_from_env(ring0) == NULL, "both");
+    CHECK_ERROR("both KILN_DIST_ID and KILN_DIST_ID_FILE are set");
+    unsetenv("KILN_DIST_ID"), unsetenv("KILN_DIST_ID_FILE"), unsetenv("KILN_RANK"), unsetenv("KILN_WORLD_SIZE");
+
+    /* By a file. */
+    setenv("KILN_DIST_TIMEOUT", "0.2", 1);
+    CHECK(kn_dist_new_rank_file(ring0, 1, 2, proc_path("absent")) == NULL, "rank 0's file never comes");
+    CHECK_ERROR("rank 1 waited 0.2 s for rank 0's id in");
+    setenv("KILN_DIST_TIMEOUT", "soon", 1);
+    CHECK(kn_dist_new_rank_file(ring0, 1, 2, proc_path("absent")) == NULL, "a bad timeout");
+    CHECK_ERROR("KILN_DIST_TIMEOUT=soon: expected seconds");
+    unsetenv("KILN_DIST_TIMEOUT");
+    write_text(proc_path("stale"), "old");
+    CHECK(kn_dist_new_rank_file(ring0, 0, 2, proc_path("stale")) == NULL, "rank 0 and a file left behind");
+    CHECK_ERROR("exists (left by an earlier run?); remove it");
+    CHECK(kn_dist_new_rank_file(ring0, 1, 2, proc_path("stale")) == NULL, "not an id file");
+    CHECK_ERROR("is not a kiln id file");
+    char text[400];
+    snprintf(text, sizeof text, "kiln-dist-id 1 world=3\n%0256d\n", 0);
+    write_text(proc_path("three"), text);
+    CHECK(kn_dist_new_rank_file(ring0, 1, 2, proc_path("three")) == NULL, "another group's size");
+    CHECK_ERROR("was written for a group of 3 ranks, this rank's has 2");
+    snprintf(text, sizeof text, "kiln-dist-id 1 world=2\n%0255d\n", 0);
+    write_text(proc_path("short"), text);
+    CHECK(kn_dist_new_rank_file(ring0, 1, 2, proc_path("short")) == NULL, "a cut id");
+    CHECK_ERROR("expected 256 hex digits");
+    unlink(proc_path("stale")), unlink(proc_path("three")), unlink(proc_path("short"));
+}
+
+/* Each thread is one rank: the model trained on its shard with
+ * kn_dist_backward, as in test_data_parallel, plus the collectives. */
+enum { PROC_ROWS = 23, PROC_STEPS = 4 };
+typedef struct {
+    int rank;
+    kn_device dev;
+    const char *path, *id; /* by a file, or by the id itself */
+    kn_module *m;
+    kn_tensor *x, *y; /* the whole batch, on the CPU (this thread's copy) */
+    int world, rank_seen;
+    const char *transport;
+    double sum, mean, bcast; /* the collectives' results */
+    kn_status status;
+    char error[256];
+} proc_rank;
+static void *proc_main(void *p) {
+    proc_rank *pr = p;
+    kn_scope sc = kn_scope_begin();
+    kn_dist *d = pr->path ? kn_dist_new_rank_file(pr->dev, pr->rank, 2, pr->path) : kn_dist_new_rank(pr->dev, pr->rank, 2, pr->id);
+    kn_status s = d ? KN_OK : kn_error_code();
+    if (d) {
+        pr->world = kn_dist_world_size(d), pr->rank_seen = kn_dist_rank(d), pr->transport = kn_dist_transport(d);
+        kn_tensor *t = kn_full(KN_SHAPE(5), pr->rank + 1.0, KN_F32, pr->dev);
+        kn_tensor *u = kn_full(KN_SHAPE(5), pr->rank + 1.0, KN_F64, pr->dev);
+        kn_tensor *b = kn_full(KN_SHAPE(3), 10.0 * (pr->rank + 1), KN_I32, pr->dev);
+        if (s == KN_OK) s = kn_dist_all_reduce(d, &t, KN_DIST_SUM);
+        if (s == KN_OK) s = kn_dist_all_reduce(d, &u, KN_DIST_MEAN);
+        if (s == KN_OK) s = kn_dist_broadcast(d, &b, 1);
+        if (s == KN_OK) pr->sum = kn_item(kn_sum_all(t)), pr->mean = kn_item(kn_sum_all(u)), pr->bcast = kn_item(kn_sum_all(kn_cast(b, KN_F64)));
+    }
+    if (s == KN_OK && pr->m) {
+        s = kn_dist_broadcast_module(d, &pr->m);
+        kn_optim *opt = kn_sgd(pr->m, kn_sgd_defaults(0.5));
+        int64_t a = pr->rank == 0 ? 0 : 9, len = pr->rank == 0 ? 9 : PROC_ROWS - 9;
+        double w = (double)len / PROC_ROWS;
+        for (int i = 0; i < PROC_STEPS && s == KN_OK; i++) {
+            kn_scope st = kn_scope_begin();
+            kn_module_zero_grad(pr->m);
+            kn_tensor *xs = kn_to(kn_narrow(pr->x, 0, a, len), pr->dev), *ys = kn_to(kn_narrow(pr->y, 0, a, len), pr->dev);
+            kn_tensor *loss = kn_cross_entropy(kn_module_forward(pr->m, xs), ys);
+            s = loss ? kn_dist_backward(d, &pr->m, &loss, &w, 256) : kn_error_code();
+            if (s == KN_OK) s = kn_optim_step(opt);
+            kn_scope_end(st);
+        }
+        kn_optim_free(opt);
+    }
+    if (s != KN_OK) snprintf(pr->error, sizeof pr->error, "%s", kn_error());
+    pr->status = s;
+    kn_dist_free(d);
+    kn_scope_end(sc);
+    return NULL;
+}
+
+static void test_process_groups(kn_device ring0, kn_device ring1) {
+    kn_scope sc = kn_scope_begin();
+    kn_generator g = kn_generator_make(21);
+    kn_tensor *x = kn_randn(KN_SHAPE(PROC_ROWS, 6), KN_F32, KN_CPU, &g);
+    kn_tensor *y = kn_randint(0, 3, KN_SHAPE(PROC_ROWS), KN_I64, KN_CPU, &g);
+    kn_manual_seed(4);
+    kn_module *ref = mlp();
+    kn_optim *ref_opt = kn_sgd(ref, kn_sgd_defaults(0.5));
+    for (int i = 0; i < PROC_STEPS; i++) {
+        kn_scope st = kn_scope_begin();
+        kn_module_zero_grad(ref);
+        kn_backward(kn_cross_entropy(kn_module_forward(ref, x), y));
+        kn_optim_step(ref_opt);
+        kn_scope_end(st);
+    }
+    kn_manual_seed(4);
+    kn_module *m0 = mlp();
+    kn_manual_seed(5); /* rank 1 starts elsewhere: the broadcast must replace its weights */
+    kn_module *m1 = mlp();
+    kn_module_to(m0, ring0), kn_module_to(m1, ring1);
+    const char *path = proc_path("id");
+    /* Each thread its own copies: a tensor's reference counts are not shared between threads. */
+    proc_rank pr[2] = {{.rank = 0, .dev = ring0, .path = path, .m = m0, .x = kn_clone(x), .y = kn_clone(y)},
+                       {.rank = 1, .dev = ring1, .path = path, .m = m1, .x = kn_clone(x), .y = kn_clone(y)}};
+    pthread_t th[2];
+    /* Rank 1 first: it waits for the file that rank 0 writes. */
+    for (int r = 1; r >= 0; r--) CHECK(pthread_create(&th[r], NULL, proc_main, &pr[r]) == 0, "thread %d", r);
+    for (int r = 0; r < 2; r++) pthread_join(th[r], NULL);
+    for (int r = 0; r < 2; r++) {
+        CHECK(pr[r].status == KN_OK, "rank %d: %s", r, pr[r].error);
+        CHECK(pr[r].world == 2 && pr[r].rank_seen == r && pr[r].transport && !strcmp(pr[r].transport, "ring"),
+              "rank %d: world %d, rank %d, transport %s", r, pr[r].world, pr[r].rank_seen, pr[r].transport);
+        CHECK(pr[r].sum == 15 && pr[r].mean == 7.5 && pr[r].bcast == 60,
+              "rank %d: sum %g (15), mean %g (7.5), broadcast from rank 1 %g (60)", r, pr[r].sum, pr[r].mean, pr[r].bcast);
+    }
+    struct stat st;
+    CHECK(lstat(path, &st) != 0, "rank 0 removed the id file once both joined");
+    int np = 0, n0 = 0, n1 = 0;
+    const kn_named_tensor *p = kn_module_parameters(ref, &np), *p0 = kn_module_parameters(m0, &n0),
+                          *p1 = kn_module_parameters(m1, &n1);
+    for (int i = 0; i < np && n0 == np && n1 == np; i++) {
+        CHECK(max_abs_diff(p0[i].tensor, p[i].tensor) <= 1e-5, "two ranks over processes: rank 0's %s is the whole batch's (%.3g)",
+              p[i].name, max_abs_diff(p0[i].tensor, p[i].tensor));
+        CHECK(max_abs_diff(p1[i].tensor, p0[i].tensor) <= 1e-6, "rank 1's %s is rank 0's", p[i].name);
+    }
+    /* The id passed as it is (KILN_DIST_ID's way). */
+    char id[KN_DIST_ID_CHARS];
+    CHECK(kn_dist_unique_id(ring0, id) == KN_OK && strlen(id) == 256, "an id: %s", kn_error());
+    proc_rank q[2] = {{.rank = 0, .dev = ring0, .id = id}, {.rank = 1, .dev = ring1, .id = id}};
+    for (int r = 0; r < 2; r++) CHECK(pthread_create(&th[r], NULL, proc_main, &q[r]) == 0, "thread %d", r);
+    for (int r = 0; r < 2; r++) pthread_join(th[r], NULL);
+    for (int r = 0; r < 2; r++)
+        CHECK(q[r].status == KN_OK && q[r].sum == 15 && q[r].mean == 7.5 && q[r].bcast == 60,
+              "by the id itself, rank %d: %s (sum %g)", r, q[r].error, q[r].sum);
+    kn_optim_free(ref_opt);
+    kn_module_free(ref), kn_module_free(m0), kn_module_free(m1);
+    kn_scope_end(sc);
+}
+
 int main(void) {
     kn_device devs[MAX];
     int n = kt_devices(devs, MAX);
@@ -587,6 +874,13 @@ int main(void) {
     CHECK(ring_async_first == 3 && ring_joins > joins, "overlapped: three sums queued in the first step (%d), joined",
           ring_async_first);
     CHECK(ring_watch_seen == 1, "the first sum was queued before backward reached the first layer (%d)", ring_watch_seen);
+    snprintf(proc_dir, sizeof proc_dir, "/tmp/kiln-dist-XXXXXX");
+    if (mkdtemp(proc_dir)) {
+        test_process_errors(ring[0]);
+        test_process_groups(ring[0], ring[1]);
+        rmdir(proc_dir);
+    } else
+        CHECK(false, "a temporary directory");
     test_nccl();
     return kt_finish("dist");
 }

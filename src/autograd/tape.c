@@ -255,6 +255,7 @@ static kn_status topo_sort(kn_node *root, node_list *order) {
 typedef struct {
     kn_tensor *leaf;
     int64_t last; /* index in order of the last node feeding it */
+    int slot;     /* which input of that node it is */
     bool got;     /* a gradient reached it in this backward */
 } leaf_use;
 
@@ -274,14 +275,18 @@ static int cmp_use_leaf(const void *a, const void *b) {
     const leaf_use *x = a, *y = b;
     uintptr_t p = (uintptr_t)x->leaf, q = (uintptr_t)y->leaf;
     if (p != q) return p < q ? -1 : 1;
-    return x->last < y->last ? -1 : x->last > y->last;
+    if (x->last != y->last) return x->last < y->last ? -1 : 1;
+    return x->slot < y->slot ? -1 : x->slot > y->slot;
 }
 
 static _Thread_local const leaf_use *fire_sort_base;
-static int cmp_fire(const void *a, const void *b) { /* by decreasing last; ties by leaf order, stable */
+/* By decreasing last, then by input slot: an order that depends on the
+ * graph only, not on where the tensors are in memory, so replicas of one
+ * model in several processes see the same sequence. */
+static int cmp_fire(const void *a, const void *b) {
     const leaf_use *x = fire_sort_base + *(const int64_t *)a, *y = fire_sort_base + *(const int64_t *)b;
     if (x->last != y->last) return x->last > y->last ? -1 : 1;
-    return x < y ? -1 : x > y;
+    return x->slot < y->slot ? -1 : x->slot > y->slot;
 }
 
 /* Each leaf's last node and the order in which the leaves become final. */
@@ -299,7 +304,7 @@ static kn_status plan_hooks(kn__backward *b) {
                 if (!nu) return free(u), kn__err(KN_ERR_OOM, "backward: out of memory");
                 u = nu, cap = c;
             }
-            u[n++] = (leaf_use){in, i, false};
+            u[n++] = (leaf_use){in, i, k, false};
         }
     }
     if (n) qsort(u, (size_t)n, sizeof *u, cmp_use_leaf);

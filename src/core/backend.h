@@ -9,6 +9,9 @@
 #include "kiln/device.h"
 #include "kiln/ops.h" /* kn_reduction, the `reduction` field of the loss ops */
 
+/* The size of a multi-process group's id (NCCL's unique id). */
+#define KN_COMM_ID_BYTES 128
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -180,6 +183,14 @@ typedef struct kn_backend {
      * sum queued before it. The buffers stay untouched until the join. */
     kn_status (*comm_all_reduce_async)(void *comm, void *const *bufs, size_t count, kn_dtype dt);
     kn_status (*comm_join)(void *comm);
+    /* Optional, as a pair: groups spread over processes (or hosts), one
+     * rank each. comm_unique_id makes the id that ties a group together (on
+     * its rank 0, which hands it to the others); comm_new_rank joins this
+     * process as `rank` of `world` on device `index` and returns when every
+     * rank has joined. Its communicator has one local rank (bufs[0] in the
+     * collectives); a broadcast's root is a global rank. */
+    kn_status (*comm_unique_id)(int index, unsigned char id[KN_COMM_ID_BYTES]);
+    void *(*comm_new_rank)(int index, int rank, int world, const unsigned char id[KN_COMM_ID_BYTES], kn_status *status);
     /* The dtypes its kernels compute in (bit k: kn_dtype k; 0 means all). An
      * op with an operand of another dtype is not sent to its kernels. */
     uint32_t dtypes;

@@ -66,6 +66,10 @@ int kn__backend_register(const kn_backend *b) {
         kn__err(KN_ERR_INVALID, "backend_register: comm_all_reduce_async and comm_join come together, with comm_new");
         return -1;
     }
+    if (!b->comm_unique_id != !b->comm_new_rank || (b->comm_new_rank && !b->comm_new)) {
+        kn__err(KN_ERR_INVALID, "backend_register: comm_unique_id and comm_new_rank come together, with comm_new");
+        return -1;
+    }
     if (!strcmp(b->name, "cpu")) {
         kn__err(KN_ERR_INVALID, "backend_register: the cpu backend cannot be replaced");
         return -1;

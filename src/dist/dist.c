@@ -82,6 +82,8 @@ void kn_dist_free(kn_dist *d) {
 }
 
 int kn_dist_size(const kn_dist *d) { return d ? d->n : 0; }
+int kn_dist_world_size(const kn_dist *d) { return d ? d->world : 0; }
+int kn_dist_rank(const kn_dist *d) { return d ? d->rank0 : -1; }
 
 kn_device kn_dist_device(const kn_dist *d, int rank) {
     if (!d || rank < 0 || rank >= d->n) {
@@ -225,7 +227,8 @@ kn_status kn_dist_all_reduce(kn_dist *d, kn_tensor *const *t, kn_dist_op op) {
 
 kn_status kn_dist_broadcast(kn_dist *d, kn_tensor *const *t, int root) {
     if (!kn__dist_check_group("broadcast", d, t, DIST_ANY)) return kn_error_code();
-    if (root < 0 || root >= d->n) return kn__err(KN_ERR_INVALID, "broadcast: root %d out of range", root);
+    if (root < 0 || root >= d->world)
+        return kn__err(KN_ERR_INVALID, "broadcast: root %d out of range (a group of %d ranks)", root, d->world);
     kn_status s = KN_OK;
     if (d->comm) { /* as bytes: every dtype is */
         kn_scope sc = kn_scope_begin();

@@ -192,6 +192,7 @@ struct overlap {
     int *complete;             /* [b]: ranks on which bucket b is complete */
     bool *fired;               /* [rank * n + i]: its gradient became final in this backward */
     kn_tensor **flat;          /* [b * ranks + r], retained */
+    int next;                  /* the next bucket to reduce: in order, as on every process of the group */
     double w[MAX_RANKS];
     bool async;   /* the backend's comm_all_reduce_async */
     bool queued;  /* an async sum is queued: join before the buffers go */
@@ -242,7 +243,10 @@ static kn_status grad_ready(kn_tensor *leaf, void *ctx) {
         if (o->s == KN_OK && !flat) o->s = kn_error_code();
         if (o->s == KN_OK) o->flat[k] = kn_retain(flat);
         kn_scope_end(sc);
-        if (o->s == KN_OK && ++o->complete[b] == ranks) o->s = launch(o, b);
+        /* In bucket order, whatever order the buckets complete in: every
+         * process of a group must queue its collectives in the same order. */
+        if (o->s == KN_OK) ++o->complete[b];
+        while (o->s == KN_OK && o->next < o->nb && o->complete[o->next] == ranks) o->s = launch(o, o->next++);
     }
     return o->s;
 }

@@ -228,6 +228,8 @@ static kn_backend cuda = {
     .comm_broadcast = kc_comm_broadcast,
     .comm_all_reduce_async = kc_comm_all_reduce_async,
     .comm_join = kc_comm_join,
+    .comm_unique_id = kc_comm_unique_id,
+    .comm_new_rank = kc_comm_new_rank,
 #endif
     .dtypes = 0, /* all: every kernel takes every dtype the op allows */
     .supports = supports,

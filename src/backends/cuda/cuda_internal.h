@@ -108,6 +108,8 @@ kn_status kc_comm_all_reduce(void *comm, void *const *bufs, size_t count, kn_dty
 kn_status kc_comm_broadcast(void *comm, void *const *bufs, size_t count, kn_dtype dt, int root);
 kn_status kc_comm_all_reduce_async(void *comm, void *const *bufs, size_t count, kn_dtype dt);
 kn_status kc_comm_join(void *comm);
+kn_status kc_comm_unique_id(int index, unsigned char id[KN_COMM_ID_BYTES]);
+void *kc_comm_new_rank(int index, int rank, int world, const unsigned char id[KN_COMM_ID_BYTES], kn_status *status);
 
 /* ---- graphs (cuda_graph.c) -------------------------------------------------------------- */
 kn_status kc_graph_begin(int index);

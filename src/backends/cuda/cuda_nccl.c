@@ -27,6 +27,8 @@
     X(ncclGetErrorString)                                                                                    \
     X(ncclGetLastError)                                                                                      \
     X(ncclCommInitAll)                                                                                       \
+    X(ncclGetUniqueId)                                                                                       \
+    X(ncclCommInitRank)                                                                                      \
     X(ncclCommDestroy)                                                                                       \
     X(ncclCommGetAsyncError)                                                                                 \
     X(ncclGroupStart)                                                                                        \
@@ -94,7 +96,7 @@ static void load(void) {
 }
 
 typedef struct {
-    int n;
+    int n, world; /* ranks in this process, in the group */
     int index[64];
     ncclComm_t comm[64];
     /* The overlapped sums (comm_all_reduce_async): a stream of the
@@ -112,13 +114,17 @@ static kn_status nccl_err(const char *op, const char *call, ncclResult_t r) {
                    last && *last ? last : "", last && *last ? ")" : "");
 }
 
+_Static_assert(sizeof(ncclUniqueId) == KN_COMM_ID_BYTES, "the contract's id is NCCL's unique id");
+
+/* NCCL loaded, or the reason it is not as the error. */
+static kn_status loaded(void) {
+    call_once(&load_once, load);
+    return failed ? kn__err(KN_ERR_UNSUPPORTED, "%s", failure ? failure : "cannot load NCCL (out of memory)") : KN_OK;
+}
+
 void *kc_comm_new(int n, const int *indices, kn_status *status) {
     const char *op = "dist (nccl)";
-    call_once(&load_once, load);
-    if (failed) { /* the dist layer carries the group through the host, and says this */
-        *status = kn__err(KN_ERR_UNSUPPORTED, "%s", failure ? failure : "cannot load NCCL (out of memory)");
-        return NULL;
-    }
+    if ((*status = loaded()) != KN_OK) return NULL; /* the dist layer then carries the group through the host, and says this */
     if (n < 1 || n > 64) {
         *status = kn__err(KN_ERR_INVALID, "%s: %d ranks (1 to 64)", op, n);
         return NULL;
@@ -141,6 +147,45 @@ void *kc_comm_new(int n, const int *indices, kn_status *status) {
     ncclResult_t res = nc.ncclCommInitAll(c->comm, n, c->index);
     if (res != ncclSuccess) {
         *status = nccl_err(op, "ncclCommInitAll", res);
+        free(c);
+        return NULL;
+    }
+    c->world = n;
+    *status = KN_OK;
+    return c;
+}
+
+kn_status kc_comm_unique_id(int index, unsigned char id[KN_COMM_ID_BYTES]) {
+    const char *op = "dist unique id (nccl)";
+    kn_status s = loaded();
+    if (s != KN_OK) return s;
+    if (!kc_device(index, op)) return kn_error_code();
+    ncclUniqueId u;
+    ncclResult_t res = nc.ncclGetUniqueId(&u);
+    if (res != ncclSuccess) return nccl_err(op, "ncclGetUniqueId", res);
+    memcpy(id, &u, sizeof u);
+    return KN_OK;
+}
+
+void *kc_comm_new_rank(int index, int rank, int world, const unsigned char id[KN_COMM_ID_BYTES], kn_status *status) {
+    const char *op = "dist rank (nccl)";
+    if ((*status = loaded()) != KN_OK) return NULL;
+    kc_comm *c = calloc(1, sizeof *c);
+    if (!c) {
+        *status = kn__err(KN_ERR_OOM, "%s: out of host memory", op);
+        return NULL;
+    }
+    c->n = 1, c->world = world, c->index[0] = index;
+    if (!kc_device(index, op)) { /* its stream and context, and current on this thread */
+        *status = kn_error_code();
+        free(c);
+        return NULL;
+    }
+    ncclUniqueId u;
+    memcpy(&u, id, sizeof u);
+    ncclResult_t res = nc.ncclCommInitRank(&c->comm[0], world, u, rank); /* returns once every rank joined */
+    if (res != ncclSuccess) {
+        *status = nccl_err(op, "ncclCommInitRank", res);
         free(c);
         return NULL;
     }
@@ -284,7 +329,7 @@ kn_status kc_comm_broadcast(void *comm, void *const *bufs, size_t count, kn_dtyp
     kc_comm *c = comm;
     ncclDataType_t t;
     if (!nccl_type(dt, &t)) return kn__err(KN_ERR_DTYPE, "%s: NCCL cannot move %s", op, kn_dtype_name(dt));
-    if (root < 0 || root >= c->n) return kn__err(KN_ERR_INVALID, "%s: root %d out of range", op, root);
+    if (root < 0 || root >= c->world) return kn__err(KN_ERR_INVALID, "%s: root %d out of range", op, root);
     return collective(c, op, bufs, count, t, root, false);
 }
 
