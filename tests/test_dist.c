@@ -545,6 +545,20 @@ static void test_backend_transport(void) {
     ring_fail = false;
 }
 
+/* A temporary directory for the id files of groups over processes. */
+static char proc_dir[64];
+static const char *proc_path(const char *name) {
+    static char buf[4][128];
+    static int k;
+    char *b = buf[k++ % 4];
+    snprintf(b, sizeof buf[0], "%s/%s", proc_dir, name);
+    return b;
+}
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (f) fputs(text, f), fclose(f);
+}
+
 /* One rank on cuda:0 goes through NCCL where it loads: every dtype, the
  * weighted gradient average, and the collective replayed in a graph. */
 typedef struct {
@@ -656,23 +670,28 @@ static void test_nccl(void) {
     if (kn_graph_supported(cuda)) test_captured_backward(d, cuda);
     kn_dist_free(d);
     kn_module_free(m);
+    /* A group over processes of one rank (more would need more GPUs: NCCL
+     * refuses two ranks on one GPU): the id, its file, the collectives. */
+    char id[KN_DIST_ID_CHARS];
+    CHECK(kn_dist_unique_id(cuda, id) == KN_OK && strlen(id) == 256, "an NCCL id: %s", kn_error());
+    kn_dist *one = kn_dist_new_rank_file(cuda, 0, 1, proc_path("nccl-id"));
+    CHECK(one && kn_dist_world_size(one) == 1 && kn_dist_rank(one) == 0 && !strcmp(kn_dist_transport(one), "nccl"),
+          "rank 0 of 1 over NCCL by a file: %s", kn_error());
+    struct stat st;
+    CHECK(lstat(proc_path("nccl-id"), &st) != 0, "the id file removed once the rank joined");
+    if (one) {
+        kn_tensor *t = kn_arange(0, 6, 1, KN_F32, cuda);
+        CHECK(kn_dist_all_reduce(one, &t, KN_DIST_SUM) == KN_OK && kn_item(kn_sum_all(t)) == 15, "its all-reduce");
+        test_data_parallel(&cuda, 1, true); /* a one-process group again, after the rank's communicator */
+    }
+    kn_dist_free(one);
+    kn_dist *by_id = kn_dist_new_rank(cuda, 0, 1, id);
+    CHECK(by_id && !strcmp(kn_dist_transport(by_id), "nccl"), "rank 0 of 1 by the id itself: %s", kn_error());
+    kn_dist_free(by_id);
     kn_scope_end(sc);
 }
 
 /* ---- groups over processes: the errors, then two ring "processes" (threads) ---------- */
-static char proc_dir[64];
-static const char *proc_path(const char *name) {
-    static char buf[4][128];
-    static int k;
-    char *b = buf[k++ % 4];
-    snprintf(b, sizeof buf[0], "%s/%s", proc_dir, name);
-    return b;
-}
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    if (f) fputs(text, f), fclose(f);
-}
-
 static void test_process_errors(kn_device ring0) {
     CHECK(kn_dist_new_rank(KN_CPU, 0, 2, NULL) == NULL, "the CPU across processes");
     CHECK_ERROR("cpu has no collectives across processes (NCCL on CUDA devices has");
@@ -878,9 +897,9 @@ int main(void) {
     if (mkdtemp(proc_dir)) {
         test_process_errors(ring[0]);
         test_process_groups(ring[0], ring[1]);
+        test_nccl();
         rmdir(proc_dir);
     } else
         CHECK(false, "a temporary directory");
-    test_nccl();
     return kt_finish("dist");
 }
