@@ -102,8 +102,8 @@ kn_status kn_dist_average_gradients(kn_dist *d, kn_module *const *replicas, cons
  * as DDP's hooks do: the ranks' tapes are walked in lockstep, and a bucket
  * is reduced as soon as its gradients are final on every rank (on NCCL, on
  * a stream of the communicator's own while backward goes on). On return
- * every rank holds the averaged gradients. The tapes are spent even on
- * error. */
+ * every rank holds the averaged gradients. On an error, every tape that
+ * was begun is spent. */
 kn_status kn_dist_backward(kn_dist *d, kn_module *const *replicas, kn_tensor *const *losses, const double *weight,
                            size_t cap);
 
