@@ -196,6 +196,8 @@ void *kc_comm_new_rank(int index, int rank, int world, const unsigned char id[KN
 void kc_comm_free(void *comm) {
     kc_comm *c = comm;
     if (!c) return;
+    for (int r = 0; c->side_made && r < c->n; r++) /* sums still running finish first */
+        if (kc_device(c->index[r], "dist (nccl)")) (void)cudaStreamSynchronize(c->side[r]);
     for (int r = 0; r < c->n; r++) (void)nc.ncclCommDestroy(c->comm[r]);
     for (int r = 0; c->side_made && r < c->n; r++) {
         if (!kc_device(c->index[r], "dist (nccl)")) continue;
@@ -288,7 +290,10 @@ static kn_status collective(kc_comm *c, const char *op, void *const *bufs, size_
         if (!kc_device(c->index[r], op)) return kn_error_code();
         s = kc_check(cudaEventRecord(c->done[r], c->side[r]), op);
         c->joined = false;
-        if (s == KN_OK && kc_sync_mode()) s = kc_check(cudaStreamSynchronize(c->side[r]), op);
+        enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+        if (s == KN_OK && kc_sync_mode() && cudaStreamIsCapturing(c->side[r], &cap) == cudaSuccess &&
+            cap == cudaStreamCaptureStatusNone) /* KILN_CUDA_SYNC=1, outside a capture */
+            s = kc_check(cudaStreamSynchronize(c->side[r]), op);
     }
     for (int r = 0; r < c->n && s == KN_OK && kc_sync_mode(); r++) s = kc_sync(kc_device(c->index[r], op), op);
     return s;
