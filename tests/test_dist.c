@@ -752,6 +752,8 @@ static void test_process_errors(kn_device ring0) {
     write_text(proc_path("short"), text);
     CHECK(kn_dist_new_rank_file(ring0, 1, 2, proc_path("short")) == NULL, "a cut id");
     CHECK_ERROR("expected 256 hex digits");
+    CHECK(kn_dist_new_rank_file(ring0, 1, 2, proc_dir) == NULL, "a directory");
+    CHECK_ERROR("is not a kiln id file (not a regular file)");
     unlink(proc_path("stale")), unlink(proc_path("three")), unlink(proc_path("short"));
 }
 

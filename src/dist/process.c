@@ -7,7 +7,6 @@
 #include "io/atomic_file.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +186,10 @@ kn_dist *kn_dist_new_rank_file(kn_device dev, int rank, int world, const char *p
     timespec_get(&t0, TIME_UTC);
     for (;;) {
         if (stat(path, &st) == 0) { /* rank 0 renames it into place whole */
+            if (!S_ISREG(st.st_mode) || st.st_size > 4096) /* an id file is about 300 bytes */
+                return kn__err(KN_ERR_FORMAT, "%s: %s is not a kiln id file (%s)", op, path,
+                               S_ISREG(st.st_mode) ? "too large" : "not a regular file"),
+                       NULL;
             kn__file f;
             if (kn__file_read(path, &f) != KN_OK) return NULL;
             bool ok = parse_id_file(path, f.data, f.len, world, id);
