@@ -94,6 +94,9 @@ def kiln_ms(args, n, plain=False):
 
 
 def main():
+    # NVLink multicast off on both sides (kiln sets the first itself unless it is set)
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
     ap = argparse.ArgumentParser()
     ap.add_argument("kiln")
     ap.add_argument("--model", default="cnn", choices=["cnn", "mlp"])

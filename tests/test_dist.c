@@ -628,6 +628,9 @@ static void test_captured_backward(kn_dist *d, kn_device dev) {
 
 static void test_nccl(void) {
     if (kn_device_count(KN_DEVICE_CUDA) == 0) return;
+    const char *nvls = getenv("NCCL_NVLS_ENABLE");
+    char user_nvls[16];
+    snprintf(user_nvls, sizeof user_nvls, "%s", nvls ? nvls : "");
     kn_device cuda = kn_device_get("cuda:0");
     kn_dist *d = kn_dist_new(1, &cuda);
     if (d && strcmp(kn_dist_transport(d), "nccl")) {
@@ -636,6 +639,10 @@ static void test_nccl(void) {
         return;
     }
     kn_dist_free(d);
+    /* NVLink multicast off unless the user set the variable (then theirs stays). */
+    nvls = getenv("NCCL_NVLS_ENABLE");
+    CHECK(nvls && !strcmp(nvls, *user_nvls ? user_nvls : "0"), "NCCL_NVLS_ENABLE=%s (was '%s')", nvls ? nvls : "(unset)",
+          user_nvls);
     test_all_reduce(&cuda, 1, "nccl");
     test_data_parallel(&cuda, 1, false);
     test_data_parallel(&cuda, 1, true);

@@ -56,6 +56,11 @@ static void fail(const char *fmt, ...) {
 }
 
 static void load(void) {
+    /* NVLink SHARP multicast stays off unless the user asks for it: its
+     * multicast objects are a resource of the whole host, shared by every
+     * process on it, and one misused can take the GPUs out of service;
+     * NCCL's rings and trees need none. NCCL reads this when it starts. */
+    setenv("NCCL_NVLS_ENABLE", "0", 0);
 #ifdef KC_NCCL_DIR
     const char *built = sizeof KC_NCCL_DIR > 1 ? KC_NCCL_DIR "/" KC_NCCL_SONAME : NULL;
 #else
