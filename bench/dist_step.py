@@ -38,7 +38,8 @@ def worker(rank, world, args, init_file, out):
     dev = f"cuda:{rank}"
     plain = world == 0  # no group: the plain step on one GPU
     if not plain:
-        dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=world)
+        dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                                device_id=torch.device(dev))
     torch.manual_seed(0)
     model = make_model(args.model).to(dev)
     if not plain:
