@@ -209,6 +209,10 @@ static int cmp_param_ref(const void *a, const void *b) {
 static kn_status launch(overlap *o, int b) {
     kn_dist *d = o->d;
     kn_tensor **flat = o->flat + (size_t)b * (size_t)d->n;
+    /* The host reads every rank's bucket back, which waits for its device:
+     * done in the middle of backward, that would stall each GPU's queue at
+     * every bucket. Its sums wait for the end of the walk instead. */
+    if (!d->comm) return KN_OK;
     if (!o->async) return kn__dist_reduce(d, flat, o->w);
     void *buf[MAX_RANKS];
     for (int r = 0; r < d->n; r++) buf[r] = kn__data(flat[r]);
@@ -325,6 +329,8 @@ kn_status kn_dist_backward(kn_dist *d, kn_module *const *replicas, kn_tensor *co
                               kn_grad(o.p[r][i].tensor) ? "got no gradient in this backward (it has one from before)"
                                                         : "has no gradient",
                               r, kn_device_str(d->dev[r]));
+    for (int b = 0; o.s == KN_OK && !d->comm && b < o.nb; b++) /* the host's sums, deferred by launch */
+        o.s = kn__dist_reduce(d, o.flat + (size_t)b * (size_t)ranks, o.w);
     if (o.queued) { /* even after an error: the buffers must outlive the sums */
         kn_status st = d->be->comm_join(d->comm);
         if (o.s == KN_OK) o.s = st;
