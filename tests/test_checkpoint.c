@@ -138,12 +138,6 @@ static void test_library(bool adam) {
 #define EPOCHS "60"
 
 /* Whether two files hold the same bytes. */
-static bool same_bytes(const char *a, const char *b) {
-    static char x[1 << 20], y[1 << 20];
-    size_t na = read_file(a, x, sizeof x), nb = read_file(b, y, sizeof y);
-    return na > 0 && na == nb && na < sizeof x - 1 && !memcmp(x, y, na);
-}
-
 /* Starts kiln with args, output to files; returns the pid. */
 static pid_t spawn(const char *const *args) {
     char *argv[64];

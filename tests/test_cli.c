@@ -369,8 +369,7 @@ static void test_devices(void) {
     CHECK_FAILS(RUN("train", csv, "--target", "label", "--devices", "cpu,cuda:7"), "cuda:7");
     CHECK_FAILS(RUN("train", csv, "--target", "label", "--devices", "cpu,,cpu"), "is not a list of up to 64 device names");
     CHECK_FAILS(RUN("train", csv, "--target", "label", "--devices", "cpu", "--device", "cpu"), "--devices: not with --device");
-    CHECK_FAILS(RUN("train", csv, "--target", "label", "--devices", "cpu", "--checkpoint", path_in("ck")),
-                "--devices: not with --checkpoint");
+    CHECK_FAILS(RUN("train", csv, "--target", "label", "--devices", "cpu", "--cv", "3"), "--devices: not with --cv");
     int rc = RUN("train", csv, "--target", "label", "--devices", "cpu", "--epochs", "2");
     CHECK(rc == 0 && strstr(out_buf, "Using 1 device: cpu (data parallel, gradients averaged through host)"),
           "one rank: %s %s", out_buf, err_buf);
@@ -386,6 +385,20 @@ static void test_devices(void) {
     /* The ranks took the same steps: their weights agree to rounding. */
     double spread = json_number(out_buf, "replica_spread", NULL);
     CHECK(spread >= 0 && spread <= 1e-4, "the replicas' weights agree after training: %g", spread);
+    /* Stopped after 2 epochs and resumed to 4: every rank's optimizer takes
+     * the checkpoint's state, so the model is the one of the run that was
+     * not stopped, byte for byte. */
+    const char *ref = path_in("dp_ref.safetensors"), *res = path_in("dp_res.safetensors"), *ck = path_in("dp_ck");
+    rc = RUN("train", csv, "--target", "label", "--devices", "cpu,vulkan:0", "--epochs", "4", "--seed", "3", "--out", ref,
+             "--quiet");
+    CHECK(rc == 0, "two ranks, 4 epochs: %s", err_buf);
+    rc = RUN("train", csv, "--target", "label", "--devices", "cpu,vulkan:0", "--epochs", "2", "--seed", "3",
+             "--checkpoint", ck, "--quiet");
+    CHECK(rc == 0, "two ranks, 2 epochs and a checkpoint: %s", err_buf);
+    rc = RUN("train", csv, "--target", "label", "--devices", "cpu,vulkan:0", "--epochs", "4", "--seed", "3", "--resume", ck,
+             "--out", res, "--quiet");
+    CHECK(rc == 0 && same_bytes(ref, res), "two ranks stopped and resumed: the same model file, byte for byte (%s)",
+          err_buf);
 }
 
 /* A numeric target with many values: regression, chosen by itself, with

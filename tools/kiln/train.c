@@ -204,6 +204,11 @@ static bool dp_init(dp_group *g, kn_dist *d, kn_module *m, const eager *e0, cons
     *g = (dp_group){.d = d, .n = kn_dist_size(d), .cw = cw};
     g->rep[0] = m, g->opt[0] = e0->opt, g->e[0] = *e0, g->tr[0] = tr;
     bool ok = g->n <= DP_MAX;
+    /* The replicas' initial weights are replaced by rank 0's: their draws
+     * must not move the generator, or a resumed run (whose generator the
+     * checkpoint restored before this) would draw other dropout masks than
+     * the run it continues. */
+    kn_generator *gen = kn_default_generator(), saved = *gen;
     kn_scope sc = kn_scope_begin();
     for (int r = 1; ok && r < g->n; r++) {
         kn_device dev = kn_dist_device(d, r);
@@ -225,11 +230,20 @@ static bool dp_init(dp_group *g, kn_dist *d, kn_module *m, const eager *e0, cons
              (!tr->cat || g->data[r].cat) && (!tr->num || g->data[r].num);
     }
     kn_scope_end(sc);
+    *gen = saved;
     if (ok && cw && !s->regression && !s->n_labels) { /* class weights: a shard's share is its weight sum */
         g->label = cli_alloc(((size_t)tr->n + 1) * sizeof *g->label);
         ok = g->label && kn_to_host(tr->y, g->label, KN_I64) == KN_OK;
     }
     ok = ok && kn_dist_broadcast_module(d, g->rep) == KN_OK;
+    /* A resumed run: every rank's optimizer takes the checkpoint's state
+     * (rank 0's was restored with the model), so the ranks go on taking
+     * the same steps. The saved state is rank 0's, which is every rank's. */
+    for (int r = 1; ok && o->resume_from && r < g->n; r++) {
+        kn_safetensors *f = kn_checkpoint_load(o->resume_from, &(kn_checkpoint){.model = g->rep[r], .optim = g->opt[r]});
+        ok = f != NULL;
+        kn_safetensors_close(f);
+    }
     if (!ok) {
         cli_error("setting up data-parallel training: %s", kn_error()[0] ? kn_error() : "out of memory");
         dp_free(g);

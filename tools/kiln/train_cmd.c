@@ -299,7 +299,7 @@ int cmd_train(int argc, char **argv) {
     train_opts *o = &a.o;
     kn_device dev;
     if (a.devices) {
-        const char *other = a.device ? "--device" : a.cv ? "--cv" : a.ckpt_dir ? "--checkpoint" : a.resume_dir ? "--resume" : NULL;
+        const char *other = a.device ? "--device" : a.cv ? "--cv" : NULL;
         if (other) {
             cli_error("--devices: not with %s (%s)", other,
                       a.device ? "--devices names the devices itself" : "data-parallel runs do not support it yet");
