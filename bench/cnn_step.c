@@ -85,10 +85,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (batch < 1 || batch > 65536 || steps < 1 || steps > 100000) {
-        fprintf(stderr, "bench_cnn_step: --batch must be in [1, 65536] and --steps in [1, 100000]\n");
-        return 2;
-    }
+    if (!bench_check_batch_steps("bench_cnn_step", batch, steps)) return 2;
     kn_device dev = kn_device_get(argv[1]);
     if (!kn_device_ok(dev)) return fail(argv[1]);
     kn_scope all = kn_scope_begin();

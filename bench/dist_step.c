@@ -109,10 +109,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (batch < 1 || batch > 65536 || steps < 1 || steps > 100000) {
-        fprintf(stderr, "bench_dist_step: --batch must be in [1, 65536] and --steps in [1, 100000]\n");
-        return 2;
-    }
+    if (!bench_check_batch_steps("bench_dist_step", batch, steps)) return 2;
     kn_device dev[MAX_RANKS];
     group g = {0};
     if ((g.n = parse_devices(argv[1], dev)) < 1) return fail(argv[1]);

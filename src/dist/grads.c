@@ -335,17 +335,14 @@ kn_status kn_dist_backward(kn_dist *d, kn_module *const *replicas, kn_tensor *co
         kn_status st = d->be->comm_join(d->comm);
         if (o.s == KN_OK) o.s = st;
     }
-    for (int b = 0; o.s == KN_OK && b < o.nb; b++)
-        for (int r = 0; o.s == KN_OK && r < ranks; r++) {
-            kn_tensor **grads = calloc(n, sizeof *grads);
-            if (!grads) {
-                o.s = kn__err(KN_ERR_OOM, "%s: out of host memory", op);
-                break;
-            }
-            for (int i = 0; i < o.n; i++) grads[i] = kn_grad(o.p[r][i].tensor);
+    kn_tensor **grads = o.s == KN_OK ? calloc(n, sizeof *grads) : NULL;
+    if (o.s == KN_OK && !grads) o.s = kn__err(KN_ERR_OOM, "%s: out of host memory", op);
+    for (int r = 0; o.s == KN_OK && r < ranks; r++) { /* each rank's sums back into its gradients */
+        for (int i = 0; i < o.n; i++) grads[i] = kn_grad(o.p[r][i].tensor);
+        for (int b = 0; o.s == KN_OK && b < o.nb; b++)
             o.s = unflatten(o.flat[(size_t)b * (size_t)ranks + (size_t)r], grads, o.n, o.bucket, b);
-            free(grads);
-        }
+    }
+    free(grads);
     for (size_t k = 0; o.flat && k < cells; k++) kn_release(o.flat[k]);
     free(o.flat);
     free(o.fired);

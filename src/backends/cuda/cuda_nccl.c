@@ -304,20 +304,20 @@ static kn_status collective(kc_comm *c, const char *op, void *const *bufs, size_
     return s;
 }
 
-kn_status kc_comm_all_reduce(void *comm, void *const *bufs, size_t count, kn_dtype dt) {
-    const char *op = "all_reduce (nccl)";
+/* A sum on the ranks' streams, or (side) on the communicator's own. */
+static kn_status sum(void *comm, const char *op, void *const *bufs, size_t count, kn_dtype dt, bool side) {
     ncclDataType_t t;
     if (!nccl_type(dt, &t) || dt == KN_BOOL)
         return kn__err(KN_ERR_DTYPE, "%s: NCCL cannot sum %s", op, kn_dtype_name(dt));
-    return collective(comm, op, bufs, count, t, -1, false);
+    return collective(comm, op, bufs, count, t, -1, side);
+}
+
+kn_status kc_comm_all_reduce(void *comm, void *const *bufs, size_t count, kn_dtype dt) {
+    return sum(comm, "all_reduce (nccl)", bufs, count, dt, false);
 }
 
 kn_status kc_comm_all_reduce_async(void *comm, void *const *bufs, size_t count, kn_dtype dt) {
-    const char *op = "all_reduce (nccl, overlapped)";
-    ncclDataType_t t;
-    if (!nccl_type(dt, &t) || dt == KN_BOOL)
-        return kn__err(KN_ERR_DTYPE, "%s: NCCL cannot sum %s", op, kn_dtype_name(dt));
-    return collective(comm, op, bufs, count, t, -1, true);
+    return sum(comm, "all_reduce (nccl, overlapped)", bufs, count, dt, true);
 }
 
 /* Each rank's stream waits for the last sum on its side stream, which is
